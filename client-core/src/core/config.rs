@@ -1,0 +1,149 @@
+//! Core configuration and the share policy hook.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::id::{DocumentId, PeerId, StorageId};
+use crate::wire::PeerMetadata;
+
+/// What the core knows about a connected peer, passed to the [`SharePolicy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id (from its handshake).
+    pub peer_id: PeerId,
+    /// Its metadata.
+    pub metadata: PeerMetadata,
+    /// Whether it dialled us (`true`) or we dialled it.
+    pub inbound: bool,
+}
+
+impl PeerInfo {
+    /// The storage id to persist sync state against, if the peer is durable.
+    pub fn persistent_storage(&self) -> Option<&StorageId> {
+        if self.metadata.is_ephemeral {
+            None
+        } else {
+            self.metadata.storage_id.as_ref()
+        }
+    }
+}
+
+/// Who may see and change which documents.
+///
+/// - `announce`: start syncing `doc` with `peer` without being asked (clients announce to servers).
+/// - `access`: answer `peer`'s request/sync for `doc`; when denied the peer gets `doc-unavailable`
+///   (no existence leak).
+/// - `accept_changes`: apply changes `peer` sends for `doc`; when denied, its sync messages that
+///   carry changes are refused with an error and nothing is applied.
+pub trait SharePolicy: Send + Sync + fmt::Debug {
+    /// Proactively sync `doc` with `peer`?
+    fn announce(&self, peer: &PeerInfo, doc: &DocumentId) -> bool;
+    /// May `peer` read `doc`?
+    fn access(&self, _peer: &PeerInfo, _doc: &DocumentId) -> bool {
+        true
+    }
+    /// May `peer` write `doc`?
+    fn accept_changes(&self, _peer: &PeerInfo, _doc: &DocumentId) -> bool {
+        true
+    }
+}
+
+/// Client policy: announce every document to peers we dialled (servers), answer everyone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientPolicy;
+
+impl SharePolicy for ClientPolicy {
+    fn announce(&self, peer: &PeerInfo, _doc: &DocumentId) -> bool {
+        !peer.inbound
+    }
+}
+
+/// Server policy: never push documents a peer did not ask for; answer everyone, accept all writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerPolicy;
+
+impl SharePolicy for ServerPolicy {
+    fn announce(&self, peer: &PeerInfo, _doc: &DocumentId) -> bool {
+        !peer.inbound
+    }
+}
+
+/// Limits that protect the core from misbehaving peers.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted frame (bytes).
+    pub max_message_bytes: usize,
+    /// Protocol errors a connection may cause before it is closed.
+    pub max_protocol_errors: u32,
+    /// Milliseconds a connection may take to complete the handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1 << 20,
+            max_protocol_errors: 64,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Memory and storage housekeeping.
+#[derive(Debug, Clone)]
+pub struct Housekeeping {
+    /// Compact a document once it has this many incremental chunks.
+    pub compact_after_increments: usize,
+    /// Evict documents unused for this many milliseconds (`None`: never).
+    pub evict_idle_ms: Option<u64>,
+    /// Keep at most this many documents resident (`None`: unbounded).
+    pub max_resident: Option<usize>,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Self {
+            compact_after_increments: 64,
+            evict_idle_ms: None,
+            max_resident: None,
+        }
+    }
+}
+
+/// Everything a [`Core`](super::Core) needs at construction.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Our peer id on the wire.
+    pub peer_id: PeerId,
+    /// Our storage id (`None`: an ephemeral peer).
+    pub storage_id: Option<StorageId>,
+    /// Seed for the core's randomness (actor ids, session ids). Supply real randomness in
+    /// production and a fixed value in simulations.
+    pub seed: u64,
+    /// Who may see and change what.
+    pub policy: Arc<dyn SharePolicy>,
+    /// Protocol limits.
+    pub limits: Limits,
+    /// Compaction and eviction.
+    pub housekeeping: Housekeeping,
+}
+
+impl CoreConfig {
+    /// A client configuration with defaults.
+    pub fn new(peer_id: PeerId, storage_id: Option<StorageId>, seed: u64) -> Self {
+        Self {
+            peer_id,
+            storage_id,
+            seed,
+            policy: Arc::new(ClientPolicy),
+            limits: Limits::default(),
+            housekeeping: Housekeeping::default(),
+        }
+    }
+
+    /// Replaces the share policy.
+    pub fn with_policy(mut self, policy: Arc<dyn SharePolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+}

@@ -1,0 +1,390 @@
+//! Connections: the join/peer handshake, message dispatch and teardown.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::{CloseReason, Core, Effect, Event, PeerInfo, ProtocolError};
+use crate::id::{ConnId, DocumentId, PeerId};
+use crate::wire::{self, Message, PROTOCOL_V1, PeerMetadata};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ConnState {
+    /// We accepted it and wait for `join`.
+    AwaitingJoin,
+    /// We dialled, sent `join`, and wait for `peer`.
+    AwaitingPeer,
+    /// Handshake done.
+    Established,
+    /// We asked the driver to close it.
+    Closing,
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) state: ConnState,
+    pub(super) inbound: bool,
+    pub(super) opened_at: u64,
+    pub(super) errors: u32,
+    pub(super) peer: Option<PeerInfo>,
+    /// Documents this connection syncs with us (survives eviction of the document).
+    pub(super) subscribed: BTreeSet<DocumentId>,
+    /// Last ephemeral count seen per (sender, session).
+    ephemeral_seen: HashMap<(PeerId, String), u64>,
+}
+
+impl Conn {
+    fn new(inbound: bool, now: u64) -> Self {
+        Self {
+            state: if inbound {
+                ConnState::AwaitingJoin
+            } else {
+                ConnState::AwaitingPeer
+            },
+            inbound,
+            opened_at: now,
+            errors: 0,
+            peer: None,
+            subscribed: BTreeSet::new(),
+            ephemeral_seen: HashMap::new(),
+        }
+    }
+}
+
+impl Core {
+    fn our_metadata(&self) -> PeerMetadata {
+        PeerMetadata {
+            storage_id: self.config.storage_id.clone(),
+            is_ephemeral: self.config.storage_id.is_none(),
+        }
+    }
+
+    /// We dialled a peer and the transport is open: sends `join`.
+    pub fn handle_connect(&mut self, now: u64, conn: ConnId) {
+        self.conns.insert(conn, Conn::new(false, now));
+        let join = Message::Join {
+            sender_id: self.config.peer_id.clone(),
+            peer_metadata: Some(self.our_metadata()),
+            supported_protocol_versions: vec![PROTOCOL_V1.into()],
+        };
+        self.out.send(conn, &join);
+    }
+
+    /// A peer dialled us and the transport is open: waits for its `join`.
+    pub fn handle_accept(&mut self, now: u64, conn: ConnId) {
+        self.conns.insert(conn, Conn::new(true, now));
+    }
+
+    /// The transport closed (for any reason). Sync state with that peer is dropped; a reconnect
+    /// starts from the persisted state.
+    pub fn handle_disconnect(&mut self, _now: u64, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        for doc in &c.subscribed {
+            if let Some(entry) = self.docs.get_mut(doc) {
+                entry.peers.remove(&conn);
+            }
+        }
+        for entry in self.docs.values_mut() {
+            entry.peers.remove(&conn);
+        }
+        let pending_finds: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, e)| !e.find_waiters.is_empty() || e.has_waiting_requesters())
+            .map(|(d, _)| *d)
+            .collect();
+        for doc in pending_finds {
+            self.check_availability(doc);
+        }
+        self.out.event(Event::PeerDisconnected {
+            conn,
+            peer_id: c.peer.map(|p| p.peer_id),
+        });
+    }
+
+    /// The peer behind an established connection.
+    pub fn peer(&self, conn: ConnId) -> Option<&PeerInfo> {
+        self.conns.get(&conn).and_then(|c| c.peer.as_ref())
+    }
+
+    /// Connections whose handshake completed.
+    pub fn established(&self) -> Vec<(ConnId, PeerInfo)> {
+        self.conns
+            .iter()
+            .filter_map(|(id, c)| c.peer.clone().map(|p| (*id, p)))
+            .collect()
+    }
+
+    pub(super) fn close(&mut self, conn: ConnId, code: u16, reason: impl Into<String>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.state == ConnState::Closing {
+                return;
+            }
+            c.state = ConnState::Closing;
+            self.out.effects.push_back(Effect::Close {
+                conn,
+                reason: CloseReason {
+                    code,
+                    reason: reason.into(),
+                },
+            });
+        }
+    }
+
+    /// Reports a protocol error; sends an `error` message to the peer and closes the connection
+    /// once it has caused too many.
+    pub(super) fn protocol_error(&mut self, conn: ConnId, error: ProtocolError) {
+        let max = self.config.limits.max_protocol_errors;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.errors += 1;
+        let too_many = c.errors > max;
+        let target_id = c.peer.as_ref().map(|p| p.peer_id.clone());
+        self.out.send(
+            conn,
+            &Message::Error {
+                sender_id: Some(self.config.peer_id.clone()),
+                target_id,
+                message: error.to_string(),
+            },
+        );
+        self.out.event(Event::Protocol { conn, error });
+        if too_many {
+            self.out.event(Event::Protocol {
+                conn,
+                error: ProtocolError::TooManyErrors,
+            });
+            self.close(conn, 1008, "too many protocol errors");
+        }
+    }
+
+    /// One frame arrived on `conn`.
+    pub fn handle_message(&mut self, now: u64, conn: ConnId, bytes: &[u8]) {
+        self.out.stats.messages_in += 1;
+        self.out.stats.bytes_in += bytes.len() as u64;
+        let Some(state) = self.conns.get(&conn).map(|c| c.state) else {
+            return;
+        };
+        if state == ConnState::Closing {
+            return;
+        }
+        let msg = match wire::decode(bytes, self.config.limits.max_message_bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let fatal = state != ConnState::Established;
+                self.protocol_error(conn, e.into());
+                if fatal {
+                    self.close(conn, 1002, "undecodable handshake");
+                }
+                return;
+            }
+        };
+        match (state, msg) {
+            (
+                ConnState::AwaitingJoin,
+                Message::Join {
+                    sender_id,
+                    peer_metadata,
+                    supported_protocol_versions,
+                },
+            ) => self.on_join(now, conn, sender_id, peer_metadata, supported_protocol_versions),
+            (
+                ConnState::AwaitingPeer,
+                Message::Peer {
+                    sender_id,
+                    peer_metadata,
+                    selected_protocol_version,
+                    ..
+                },
+            ) => {
+                if selected_protocol_version != PROTOCOL_V1 {
+                    self.protocol_error(
+                        conn,
+                        ProtocolError::UnsupportedVersion(vec![selected_protocol_version]),
+                    );
+                    self.close(conn, 1002, "unsupported protocol version");
+                    return;
+                }
+                self.establish(now, conn, sender_id, peer_metadata.unwrap_or_default());
+            }
+            (_, Message::Error { message, .. }) => {
+                self.out.event(Event::Protocol {
+                    conn,
+                    error: ProtocolError::Remote(message),
+                });
+                if state != ConnState::Established {
+                    self.close(conn, 1000, "peer reported an error during the handshake");
+                }
+            }
+            (_, Message::Leave { .. }) => self.close(conn, 1000, "peer left"),
+            (ConnState::Established, msg @ (Message::Join { .. } | Message::Peer { .. })) => {
+                self.protocol_error(conn, ProtocolError::UnexpectedHandshake(msg.type_name()));
+            }
+            (ConnState::Established, msg) => self.on_established_message(now, conn, msg),
+            (_, msg) => {
+                self.protocol_error(conn, ProtocolError::BeforeHandshake(msg.type_name()));
+                self.close(conn, 1002, "handshake expected");
+            }
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        sender_id: PeerId,
+        metadata: Option<PeerMetadata>,
+        versions: Vec<String>,
+    ) {
+        if !versions.iter().any(|v| v == PROTOCOL_V1) {
+            self.out.send(
+                conn,
+                &Message::Error {
+                    sender_id: Some(self.config.peer_id.clone()),
+                    target_id: Some(sender_id),
+                    message: format!("unsupported protocol versions {versions:?}; this server speaks [\"1\"]"),
+                },
+            );
+            self.out.event(Event::Protocol {
+                conn,
+                error: ProtocolError::UnsupportedVersion(versions),
+            });
+            self.close(conn, 1002, "unsupported protocol version");
+            return;
+        }
+        let reply = Message::Peer {
+            sender_id: self.config.peer_id.clone(),
+            target_id: sender_id.clone(),
+            peer_metadata: Some(self.our_metadata()),
+            selected_protocol_version: PROTOCOL_V1.into(),
+        };
+        self.out.send(conn, &reply);
+        self.establish(now, conn, sender_id, metadata.unwrap_or_default());
+    }
+
+    fn establish(&mut self, now: u64, conn: ConnId, peer_id: PeerId, metadata: PeerMetadata) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let info = PeerInfo {
+            peer_id: peer_id.clone(),
+            metadata: metadata.clone(),
+            inbound: c.inbound,
+        };
+        c.state = ConnState::Established;
+        c.peer = Some(info.clone());
+        self.out.event(Event::PeerConnected {
+            conn,
+            peer_id,
+            metadata,
+        });
+        // Announce resident documents the policy lets us share, and ask for wanted ones.
+        let docs: Vec<DocumentId> = self.docs.keys().copied().collect();
+        for doc in docs {
+            let wanted = self.docs.get(&doc).is_some_and(|e| e.is_wanted());
+            if self.config.policy.announce(&info, &doc) && (wanted || self.docs.get(&doc).is_some_and(|e| e.has_content())) {
+                self.subscribe(conn, doc);
+                self.sync_doc(now, doc);
+            }
+        }
+    }
+
+    pub(super) fn subscribe(&mut self, conn: ConnId, doc: DocumentId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.subscribed.insert(doc);
+        }
+    }
+
+    fn on_established_message(&mut self, now: u64, conn: ConnId, msg: Message) {
+        match msg {
+            Message::Request {
+                document_id, data, ..
+            } => self.on_sync(now, conn, document_id, &data, true),
+            Message::Sync {
+                document_id, data, ..
+            } => self.on_sync(now, conn, document_id, &data, false),
+            Message::DocUnavailable { document_id, .. } => self.on_unavailable(conn, document_id),
+            Message::Ephemeral {
+                sender_id,
+                document_id,
+                session_id,
+                count,
+                data,
+                ..
+            } => self.on_ephemeral(conn, sender_id, document_id, session_id, count, data),
+            // Heads gossip is accepted and not acted upon yet.
+            Message::RemoteSubscriptionChange { .. } | Message::RemoteHeadsChanged { .. } => {}
+            _ => {}
+        }
+    }
+
+    fn on_ephemeral(
+        &mut self,
+        conn: ConnId,
+        sender_id: PeerId,
+        doc: DocumentId,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let allowed = c
+            .peer
+            .as_ref()
+            .is_some_and(|p| self.config.policy.access(p, &doc));
+        if !allowed {
+            return;
+        }
+        let key = (sender_id.clone(), session_id.clone());
+        if c.ephemeral_seen.get(&key).is_some_and(|last| *last >= count) {
+            return;
+        }
+        c.ephemeral_seen.insert(key, count);
+        let targets: Vec<(ConnId, PeerId)> = self
+            .conns
+            .iter()
+            .filter(|(id, other)| **id != conn && other.subscribed.contains(&doc))
+            .filter_map(|(id, other)| other.peer.as_ref().map(|p| (*id, p.peer_id.clone())))
+            .collect();
+        for (to, target_id) in targets {
+            let fwd = Message::Ephemeral {
+                sender_id: sender_id.clone(),
+                target_id,
+                document_id: doc,
+                session_id: session_id.clone(),
+                count,
+                data: data.clone(),
+            };
+            self.out.send(to, &fwd);
+        }
+        self.out.event(Event::Ephemeral {
+            doc,
+            from: sender_id,
+            session_id,
+            data,
+        });
+    }
+
+    pub(super) fn expire_handshakes(&mut self, now: u64) {
+        let timeout = self.config.limits.handshake_timeout_ms;
+        let expired: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.state, ConnState::AwaitingJoin | ConnState::AwaitingPeer)
+                    && now.saturating_sub(c.opened_at) > timeout
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in expired {
+            self.out.event(Event::Protocol {
+                conn,
+                error: ProtocolError::HandshakeTimeout,
+            });
+            self.close(conn, 1008, "handshake timed out");
+        }
+    }
+}

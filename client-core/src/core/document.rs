@@ -1,0 +1,807 @@
+//! Documents: loading, local changes, batched application of incoming sync messages, group
+//! commit, availability (request / doc-unavailable), compaction and eviction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{Automerge, ChangeHash};
+
+use super::{
+    Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp,
+    StorageReply, Ticket,
+};
+use crate::id::{ConnId, DocumentId, PeerId, StorageId};
+use crate::storage::{ChunkKey, ChunkKind, StorageError};
+use crate::wire::Message;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum DocState {
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+/// Sync state with one peer for one document.
+#[derive(Debug)]
+pub(super) struct PeerDoc {
+    sync: sync::State,
+    /// We sent `request` because we had nothing.
+    we_requested: bool,
+    /// They answered `doc-unavailable`.
+    they_unavailable: bool,
+    /// They requested it while we had nothing: sync with them as soon as it arrives.
+    awaiting: bool,
+    /// We already told them `doc-unavailable`.
+    told_unavailable: bool,
+    /// Last persisted encoding of `sync`.
+    saved: Option<Vec<u8>>,
+}
+
+impl PeerDoc {
+    fn new(stored: Option<&Vec<u8>>) -> Self {
+        let sync = stored
+            .and_then(|b| sync::State::decode(b).ok())
+            .unwrap_or_default();
+        Self {
+            sync,
+            we_requested: false,
+            they_unavailable: false,
+            awaiting: false,
+            told_unavailable: false,
+            saved: stored.cloned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inbound {
+    conn: ConnId,
+    msg: sync::Message,
+    request: bool,
+}
+
+/// A resident document.
+#[derive(Debug)]
+pub(super) struct DocEntry {
+    state: DocState,
+    doc: Automerge,
+    pub(super) peers: BTreeMap<ConnId, PeerDoc>,
+    stored_sync: HashMap<StorageId, Vec<u8>>,
+    inbox: Vec<Inbound>,
+    saved_heads: Vec<ChangeHash>,
+    commit_in_flight: bool,
+    commit_failed: bool,
+    remote_pending: bool,
+    pending_tickets: Vec<Ticket>,
+    chunks: Vec<(ChunkKey, ChunkKind)>,
+    compacting: bool,
+    pub(super) find_waiters: Vec<Ticket>,
+    wanted: bool,
+    last_used: u64,
+    pins: usize,
+}
+
+impl DocEntry {
+    fn new(state: DocState, doc: Automerge, now: u64) -> Self {
+        Self {
+            state,
+            doc,
+            peers: BTreeMap::new(),
+            stored_sync: HashMap::new(),
+            inbox: Vec::new(),
+            saved_heads: Vec::new(),
+            commit_in_flight: false,
+            commit_failed: false,
+            remote_pending: false,
+            pending_tickets: Vec::new(),
+            chunks: Vec::new(),
+            compacting: false,
+            find_waiters: Vec::new(),
+            wanted: false,
+            last_used: now,
+            pins: 0,
+        }
+    }
+
+    pub(super) fn has_content(&self) -> bool {
+        self.state == DocState::Ready && !self.doc.get_heads().is_empty()
+    }
+
+    pub(super) fn is_wanted(&self) -> bool {
+        self.wanted || !self.find_waiters.is_empty() || self.has_waiting_requesters()
+    }
+
+    pub(super) fn has_waiting_requesters(&self) -> bool {
+        self.peers.values().any(|p| p.awaiting)
+    }
+
+    fn all_committed(&self) -> bool {
+        !self.commit_in_flight && self.doc.get_heads() == self.saved_heads
+    }
+
+
+    fn evictable(&self) -> bool {
+        self.pins == 0
+            && self.inbox.is_empty()
+            && !self.compacting
+            && self.pending_tickets.is_empty()
+            && self.find_waiters.is_empty()
+            && !self.has_waiting_requesters()
+            && (self.state != DocState::Ready || self.all_committed())
+            && self.state != DocState::Loading
+    }
+}
+
+/// What we know of one peer's copy of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSyncStatus {
+    /// The connection.
+    pub conn: ConnId,
+    /// The peer.
+    pub peer_id: PeerId,
+    /// The heads the peer last told us it has (`None` before it said anything).
+    pub their_heads: Option<Vec<ChangeHash>>,
+    /// Heads we know we both have.
+    pub shared_heads: Vec<ChangeHash>,
+    /// True when the peer's last known heads equal ours.
+    pub in_sync: bool,
+}
+
+fn peer_doc<'a>(
+    peers: &'a mut BTreeMap<ConnId, PeerDoc>,
+    stored_sync: &HashMap<StorageId, Vec<u8>>,
+    conn: ConnId,
+    storage: Option<&StorageId>,
+) -> &'a mut PeerDoc {
+    let stored = storage.and_then(|s| stored_sync.get(s));
+    peers.entry(conn).or_insert_with(|| PeerDoc::new(stored))
+}
+
+fn build_doc(
+    actor: &automerge::ActorId,
+    chunks: &[crate::storage::Chunk],
+) -> Result<Automerge, String> {
+    let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
+    let doc = if bytes.is_empty() {
+        Automerge::new()
+    } else {
+        Automerge::load(&bytes).map_err(|e| format!("stored document does not load: {e}"))?
+    };
+    Ok(doc.with_actor(actor.clone()))
+}
+
+impl Core {
+    fn ensure_loaded(&mut self, now: u64, doc: DocumentId) {
+        if let Some(e) = self.docs.get_mut(&doc) {
+            e.last_used = now;
+            return;
+        }
+        self.docs
+            .insert(doc, DocEntry::new(DocState::Loading, Automerge::new(), now));
+        self.out.storage(StorageOp::Load { doc }, PendingOp::Load);
+    }
+
+    /// Creates a new, empty document under `doc` (an id the driver drew at random) and commits
+    /// its first (empty) change. The ticket resolves when that commit is durable.
+    pub fn create(&mut self, now: u64, doc: DocumentId) -> Result<Ticket, CoreError> {
+        if self.docs.contains_key(&doc) {
+            return Err(CoreError::AlreadyExists(doc));
+        }
+        let mut am = Automerge::new().with_actor(self.actor.clone());
+        am.empty_commit(CommitOptions::default());
+        self.docs.insert(doc, DocEntry::new(DocState::Ready, am, now));
+        let ticket = self.ticket();
+        self.after_local_change(now, doc, ticket);
+        Ok(ticket)
+    }
+
+    /// Looks for `doc`: local storage first, then connected peers. Resolves with
+    /// [`Event::FindResolved`]. An unavailable document is still delivered if it arrives later.
+    pub fn find(&mut self, now: u64, doc: DocumentId) -> Ticket {
+        let ticket = self.ticket();
+        self.ensure_loaded(now, doc);
+        if let Some(e) = self.docs.get_mut(&doc) {
+            e.find_waiters.push(ticket);
+            e.wanted = true;
+        }
+        self.check_availability(doc);
+        ticket
+    }
+
+    /// Loads `doc` from storage into memory without asking peers (no-op when resident).
+    pub fn load(&mut self, now: u64, doc: DocumentId) {
+        self.ensure_loaded(now, doc);
+    }
+
+    /// The document, when resident and loaded.
+    pub fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
+        self.docs
+            .get(doc)
+            .filter(|e| e.state == DocState::Ready)
+            .map(|e| &e.doc)
+    }
+
+    /// Why a document could not be loaded, if it could not.
+    pub fn failure(&self, doc: &DocumentId) -> Option<&str> {
+        match self.docs.get(doc).map(|e| &e.state) {
+            Some(DocState::Failed(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Documents currently resident.
+    pub fn resident(&self) -> Vec<DocumentId> {
+        self.docs.keys().copied().collect()
+    }
+
+    /// Keeps `doc` resident (not evicted) until as many `unpin`s.
+    pub fn pin(&mut self, doc: &DocumentId) {
+        if let Some(e) = self.docs.get_mut(doc) {
+            e.pins += 1;
+        }
+    }
+
+    /// Undoes one [`Core::pin`].
+    pub fn unpin(&mut self, doc: &DocumentId) {
+        if let Some(e) = self.docs.get_mut(doc) {
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+
+    /// Applies a local change. Returns the closure's value and, if the document changed, a ticket
+    /// that resolves ([`Event::Committed`]) once the change is durable. Readers see it at once.
+    pub fn change<R, E: Display>(
+        &mut self,
+        now: u64,
+        doc: &DocumentId,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Option<Ticket>), CoreError> {
+        let entry = self.docs.get_mut(doc).ok_or(CoreError::NotLoaded(*doc))?;
+        match &entry.state {
+            DocState::Ready => {}
+            DocState::Loading => return Err(CoreError::NotLoaded(*doc)),
+            DocState::Failed(reason) => {
+                return Err(CoreError::Failed {
+                    doc: *doc,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let before = entry.doc.get_heads();
+        let mut tx = entry.doc.transaction();
+        let value = match f(&mut tx) {
+            Ok(v) => v,
+            Err(e) => {
+                tx.rollback();
+                return Err(CoreError::Change(e.to_string()));
+            }
+        };
+        tx.commit();
+        if entry.doc.get_heads() == before {
+            return Ok((value, None));
+        }
+        let ticket = self.ticket();
+        self.after_local_change(now, *doc, ticket);
+        Ok((value, Some(ticket)))
+    }
+
+    fn after_local_change(&mut self, now: u64, doc: DocumentId, ticket: Ticket) {
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        entry.pending_tickets.push(ticket);
+        entry.last_used = now;
+        let heads = entry.doc.get_heads();
+        self.out.event(Event::DocChanged {
+            doc,
+            heads,
+            origin: Origin::Local,
+        });
+        let announce: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer.as_ref().is_some_and(|p| self.config.policy.announce(p, &doc)))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in announce {
+            self.subscribe(conn, doc);
+        }
+        self.pump(now, doc);
+    }
+
+    /// Which heads each connected peer is known to have for `doc`.
+    pub fn sync_status(&self, doc: &DocumentId) -> Vec<PeerSyncStatus> {
+        let Some(entry) = self.docs.get(doc) else {
+            return Vec::new();
+        };
+        let ours = entry.doc.get_heads();
+        entry
+            .peers
+            .iter()
+            .filter_map(|(conn, pd)| {
+                let peer = self.conns.get(conn)?.peer.as_ref()?;
+                Some(PeerSyncStatus {
+                    conn: *conn,
+                    peer_id: peer.peer_id.clone(),
+                    their_heads: pd.sync.their_heads.clone(),
+                    shared_heads: pd.sync.shared_heads.clone(),
+                    in_sync: pd.sync.their_heads.as_ref() == Some(&ours),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn on_sync(&mut self, now: u64, conn: ConnId, doc: DocumentId, data: &[u8], request: bool) {
+        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        if !self.config.policy.access(&peer, &doc) {
+            self.out.send(
+                conn,
+                &Message::DocUnavailable {
+                    sender_id: self.config.peer_id.clone(),
+                    target_id: peer.peer_id,
+                    document_id: doc,
+                },
+            );
+            return;
+        }
+        let msg = match sync::Message::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = e.to_string();
+                self.protocol_error(conn, ProtocolError::BadSyncMessage { doc, reason });
+                return;
+            }
+        };
+        if !msg.changes.is_empty() && !self.config.policy.accept_changes(&peer, &doc) {
+            self.protocol_error(conn, ProtocolError::WriteDenied(doc));
+            return;
+        }
+        self.subscribe(conn, doc);
+        self.ensure_loaded(now, doc);
+        if let Some(e) = self.docs.get_mut(&doc) {
+            e.inbox.push(Inbound { conn, msg, request });
+        }
+        self.pump(now, doc);
+    }
+
+    pub(super) fn on_unavailable(&mut self, conn: ConnId, doc: DocumentId) {
+        if let Some(pd) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
+            pd.they_unavailable = true;
+        }
+        self.check_availability(doc);
+    }
+
+    /// Applies every queued incoming message in one batch, then commits or syncs.
+    fn pump(&mut self, now: u64, doc: DocumentId) {
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if entry.state != DocState::Ready || entry.commit_in_flight || entry.commit_failed {
+            return;
+        }
+        let inbox = std::mem::take(&mut entry.inbox);
+        let before = entry.doc.get_heads();
+        let mut errors = Vec::new();
+        let mut state_writes = Vec::new();
+        let mut check = false;
+        for Inbound { conn, msg, request } in inbox {
+            let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.as_ref()) else {
+                continue;
+            };
+            let storage = peer.persistent_storage().cloned();
+            let empty = entry.doc.get_heads().is_empty();
+            let changes = msg.changes.len() as u64;
+            let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
+            if request && empty && msg.heads.is_empty() {
+                pd.awaiting = true;
+                check = true;
+                continue;
+            }
+            pd.awaiting = false;
+            match entry.doc.receive_sync_message(&mut pd.sync, msg) {
+                Ok(()) => self.out.stats.changes_applied += changes,
+                Err(e) => {
+                    pd.sync = sync::State::new();
+                    errors.push((conn, e.to_string()));
+                }
+            }
+            if let Some(sid) = storage {
+                let enc = pd.sync.encode();
+                if pd.saved.as_ref() != Some(&enc) {
+                    pd.saved = Some(enc.clone());
+                    state_writes.push((sid, enc));
+                }
+            }
+        }
+        if entry.doc.get_heads() != before {
+            entry.remote_pending = true;
+        }
+        for (peer, state) in state_writes {
+            entry.stored_sync.insert(peer.clone(), state.clone());
+            self.out
+                .storage(StorageOp::PutSyncState { doc, peer, state }, PendingOp::SyncState);
+        }
+        for (conn, reason) in errors {
+            self.protocol_error(conn, ProtocolError::SyncApply { doc, reason });
+        }
+        if check {
+            self.check_availability(doc);
+        }
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if entry.doc.get_heads() != entry.saved_heads {
+            self.issue_commit(doc);
+        } else {
+            for t in std::mem::take(&mut entry.pending_tickets) {
+                let heads = entry.saved_heads.clone();
+                self.out.event(Event::Committed {
+                    ticket: t,
+                    result: Ok(heads),
+                });
+            }
+            self.sync_doc(now, doc);
+        }
+    }
+
+    fn issue_commit(&mut self, doc: DocumentId) {
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let heads = entry.doc.get_heads();
+        let bytes = entry.doc.save_after(&entry.saved_heads);
+        let key = ChunkKey::of(&bytes);
+        entry.commit_in_flight = true;
+        let pending = PendingOp::Commit {
+            heads,
+            key,
+            tickets: std::mem::take(&mut entry.pending_tickets),
+            remote: std::mem::take(&mut entry.remote_pending),
+        };
+        self.out.storage(StorageOp::Append { doc, key, bytes }, pending);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_committed(
+        &mut self,
+        now: u64,
+        doc: DocumentId,
+        heads: Vec<ChangeHash>,
+        key: ChunkKey,
+        tickets: Vec<Ticket>,
+        remote: bool,
+        result: Result<StorageReply, StorageError>,
+    ) {
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        entry.commit_in_flight = false;
+        match result {
+            Ok(_) => {
+                self.out.stats.commits += 1;
+                entry.saved_heads = heads.clone();
+                entry.chunks.push((key, ChunkKind::Incremental));
+                for ticket in tickets {
+                    self.out.event(Event::Committed {
+                        ticket,
+                        result: Ok(heads.clone()),
+                    });
+                }
+                if remote {
+                    self.out.event(Event::DocChanged {
+                        doc,
+                        heads,
+                        origin: Origin::Remote,
+                    });
+                }
+                self.maybe_compact(doc);
+                self.check_availability(doc);
+            }
+            Err(e) => {
+                entry.commit_failed = true;
+                entry.remote_pending |= remote;
+                let error = e.to_string();
+                for ticket in tickets {
+                    self.out.event(Event::Committed {
+                        ticket,
+                        result: Err(error.clone()),
+                    });
+                }
+                self.out.event(Event::StorageFailed { doc, error });
+            }
+        }
+        self.pump(now, doc);
+    }
+
+    fn maybe_compact(&mut self, doc: DocumentId) {
+        let threshold = self.config.housekeeping.compact_after_increments;
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let increments = entry
+            .chunks
+            .iter()
+            .filter(|(_, k)| *k == ChunkKind::Incremental)
+            .count();
+        if entry.compacting || increments < threshold.max(1) {
+            return;
+        }
+        let bytes = entry.doc.save();
+        let key = ChunkKey::of(&bytes);
+        let covered: Vec<ChunkKey> = entry.chunks.iter().map(|(k, _)| *k).collect();
+        entry.compacting = true;
+        self.out.storage(
+            StorageOp::Compact {
+                doc,
+                key,
+                bytes,
+                covered: covered.clone(),
+            },
+            PendingOp::Compact { key, covered },
+        );
+    }
+
+    pub(super) fn on_compacted(
+        &mut self,
+        doc: DocumentId,
+        key: ChunkKey,
+        covered: Vec<ChunkKey>,
+        result: Result<StorageReply, StorageError>,
+    ) {
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        entry.compacting = false;
+        match result {
+            Ok(_) => {
+                entry.chunks.retain(|(k, _)| !covered.contains(k) && *k != key);
+                entry.chunks.insert(0, (key, ChunkKind::Snapshot));
+            }
+            Err(e) => self.out.event(Event::StorageFailed {
+                doc,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    pub(super) fn on_loaded(
+        &mut self,
+        now: u64,
+        doc: DocumentId,
+        result: Result<StorageReply, StorageError>,
+    ) {
+        let actor = self.actor.clone();
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let loaded = match result {
+            Ok(StorageReply::Loaded(stored)) => build_doc(&actor, &stored.chunks).map(|d| (d, stored)),
+            Ok(other) => Err(format!("unexpected storage reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match loaded {
+            Ok((am, stored)) => {
+                entry.saved_heads = am.get_heads();
+                entry.doc = am;
+                entry.chunks = stored.chunks.iter().map(|c| (c.key, c.kind)).collect();
+                entry.stored_sync = stored.sync_states.into_iter().collect();
+                entry.state = DocState::Ready;
+                self.pump(now, doc);
+                self.check_availability(doc);
+            }
+            Err(reason) => {
+                entry.state = DocState::Failed(reason.clone());
+                let waiters = std::mem::take(&mut entry.find_waiters);
+                let requesters: Vec<ConnId> = entry.inbox.drain(..).map(|i| i.conn).collect();
+                self.out.event(Event::StorageFailed {
+                    doc,
+                    error: reason.clone(),
+                });
+                for ticket in waiters {
+                    self.out.event(Event::FindResolved {
+                        ticket,
+                        doc,
+                        outcome: FindOutcome::Failed(reason.clone()),
+                    });
+                }
+                for conn in requesters {
+                    self.send_unavailable(conn, doc);
+                }
+            }
+        }
+    }
+
+    fn send_unavailable(&mut self, conn: ConnId, doc: DocumentId) {
+        if let Some(target_id) = self.conns.get(&conn).and_then(|c| c.peer.as_ref()).map(|p| p.peer_id.clone()) {
+            self.out.send(
+                conn,
+                &Message::DocUnavailable {
+                    sender_id: self.config.peer_id.clone(),
+                    target_id,
+                    document_id: doc,
+                },
+            );
+        }
+    }
+
+    /// Resolves finds and requests for `doc`: found, still asking someone, or unavailable.
+    pub(super) fn check_availability(&mut self, doc: DocumentId) {
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if entry.state != DocState::Ready {
+            return;
+        }
+        if entry.has_content() {
+            entry.wanted = false;
+            for ticket in std::mem::take(&mut entry.find_waiters) {
+                self.out.event(Event::FindResolved {
+                    ticket,
+                    doc,
+                    outcome: FindOutcome::Found,
+                });
+            }
+            return;
+        }
+        if !entry.is_wanted() {
+            return;
+        }
+        // Ask every peer the policy lets us ask, except those waiting on us.
+        let askable: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(id, c)| {
+                c.peer.as_ref().is_some_and(|p| self.config.policy.announce(p, &doc))
+                    && !entry.peers.get(id).is_some_and(|pd| pd.awaiting)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in &askable {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.subscribed.insert(doc);
+            }
+        }
+        self.sync_doc(0, doc);
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let still_asking = entry
+            .peers
+            .iter()
+            .any(|(conn, pd)| pd.we_requested && !pd.they_unavailable && self.conns.contains_key(conn));
+        if still_asking {
+            return;
+        }
+        for ticket in std::mem::take(&mut entry.find_waiters) {
+            self.out.event(Event::FindResolved {
+                ticket,
+                doc,
+                outcome: FindOutcome::Unavailable,
+            });
+        }
+        let tell: Vec<ConnId> = entry
+            .peers
+            .iter_mut()
+            .filter(|(_, pd)| pd.awaiting && !pd.told_unavailable)
+            .map(|(conn, pd)| {
+                pd.told_unavailable = true;
+                *conn
+            })
+            .collect();
+        for conn in tell {
+            self.send_unavailable(conn, doc);
+        }
+    }
+
+    /// Generates and sends sync messages for `doc` to every subscribed peer, if everything we
+    /// hold of it is committed.
+    pub(super) fn sync_doc(&mut self, _now: u64, doc: DocumentId) {
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if entry.state != DocState::Ready || !entry.all_committed() || entry.commit_failed {
+            return;
+        }
+        let has_content = entry.has_content();
+        let wanted = entry.is_wanted();
+        let targets: Vec<(ConnId, PeerId, Option<StorageId>)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.subscribed.contains(&doc))
+            .filter_map(|(id, c)| {
+                c.peer
+                    .as_ref()
+                    .map(|p| (*id, p.peer_id.clone(), p.persistent_storage().cloned()))
+            })
+            .collect();
+        for (conn, target_id, storage) in targets {
+            let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
+            if pd.awaiting {
+                if !has_content {
+                    continue;
+                }
+                pd.awaiting = false;
+                pd.told_unavailable = false;
+                pd.sync = sync::State::new();
+            }
+            // A peer that offered us the document gets answers even while we hold nothing.
+            let they_have = pd.sync.their_heads.as_ref().is_some_and(|h| !h.is_empty());
+            if !has_content && !they_have {
+                if pd.they_unavailable || !wanted {
+                    continue;
+                }
+                pd.we_requested = true;
+            }
+            if let Some(m) = entry.doc.generate_sync_message(&mut pd.sync) {
+                let data = m.encode();
+                let msg = if !has_content && !they_have {
+                    Message::Request {
+                        sender_id: self.config.peer_id.clone(),
+                        target_id,
+                        document_id: doc,
+                        data,
+                    }
+                } else {
+                    Message::Sync {
+                        sender_id: self.config.peer_id.clone(),
+                        target_id,
+                        document_id: doc,
+                        data,
+                    }
+                };
+                self.out.send(conn, &msg);
+            }
+        }
+    }
+
+    pub(super) fn evict(&mut self, now: u64) {
+        for entry in self.docs.values_mut() {
+            if entry.commit_failed && !entry.commit_in_flight {
+                entry.commit_failed = false;
+            }
+        }
+        let retry: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, e)| e.state == DocState::Ready && !e.all_committed() && !e.commit_in_flight)
+            .map(|(d, _)| *d)
+            .collect();
+        for doc in retry {
+            self.pump(now, doc);
+        }
+        let hk = &self.config.housekeeping;
+        let mut candidates: Vec<(u64, DocumentId)> = self
+            .docs
+            .iter()
+            .filter(|(_, e)| e.evictable())
+            .map(|(d, e)| (e.last_used, *d))
+            .collect();
+        candidates.sort();
+        let mut victims = Vec::new();
+        if let Some(idle) = hk.evict_idle_ms {
+            victims.extend(
+                candidates
+                    .iter()
+                    .filter(|(used, _)| now.saturating_sub(*used) >= idle)
+                    .map(|(_, d)| *d),
+            );
+        }
+        if let Some(max) = hk.max_resident {
+            let excess = self.docs.len().saturating_sub(max);
+            for (_, d) in candidates.iter().take(excess) {
+                if !victims.contains(d) {
+                    victims.push(*d);
+                }
+            }
+        }
+        for doc in victims {
+            self.docs.remove(&doc);
+            self.out.stats.evictions += 1;
+            self.out.event(Event::Evicted { doc });
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Errors of the sans-IO core.
+
+use crate::id::DocumentId;
+use crate::wire::DecodeError;
+
+/// A peer sent something unusable. Reported as [`Event::Protocol`](super::Event::Protocol) and, where
+/// useful, as an `error` message to that peer; the peer's other documents keep syncing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The frame did not decode.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] DecodeError),
+    /// A message other than the handshake arrived before the handshake completed.
+    #[error("`{0}` received before the handshake completed")]
+    BeforeHandshake(&'static str),
+    /// No protocol version in common.
+    #[error("no common protocol version (peer offers {0:?}, we speak [\"1\"])")]
+    UnsupportedVersion(Vec<String>),
+    /// A second `join`/`peer` on an established connection.
+    #[error("unexpected `{0}` on an established connection")]
+    UnexpectedHandshake(&'static str),
+    /// The Automerge sync message in `data` did not decode.
+    #[error("sync message for {doc} does not decode: {reason}")]
+    BadSyncMessage {
+        /// The document.
+        doc: DocumentId,
+        /// Automerge's error.
+        reason: String,
+    },
+    /// Applying the sync message failed (e.g. invalid changes).
+    #[error("sync message for {doc} could not be applied: {reason}")]
+    SyncApply {
+        /// The document.
+        doc: DocumentId,
+        /// Automerge's error.
+        reason: String,
+    },
+    /// The peer may not write this document; its changes were refused.
+    #[error("changes to {0} refused: read-only access")]
+    WriteDenied(DocumentId),
+    /// The peer reported an error.
+    #[error("peer reported an error: {0}")]
+    Remote(String),
+    /// The handshake did not complete in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// Too many errors on this connection: it is closed.
+    #[error("too many protocol errors")]
+    TooManyErrors,
+}
+
+/// Errors of the local API of the core.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The document is not resident and ready (call `find` first and wait for it).
+    #[error("document {0} is not loaded")]
+    NotLoaded(DocumentId),
+    /// The document already exists.
+    #[error("document {0} already exists")]
+    AlreadyExists(DocumentId),
+    /// The document could not be loaded (storage error or corrupt data).
+    #[error("document {doc} is unusable: {reason}")]
+    Failed {
+        /// The document.
+        doc: DocumentId,
+        /// Why.
+        reason: String,
+    },
+    /// The change closure or Automerge failed; nothing was applied.
+    #[error("change failed: {0}")]
+    Change(String),
+    /// The connection is unknown or closed.
+    #[error("unknown connection")]
+    UnknownConnection,
+}

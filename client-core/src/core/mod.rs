@@ -1,0 +1,290 @@
+//! The sans-IO sync core.
+//!
+//! [`Core`] holds documents, connections and per-peer sync state. It never reads a clock, a random
+//! number generator, a socket or a disk: time comes in as `now` (milliseconds on any monotonic
+//! clock the driver chooses), randomness as [`CoreConfig::seed`], and everything it wants done
+//! comes out of [`Core::poll_effect`] as data: frames to send, storage operations to run (whose
+//! results come back through [`Core::handle_storage_result`]) and events for the application.
+//!
+//! Durability rule: the core sends sync messages for a document only while everything it holds of
+//! that document is committed to storage. A peer that learns our heads therefore learns heads we
+//! have durably stored, and incoming changes are applied in batches: everything that arrives while
+//! a commit is in flight is applied together once it lands (group commit).
+//!
+//! # Two peers syncing
+//!
+//! ```
+//! use concord::core::{Core, CoreConfig, Effect, StorageOp, StorageReply};
+//! use concord::storage::MemoryStorage;
+//! use concord::{ConnId, DocumentId, PeerId};
+//! use automerge::{ROOT, ReadDoc, transaction::Transactable};
+//!
+//! /// A minimal driver: runs storage synchronously, collects outgoing frames.
+//! fn drive(core: &mut Core, disk: &MemoryStorage, now: u64) -> Vec<(ConnId, Vec<u8>)> {
+//!     let mut out = Vec::new();
+//!     while let Some(effect) = core.poll_effect() {
+//!         match effect {
+//!             Effect::Send { conn, bytes } => out.push((conn, bytes)),
+//!             Effect::Storage { id, op } => {
+//!                 let reply = match op {
+//!                     StorageOp::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
+//!                     StorageOp::Append { doc, key, bytes } => disk.append_sync(&doc, key, &bytes).map(|_| StorageReply::Done),
+//!                     StorageOp::Compact { doc, key, bytes, covered } => disk.compact_sync(&doc, key, &bytes, &covered).map(|_| StorageReply::Done),
+//!                     StorageOp::PutSyncState { doc, peer, state } => disk.put_sync_state_sync(&doc, &peer, &state).map(|_| StorageReply::Done),
+//!                     _ => unreachable!(),
+//!                 };
+//!                 core.handle_storage_result(now, id, reply);
+//!             }
+//!             _ => {}
+//!         }
+//!     }
+//!     out
+//! }
+//!
+//! let (disk_a, disk_b) = (MemoryStorage::new(), MemoryStorage::new());
+//! let mut alice = Core::new(CoreConfig::new(PeerId::from("alice"), Some("sa".into()), 1));
+//! let mut bob = Core::new(CoreConfig::new(PeerId::from("bob"), Some("sb".into()), 2));
+//! let doc = DocumentId::from_bytes([1; 16]);
+//!
+//! // Alice creates a document and writes to it; both commit to her storage.
+//! alice.create(0, doc).unwrap();
+//! alice.change(0, &doc, |tx| tx.put(ROOT, "greeting", "hello")).unwrap();
+//! drive(&mut alice, &disk_a, 0);
+//!
+//! // Alice dials Bob: one connection, seen from each side.
+//! let (a_conn, b_conn) = (ConnId(1), ConnId(1));
+//! bob.handle_accept(0, b_conn);
+//! alice.handle_connect(0, a_conn);
+//!
+//! // Shuttle frames until neither side has anything left to say.
+//! let (mut to_bob, mut to_alice) = (drive(&mut alice, &disk_a, 0), Vec::new());
+//! while !to_bob.is_empty() || !to_alice.is_empty() {
+//!     for (_, frame) in to_bob.drain(..) { bob.handle_message(0, b_conn, &frame); }
+//!     to_alice = drive(&mut bob, &disk_b, 0);
+//!     for (_, frame) in to_alice.drain(..) { alice.handle_message(0, a_conn, &frame); }
+//!     to_bob = drive(&mut alice, &disk_a, 0);
+//! }
+//!
+//! let value = bob.document(&doc).unwrap().get(ROOT, "greeting").unwrap();
+//! assert_eq!(value.unwrap().0.to_str(), Some("hello"));
+//! assert!(!disk_b.load_sync(&doc).unwrap().is_empty()); // Bob stored it durably
+//! ```
+
+mod config;
+mod connection;
+mod document;
+mod effects;
+mod error;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use automerge::ActorId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub use config::{ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, SharePolicy};
+pub use document::PeerSyncStatus;
+pub use effects::{
+    CloseReason, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,
+};
+pub use error::{CoreError, ProtocolError};
+
+use crate::id::{ConnId, DocumentId};
+use crate::storage::{ChunkKey, StorageError};
+use crate::wire::{self, Message};
+use connection::Conn;
+use document::DocEntry;
+
+/// Counters the core keeps (for metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames received.
+    pub messages_in: u64,
+    /// Frames sent.
+    pub messages_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Changes received in sync messages and applied.
+    pub changes_applied: u64,
+    /// Documents evicted from memory.
+    pub evictions: u64,
+    /// Storage commits completed.
+    pub commits: u64,
+}
+
+#[derive(Debug)]
+enum PendingOp {
+    Load,
+    Commit {
+        heads: Vec<automerge::ChangeHash>,
+        key: ChunkKey,
+        tickets: Vec<Ticket>,
+        remote: bool,
+    },
+    Compact {
+        key: ChunkKey,
+        covered: Vec<ChunkKey>,
+    },
+    SyncState,
+}
+
+/// Effects queue and bookkeeping shared by the connection and document halves of the core.
+#[derive(Debug, Default)]
+struct Outbox {
+    effects: VecDeque<Effect>,
+    ops: HashMap<OpId, (DocumentId, PendingOp)>,
+    next_op: u64,
+    stats: Stats,
+}
+
+impl Outbox {
+    fn send(&mut self, conn: ConnId, msg: &Message) {
+        let bytes = wire::encode(msg);
+        self.stats.messages_out += 1;
+        self.stats.bytes_out += bytes.len() as u64;
+        self.effects.push_back(Effect::Send { conn, bytes });
+    }
+
+    fn event(&mut self, e: Event) {
+        self.effects.push_back(Effect::Event(e));
+    }
+
+    fn storage(&mut self, op: StorageOp, pending: PendingOp) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        self.ops.insert(id, (op.doc(), pending));
+        self.effects.push_back(Effect::Storage { id, op });
+        id
+    }
+}
+
+/// The sans-IO sync engine of one replica. See the [module docs](self) for the driving loop.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    actor: ActorId,
+    session_id: String,
+    ephemeral_count: u64,
+    next_ticket: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    docs: HashMap<DocumentId, DocEntry>,
+    out: Outbox,
+}
+
+impl Core {
+    /// A core with no documents and no connections.
+    pub fn new(config: CoreConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let actor = ActorId::from(rng.random::<[u8; 16]>());
+        let session_id = hex::encode(rng.random::<[u8; 8]>());
+        Self {
+            config,
+            actor,
+            session_id,
+            ephemeral_count: 0,
+            next_ticket: 0,
+            conns: BTreeMap::new(),
+            docs: HashMap::new(),
+            out: Outbox::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The next effect for the driver, if any. Drain this after every `handle_*` call.
+    #[must_use]
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.out.effects.pop_front()
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> &Stats {
+        &self.out.stats
+    }
+
+    /// Number of documents held in memory.
+    pub fn resident_documents(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// True when the core waits for no storage operation and has no queued effect.
+    pub fn is_idle(&self) -> bool {
+        self.out.ops.is_empty() && self.out.effects.is_empty()
+    }
+
+    fn ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        Ticket(self.next_ticket)
+    }
+
+    /// Reports the result of a [`StorageOp`] the driver executed.
+    pub fn handle_storage_result(
+        &mut self,
+        now: u64,
+        id: OpId,
+        result: Result<StorageReply, StorageError>,
+    ) {
+        let Some((doc, pending)) = self.out.ops.remove(&id) else {
+            return;
+        };
+        match pending {
+            PendingOp::Load => self.on_loaded(now, doc, result),
+            PendingOp::Commit {
+                heads,
+                key,
+                tickets,
+                remote,
+            } => self.on_committed(now, doc, heads, key, tickets, remote, result),
+            PendingOp::Compact { key, covered } => self.on_compacted(doc, key, covered, result),
+            PendingOp::SyncState => {
+                if let Err(e) = result {
+                    self.out.event(Event::StorageFailed {
+                        doc,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.
+    pub fn handle_tick(&mut self, now: u64) {
+        self.expire_handshakes(now);
+        self.evict(now);
+    }
+
+    /// Sends ephemeral `data` about `doc` to every peer syncing it. Never stored.
+    pub fn broadcast(&mut self, doc: &DocumentId, data: Vec<u8>) {
+        self.ephemeral_count += 1;
+        let targets: Vec<(ConnId, crate::id::PeerId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.subscribed.contains(doc))
+            .filter_map(|(id, c)| c.peer.as_ref().map(|p| (*id, p.peer_id.clone())))
+            .collect();
+        for (conn, target_id) in targets {
+            let msg = Message::Ephemeral {
+                sender_id: self.config.peer_id.clone(),
+                target_id,
+                document_id: *doc,
+                session_id: self.session_id.clone(),
+                count: self.ephemeral_count,
+                data: data.clone(),
+            };
+            self.out.send(conn, &msg);
+        }
+    }
+
+    /// Documents a connection is syncing.
+    pub fn connection_documents(&self, conn: ConnId) -> BTreeSet<DocumentId> {
+        self.conns
+            .get(&conn)
+            .map(|c| c.subscribed.clone())
+            .unwrap_or_default()
+    }
+}

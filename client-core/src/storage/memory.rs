@@ -1,0 +1,182 @@
+//! In-memory storage, for tests and ephemeral peers. Shares its contents between clones, so a
+//! simulated crash can drop a peer and reopen "the same disk".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument};
+use crate::id::{DocumentId, StorageId};
+
+#[derive(Debug, Default)]
+struct DocData {
+    chunks: Vec<Chunk>,
+    sync_states: BTreeMap<StorageId, Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    docs: BTreeMap<DocumentId, DocData>,
+    meta: HashMap<String, Vec<u8>>,
+    fail_writes: bool,
+}
+
+/// Storage in memory; `Clone` shares the same contents.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> StorageResult<MutexGuard<'_, Inner>> {
+        self.inner.lock().map_err(|_| StorageError::Backend {
+            op: "lock",
+            message: "memory storage mutex poisoned".into(),
+        })
+    }
+
+    /// Makes every later write fail (to test how callers handle storage errors).
+    pub fn set_fail_writes(&self, fail: bool) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.fail_writes = fail;
+        }
+    }
+
+    fn write(&self, op: &'static str) -> StorageResult<MutexGuard<'_, Inner>> {
+        let g = self.lock()?;
+        if g.fail_writes {
+            return Err(StorageError::Backend {
+                op,
+                message: "injected write failure".into(),
+            });
+        }
+        Ok(g)
+    }
+
+    /// Synchronous [`Storage::load`] (memory never blocks).
+    pub fn load_sync(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
+        let g = self.lock()?;
+        let Some(d) = g.docs.get(doc) else {
+            return Ok(StoredDocument::default());
+        };
+        let mut chunks: Vec<Chunk> = d
+            .chunks
+            .iter()
+            .filter(|c| c.kind == ChunkKind::Snapshot)
+            .cloned()
+            .collect();
+        chunks.extend(d.chunks.iter().filter(|c| c.kind == ChunkKind::Incremental).cloned());
+        Ok(StoredDocument {
+            chunks,
+            sync_states: d.sync_states.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        })
+    }
+
+    fn insert(d: &mut DocData, key: ChunkKey, kind: ChunkKind, bytes: &[u8]) {
+        if !d.chunks.iter().any(|c| c.key == key) {
+            d.chunks.push(Chunk {
+                key,
+                kind,
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+
+    /// Synchronous [`Storage::append`].
+    pub fn append_sync(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
+        let mut g = self.write("append")?;
+        Self::insert(g.docs.entry(*doc).or_default(), key, ChunkKind::Incremental, bytes);
+        Ok(())
+    }
+
+    /// Synchronous [`Storage::compact`].
+    pub fn compact_sync(
+        &self,
+        doc: &DocumentId,
+        key: ChunkKey,
+        snapshot: &[u8],
+        covered: &[ChunkKey],
+    ) -> StorageResult<()> {
+        let mut g = self.write("compact")?;
+        let d = g.docs.entry(*doc).or_default();
+        d.chunks.retain(|c| c.key == key || !covered.contains(&c.key));
+        Self::insert(d, key, ChunkKind::Snapshot, snapshot);
+        if let Some(c) = d.chunks.iter_mut().find(|c| c.key == key) {
+            c.kind = ChunkKind::Snapshot;
+        }
+        Ok(())
+    }
+
+    /// Synchronous [`Storage::put_sync_state`].
+    pub fn put_sync_state_sync(
+        &self,
+        doc: &DocumentId,
+        peer: &StorageId,
+        state: &[u8],
+    ) -> StorageResult<()> {
+        let mut g = self.write("put_sync_state")?;
+        g.docs
+            .entry(*doc)
+            .or_default()
+            .sync_states
+            .insert(peer.clone(), state.to_vec());
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for MemoryStorage {
+    async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
+        self.load_sync(doc)
+    }
+
+    async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
+        self.append_sync(doc, key, bytes)
+    }
+
+    async fn compact(
+        &self,
+        doc: &DocumentId,
+        key: ChunkKey,
+        snapshot: &[u8],
+        covered: &[ChunkKey],
+    ) -> StorageResult<()> {
+        self.compact_sync(doc, key, snapshot, covered)
+    }
+
+    async fn put_sync_state(
+        &self,
+        doc: &DocumentId,
+        peer: &StorageId,
+        state: &[u8],
+    ) -> StorageResult<()> {
+        self.put_sync_state_sync(doc, peer, state)
+    }
+
+    async fn list(&self) -> StorageResult<Vec<DocumentId>> {
+        let g = self.lock()?;
+        Ok(g.docs
+            .iter()
+            .filter(|(_, d)| !d.chunks.is_empty())
+            .map(|(k, _)| *k)
+            .collect())
+    }
+
+    async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
+        self.write("delete")?.docs.remove(doc);
+        Ok(())
+    }
+
+    async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        Ok(self.lock()?.meta.get(key).cloned())
+    }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
+        self.write("put_meta")?.meta.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+}

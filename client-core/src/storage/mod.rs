@@ -1,0 +1,136 @@
+//! Durable storage: a trait every backend implements, and the backends.
+//!
+//! Stored per document: incremental chunks (changes, as produced by `Automerge::save_after`) and
+//! compacted snapshots (`Automerge::save`), each under a [`ChunkKey`] (the SHA-256 of its bytes,
+//! so re-writing the same chunk is idempotent). [`Storage::compact`] writes a snapshot and deletes
+//! the chunks it covers in ONE transaction. Sync state is stored per (document, peer storage id).
+//!
+//! Every operation returns `Result`; an `Ok` means the write is committed (see each backend's docs
+//! for what "committed" survives). [`conformance::run`] is the suite every backend must pass.
+
+pub mod conformance;
+mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::id::{DocumentId, StorageId};
+
+pub use memory::MemoryStorage;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteConfig, SqliteStorage, Synchronous};
+
+/// The key of a stored chunk: SHA-256 of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkKey(pub [u8; 32]);
+
+impl ChunkKey {
+    /// The key of these bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Debug for ChunkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkKey({})", hex::encode(&self.0[..6]))
+    }
+}
+
+/// Whether a chunk is a compacted snapshot or an increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChunkKind {
+    /// A whole document (`Automerge::save`).
+    Snapshot,
+    /// Changes since some heads (`Automerge::save_after`).
+    Incremental,
+}
+
+/// One stored chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Its key.
+    pub key: ChunkKey,
+    /// Snapshot or increment.
+    pub kind: ChunkKind,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Everything stored for one document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredDocument {
+    /// Snapshots first, then increments, each group in insertion order.
+    pub chunks: Vec<Chunk>,
+    /// Persisted sync states by the remote peer's storage id (`automerge::sync::State::encode`).
+    pub sync_states: Vec<(StorageId, Vec<u8>)>,
+}
+
+impl StoredDocument {
+    /// True when nothing is stored for the document.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The backend failed (I/O, SQLite error, quota, ...).
+    #[error("storage backend failed during {op}: {message}")]
+    Backend {
+        /// The operation.
+        op: &'static str,
+        /// The backend's message.
+        message: String,
+    },
+    /// Stored data is not what this version wrote.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The storage was closed.
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// Result of storage operations.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A durable store for documents and sync state.
+///
+/// Implementations must make every `Ok` a committed write, execute [`Storage::compact`] atomically,
+/// and treat writing an existing chunk key as a no-op.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait Storage: fmt::Debug + Send + Sync + 'static {
+    /// Everything stored for `doc` (empty when unknown).
+    async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument>;
+    /// Stores an incremental chunk.
+    async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()>;
+    /// Stores `snapshot` and deletes the chunks in `covered`, atomically.
+    async fn compact(
+        &self,
+        doc: &DocumentId,
+        key: ChunkKey,
+        snapshot: &[u8],
+        covered: &[ChunkKey],
+    ) -> StorageResult<()>;
+    /// Stores the sync state for (`doc`, `peer`), replacing the previous one.
+    async fn put_sync_state(
+        &self,
+        doc: &DocumentId,
+        peer: &StorageId,
+        state: &[u8],
+    ) -> StorageResult<()>;
+    /// Every document with at least one chunk.
+    async fn list(&self) -> StorageResult<Vec<DocumentId>>;
+    /// Deletes every chunk and sync state of `doc`.
+    async fn delete(&self, doc: &DocumentId) -> StorageResult<()>;
+    /// Reads a replica-level value (e.g. this replica's storage id).
+    async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;
+    /// Writes a replica-level value.
+    async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()>;
+}
