@@ -6,3 +6,7 @@ pub mod wire;
 
 pub use id::{AutomergeUrl, ConnId, DocumentId, IdError, PeerId, StorageId};
 pub mod sim;
+#[cfg(feature = "native")]
+pub mod repo;
+#[cfg(feature = "native")]
+pub use repo::{DocHandle, Repo, RepoConfig, RepoError};

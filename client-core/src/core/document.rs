@@ -590,6 +590,19 @@ impl Core {
                 entry.chunks = stored.chunks.iter().map(|c| (c.key, c.kind)).collect();
                 entry.stored_sync = stored.sync_states.into_iter().collect();
                 entry.state = DocState::Ready;
+                let has_content = entry.has_content();
+                if has_content {
+                    // Offer a loaded document to the peers the policy announces to.
+                    let announce: Vec<ConnId> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.peer.as_ref().is_some_and(|p| self.config.policy.announce(p, &doc)))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for conn in announce {
+                        self.subscribe(conn, doc);
+                    }
+                }
                 self.pump(now, doc);
                 self.check_availability(doc);
             }

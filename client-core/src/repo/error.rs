@@ -1,0 +1,40 @@
+//! Errors of the native `Repo` API.
+
+use crate::core::CoreError;
+use crate::id::DocumentId;
+use crate::storage::StorageError;
+
+/// Errors of [`Repo`](super::Repo) and [`DocHandle`](super::DocHandle).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// Neither local storage nor any connected peer has the document.
+    #[error("document {0} is unavailable (not stored locally and no connected peer has it)")]
+    Unavailable(DocumentId),
+    /// The engine refused the operation.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Storage failed; the write was not acknowledged.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A local write could not be committed.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The document could not be loaded.
+    #[error("document {doc} could not be loaded: {reason}")]
+    LoadFailed {
+        /// The document.
+        doc: DocumentId,
+        /// Why.
+        reason: String,
+    },
+    /// The repo was shut down.
+    #[error("the repo is shut down")]
+    Closed,
+    /// A wait did not finish in time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(std::time::Duration, &'static str),
+    /// Automerge rejected a read (bad heads, bad object).
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}

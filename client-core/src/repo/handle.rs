@@ -1,0 +1,150 @@
+//! `DocHandle`: reads, writes, subscriptions and sync status of one document.
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::transaction::Transaction;
+use automerge::{AutoSerde, Automerge, ChangeHash};
+use tokio::sync::{broadcast, oneshot};
+
+use super::driver::{Shared, Waiter};
+use super::{DocEvent, RepoError};
+use crate::core::PeerSyncStatus;
+use crate::id::{AutomergeUrl, DocumentId};
+
+/// Keeps a document resident while any handle to it lives.
+#[derive(Debug)]
+struct Pin {
+    shared: Arc<Shared>,
+    doc: DocumentId,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Ok(mut core) = self.shared.core.lock() {
+            core.unpin(&self.doc);
+        }
+    }
+}
+
+/// A handle on one document of a [`Repo`](super::Repo). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DocHandle {
+    shared: Arc<Shared>,
+    doc: DocumentId,
+    _pin: Arc<Pin>,
+}
+
+impl DocHandle {
+    pub(super) fn new(shared: Arc<Shared>, doc: DocumentId) -> Self {
+        if let Ok(mut core) = shared.core.lock() {
+            core.pin(&doc);
+        }
+        Self {
+            _pin: Arc::new(Pin {
+                shared: shared.clone(),
+                doc,
+            }),
+            shared,
+            doc,
+        }
+    }
+
+    /// The document id.
+    pub fn id(&self) -> DocumentId {
+        self.doc
+    }
+
+    /// The `automerge:` URL to share.
+    pub fn url(&self) -> AutomergeUrl {
+        self.doc.url()
+    }
+
+    /// Applies a change and resolves once it is committed to local storage. The closure's error
+    /// (or a storage failure) leaves nothing applied... or, for storage failures, applied in memory
+    /// but reported as not acknowledged.
+    pub async fn change<R, E: Display>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, RepoError> {
+        let (tx, rx) = oneshot::channel();
+        let value = {
+            let mut core = self.shared.lock()?;
+            let now = self.shared.now();
+            let (value, ticket) = core.change(now, &self.doc, f)?;
+            match ticket {
+                Some(t) => self.shared.register(t, Waiter::Commit(tx))?,
+                None => return Ok(value),
+            }
+            value
+        };
+        self.shared.wake();
+        match rx.await {
+            Ok(Ok(_heads)) => Ok(value),
+            Ok(Err(e)) => Err(RepoError::CommitFailed(e)),
+            Err(_) => Err(RepoError::Closed),
+        }
+    }
+
+    /// Runs `f` on the current state of the document.
+    pub fn with_doc<R>(&self, f: impl FnOnce(&Automerge) -> R) -> Result<R, RepoError> {
+        let core = self.shared.lock()?;
+        core.document(&self.doc)
+            .map(f)
+            .ok_or(RepoError::Unavailable(self.doc))
+    }
+
+    /// The current value as JSON.
+    pub fn to_json(&self) -> Result<serde_json::Value, RepoError> {
+        self.with_doc(|d| serde_json::to_value(AutoSerde::from(d)).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Current heads.
+    pub fn heads(&self) -> Result<Vec<ChangeHash>, RepoError> {
+        self.with_doc(Automerge::get_heads)
+    }
+
+    /// A read-only copy of the document as it was at `heads`.
+    pub fn view_at(&self, heads: &[ChangeHash]) -> Result<Automerge, RepoError> {
+        self.with_doc(|d| d.fork_at(heads))?.map_err(RepoError::from)
+    }
+
+    /// Changes (local and remote, with the new heads) and ephemeral messages of this document.
+    pub fn subscribe(&self) -> broadcast::Receiver<DocEvent> {
+        self.shared.doc_events(self.doc).subscribe()
+    }
+
+    /// Which heads each connected peer is known to have.
+    pub fn sync_status(&self) -> Result<Vec<PeerSyncStatus>, RepoError> {
+        Ok(self.shared.lock()?.sync_status(&self.doc))
+    }
+
+    /// Sends ephemeral data (presence, cursors) to the peers syncing this document.
+    pub fn broadcast(&self, data: Vec<u8>) -> Result<(), RepoError> {
+        self.shared.lock()?.broadcast(&self.doc, data);
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// Waits until some connected peer is known to hold exactly our heads.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), RepoError> {
+        let mut progress = self.shared.progress.subscribe();
+        let check = || -> Result<bool, RepoError> {
+            Ok(self.sync_status()?.iter().any(|s| s.in_sync))
+        };
+        let wait = async {
+            loop {
+                if check()? {
+                    return Ok(());
+                }
+                if progress.changed().await.is_err() {
+                    return Err(RepoError::Closed);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| RepoError::Timeout(timeout, "a peer to hold our heads"))?
+    }
+}

@@ -1,0 +1,482 @@
+//! The native, async API: a [`Repo`] of documents over a storage backend, driven by tokio,
+//! syncing over WebSockets.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use concord::repo::{Repo, RepoConfig};
+//! use automerge::{ROOT, transaction::Transactable};
+//!
+//! let config = RepoConfig::default().with_server("ws://127.0.0.1:3030/sync");
+//! let repo = Repo::open_sqlite("replica.db", config).await?;
+//! let doc = repo.create().await?;                       // committed locally
+//! doc.change(|tx| tx.put(ROOT, "title", "hello")).await?; // resolves after the local commit
+//! println!("{} = {}", doc.url(), doc.to_json()?);
+//! repo.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod error;
+mod handle;
+mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::ChangeHash;
+use rand::Rng;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use error::RepoError;
+pub use handle::DocHandle;
+pub use transport::Backoff;
+
+use crate::core::{
+    ClientPolicy, CloseReason, Core, CoreConfig, FindOutcome, Housekeeping, Limits, Origin,
+    PeerInfo, SharePolicy, Stats,
+};
+use crate::id::{AutomergeUrl, ConnId, DocumentId, PeerId, StorageId};
+use crate::storage::Storage;
+use driver::{ConnSlot, Shared, Waiter};
+
+/// Something that happened to one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DocEvent {
+    /// New heads, committed to local storage.
+    Changed {
+        /// The new heads.
+        heads: Vec<ChangeHash>,
+        /// Local write or remote sync.
+        origin: Origin,
+    },
+    /// Ephemeral data from a peer.
+    Ephemeral {
+        /// Original sender.
+        from: PeerId,
+        /// Its session.
+        session_id: String,
+        /// The data.
+        data: Vec<u8>,
+    },
+}
+
+/// Something that happened to the repo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RepoEvent {
+    /// A peer completed the handshake.
+    PeerConnected {
+        /// Connection.
+        conn: ConnId,
+        /// The peer.
+        peer_id: PeerId,
+        /// Its storage id.
+        storage_id: Option<StorageId>,
+    },
+    /// A connection ended.
+    PeerDisconnected {
+        /// Connection.
+        conn: ConnId,
+        /// The peer, if known.
+        peer_id: Option<PeerId>,
+    },
+    /// A peer sent something unusable.
+    ProtocolError {
+        /// Connection.
+        conn: ConnId,
+        /// What.
+        error: String,
+    },
+    /// Storage failed.
+    StorageFailed {
+        /// Document.
+        doc: DocumentId,
+        /// Error.
+        error: String,
+    },
+}
+
+/// How to open a [`Repo`].
+#[derive(Debug, Clone)]
+pub struct RepoConfig {
+    /// Our peer id (random when `None`).
+    pub peer_id: Option<PeerId>,
+    /// Server URLs (`ws://host:port/sync`); one connection, moving to the next URL on failure.
+    pub servers: Vec<String>,
+    /// Share policy.
+    pub policy: Arc<dyn SharePolicy>,
+    /// Protocol limits.
+    pub limits: Limits,
+    /// Compaction and eviction.
+    pub housekeeping: Housekeeping,
+    /// Frames queued per connection before it is treated as a slow reader and dropped.
+    pub outgoing_queue: usize,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// How long `find` waits for a first server connection before answering "unavailable".
+    pub connect_wait: Duration,
+    /// Core tick period (timeouts, eviction).
+    pub tick: Duration,
+}
+
+impl Default for RepoConfig {
+    fn default() -> Self {
+        Self {
+            peer_id: None,
+            servers: Vec::new(),
+            policy: Arc::new(ClientPolicy),
+            limits: Limits::default(),
+            housekeeping: Housekeeping::default(),
+            outgoing_queue: 4096,
+            backoff: Backoff::default(),
+            connect_wait: Duration::from_secs(5),
+            tick: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RepoConfig {
+    /// Adds a server URL.
+    pub fn with_server(mut self, url: impl Into<String>) -> Self {
+        self.servers.push(url.into());
+        self
+    }
+}
+
+/// A replica: documents in local storage, synced with peers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    shared: Arc<Shared>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    config: Arc<RepoConfig>,
+}
+
+const STORAGE_ID_KEY: &str = "storage_id";
+
+impl Repo {
+    /// Opens a repo over `storage` and starts connecting to `config.servers`.
+    pub async fn open(storage: Arc<dyn Storage>, config: RepoConfig) -> Result<Self, RepoError> {
+        let mut rng = rand::rng();
+        let storage_id = match storage.get_meta(STORAGE_ID_KEY).await? {
+            Some(bytes) => StorageId::new(String::from_utf8_lossy(&bytes).into_owned()),
+            None => {
+                let id = StorageId::from_random(rng.random());
+                storage.put_meta(STORAGE_ID_KEY, id.as_str().as_bytes()).await?;
+                id
+            }
+        };
+        let peer_id = config
+            .peer_id
+            .clone()
+            .unwrap_or_else(|| PeerId::new(format!("concord-{}", hex::encode(rng.random::<[u8; 8]>()))));
+        let mut core_config = CoreConfig::new(peer_id, Some(storage_id), rng.random());
+        core_config.policy = config.policy.clone();
+        core_config.limits = config.limits.clone();
+        core_config.housekeeping = config.housekeeping.clone();
+        let (shared, storage_rx) = Shared::new(Core::new(core_config), storage, config.outgoing_queue);
+        let tasks = vec![
+            tokio::spawn(driver::run_driver(shared.clone(), config.tick)),
+            tokio::spawn(driver::run_storage(shared.clone(), storage_rx)),
+        ];
+        let repo = Self {
+            shared,
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+            config: Arc::new(config),
+        };
+        if !repo.config.servers.is_empty() {
+            repo.connect(repo.config.servers.clone());
+        }
+        Ok(repo)
+    }
+
+    /// Opens a repo over a SQLite file (created if missing).
+    #[cfg(feature = "sqlite")]
+    pub async fn open_sqlite(
+        path: impl Into<std::path::PathBuf>,
+        config: RepoConfig,
+    ) -> Result<Self, RepoError> {
+        let storage =
+            crate::storage::SqliteStorage::open(crate::storage::SqliteConfig::new(path)).await?;
+        Self::open(Arc::new(storage), config).await
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared
+            .lock()
+            .map(|c| c.config().peer_id.clone())
+            .unwrap_or_else(|_| PeerId::from("closed"))
+    }
+
+    /// Our storage id.
+    pub fn storage_id(&self) -> Option<StorageId> {
+        self.shared.lock().ok().and_then(|c| c.config().storage_id.clone())
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.shared.storage.clone()
+    }
+
+    fn spawn(&self, task: JoinHandle<()>) {
+        if let Ok(mut t) = self.tasks.lock() {
+            t.retain(|h| !h.is_finished());
+            t.push(task);
+        }
+    }
+
+    /// Keeps one connection to the first reachable URL of `urls`, moving to the next on failure,
+    /// reconnecting with exponential backoff and jitter.
+    pub fn connect(&self, urls: Vec<String>) {
+        let task = tokio::spawn(transport::run_client(
+            self.shared.clone(),
+            urls,
+            self.config.backoff.clone(),
+            self.config.limits.max_message_bytes,
+        ));
+        self.spawn(task);
+    }
+
+    /// Serves one accepted WebSocket until it closes (for peers that listen).
+    pub async fn accept<S>(&self, ws: tokio_tungstenite::WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    {
+        transport::run_socket(self.shared.clone(), ws, true).await;
+    }
+
+    /// Attaches a transport connection of any kind: the caller feeds frames with
+    /// [`Repo::deliver`], sends what arrives on [`Attachment::outgoing`], closes when
+    /// [`Attachment::close`] says so, and calls [`Repo::detach`] when the transport ends.
+    pub fn attach(&self, inbound: bool) -> Attachment {
+        let conn = self.shared.new_conn();
+        let (frames, outgoing) = mpsc::channel(self.shared.outgoing_queue.max(1));
+        let (close_tx, close) = watch::channel(None);
+        if let Ok(mut conns) = self.shared.conns.lock() {
+            conns.insert(
+                conn,
+                ConnSlot {
+                    frames,
+                    close: close_tx,
+                },
+            );
+        }
+        if let Ok(mut core) = self.shared.lock() {
+            let now = self.shared.now();
+            if inbound {
+                core.handle_accept(now, conn);
+            } else {
+                core.handle_connect(now, conn);
+            }
+        }
+        self.shared.wake();
+        Attachment {
+            conn,
+            outgoing,
+            close,
+        }
+    }
+
+    /// A frame arrived on an attached connection.
+    pub fn deliver(&self, conn: ConnId, bytes: &[u8]) {
+        if let Ok(mut core) = self.shared.lock() {
+            let now = self.shared.now();
+            core.handle_message(now, conn, bytes);
+        }
+        self.shared.wake();
+    }
+
+    /// The transport of an attached connection ended.
+    pub fn detach(&self, conn: ConnId) {
+        if let Ok(mut conns) = self.shared.conns.lock() {
+            conns.remove(&conn);
+        }
+        if let Ok(mut core) = self.shared.lock() {
+            let now = self.shared.now();
+            core.handle_disconnect(now, conn);
+        }
+        self.shared.wake();
+    }
+
+    /// Creates a document; resolves once its first change is committed.
+    pub async fn create(&self) -> Result<DocHandle, RepoError> {
+        let doc = DocumentId::from_bytes(rand::rng().random());
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut core = self.shared.lock()?;
+            let now = self.shared.now();
+            let ticket = core.create(now, doc)?;
+            self.shared.register(ticket, Waiter::Commit(tx))?;
+        }
+        let handle = DocHandle::new(self.shared.clone(), doc);
+        self.shared.wake();
+        match rx.await {
+            Ok(Ok(_)) => Ok(handle),
+            Ok(Err(e)) => Err(RepoError::CommitFailed(e)),
+            Err(_) => Err(RepoError::Closed),
+        }
+    }
+
+    async fn find_once(&self, doc: DocumentId) -> Result<FindOutcome, RepoError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut core = self.shared.lock()?;
+            let now = self.shared.now();
+            let ticket = core.find(now, doc);
+            core.pin(&doc);
+            self.shared.register(ticket, Waiter::Find(tx))?;
+        }
+        self.shared.wake();
+        let outcome = rx.await.map_err(|_| RepoError::Closed);
+        if let Ok(mut core) = self.shared.lock() {
+            core.unpin(&doc);
+        }
+        outcome
+    }
+
+    /// Finds a document: local storage first, then connected peers. When servers are configured
+    /// but none is connected yet, waits up to `connect_wait` for one before giving up.
+    pub async fn find(&self, url: impl Into<AutomergeUrl>) -> Result<DocHandle, RepoError> {
+        let doc = url.into().document_id;
+        let mut outcome = self.find_once(doc).await?;
+        if outcome == FindOutcome::Unavailable
+            && !self.config.servers.is_empty()
+            && self.peers().is_empty()
+        {
+            let _ = self.wait_connected(self.config.connect_wait).await;
+            outcome = self.find_once(doc).await?;
+        }
+        match outcome {
+            FindOutcome::Found => Ok(DocHandle::new(self.shared.clone(), doc)),
+            FindOutcome::Unavailable => Err(RepoError::Unavailable(doc)),
+            FindOutcome::Failed(reason) => Err(RepoError::LoadFailed { doc, reason }),
+        }
+    }
+
+    /// Loads every stored document, so that all of them (including offline writes of earlier
+    /// sessions) are offered to connected servers. Returns their ids.
+    pub async fn load_all(&self) -> Result<Vec<DocumentId>, RepoError> {
+        let docs = self.shared.storage.list().await?;
+        let mut handles = Vec::with_capacity(docs.len());
+        for doc in &docs {
+            handles.push(self.find_local(*doc).await?);
+        }
+        Ok(docs)
+    }
+
+    /// Loads a document from local storage only (no network).
+    pub async fn find_local(&self, doc: DocumentId) -> Result<DocHandle, RepoError> {
+        {
+            let mut core = self.shared.lock()?;
+            let now = self.shared.now();
+            core.load(now, doc);
+            core.pin(&doc);
+        }
+        self.shared.wake();
+        let mut progress = self.shared.progress.subscribe();
+        let result = loop {
+            {
+                let core = self.shared.lock()?;
+                if let Some(d) = core.document(&doc) {
+                    break if d.get_heads().is_empty() {
+                        Err(RepoError::Unavailable(doc))
+                    } else {
+                        Ok(DocHandle::new(self.shared.clone(), doc))
+                    };
+                }
+                if let Some(reason) = core.failure(&doc) {
+                    break Err(RepoError::LoadFailed {
+                        doc,
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+            if progress.changed().await.is_err() {
+                break Err(RepoError::Closed);
+            }
+        };
+        if let Ok(mut core) = self.shared.lock() {
+            core.unpin(&doc);
+        }
+        result
+    }
+
+    /// Connected peers (handshake complete).
+    pub fn peers(&self) -> Vec<(ConnId, PeerInfo)> {
+        self.shared.lock().map(|c| c.established()).unwrap_or_default()
+    }
+
+    /// Waits until at least one peer is connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), RepoError> {
+        let mut progress = self.shared.progress.subscribe();
+        let wait = async {
+            while self.peers().is_empty() {
+                if progress.changed().await.is_err() {
+                    return Err(RepoError::Closed);
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| RepoError::Timeout(timeout, "a peer connection"))?
+    }
+
+    /// Repo-level events (peers, protocol errors, storage failures).
+    pub fn events(&self) -> broadcast::Receiver<RepoEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Engine counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().map(|c| c.stats().clone()).unwrap_or_default()
+    }
+
+    /// Documents resident in memory.
+    pub fn resident_documents(&self) -> usize {
+        self.shared.lock().map(|c| c.resident_documents()).unwrap_or(0)
+    }
+
+    /// Waits until every storage operation issued so far has completed.
+    pub async fn flush(&self) {
+        let mut idle = self.shared.storage_idle.subscribe();
+        let _ = idle.wait_for(|i| *i).await;
+    }
+
+    /// Closes every connection (code 1001), lets in-flight storage operations finish, and stops.
+    pub async fn shutdown(&self) {
+        let conns: Vec<ConnId> = self
+            .shared
+            .conns
+            .lock()
+            .map(|c| c.keys().copied().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            if let Some(slot) = self.shared.conns.lock().ok().and_then(|mut c| c.remove(&conn)) {
+                let _ = slot.close.send(Some(CloseReason {
+                    code: 1001,
+                    reason: "going away".into(),
+                }));
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.flush()).await;
+        let _ = self.shared.shutdown.send(true);
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A transport connection attached with [`Repo::attach`].
+#[derive(Debug)]
+pub struct Attachment {
+    /// Its id.
+    pub conn: ConnId,
+    /// Frames to send.
+    pub outgoing: mpsc::Receiver<Vec<u8>>,
+    /// Becomes `Some` when the engine wants the connection closed.
+    pub close: watch::Receiver<Option<CloseReason>>,
+}

@@ -1,0 +1,148 @@
+//! WebSocket transport over tokio-tungstenite: a reconnecting client and a per-socket pump.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::Repo;
+use super::driver::Shared;
+
+/// Reconnect backoff: exponential from `initial` to `max`, each delay scaled by a random factor
+/// in `[1 - jitter, 1 + jitter]`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Relative jitter (0.0 to 1.0).
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            jitter: 0.5,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `n` (0-based), with jitter from `rng`.
+    pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+            .min(self.max);
+        let j = self.jitter.clamp(0.0, 1.0);
+        exp.mul_f64(rng.random_range((1.0 - j)..=(1.0 + j)))
+    }
+}
+
+fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// Keeps one connection up to the first reachable URL in `urls`.
+pub(super) async fn run_client(shared: Arc<Shared>, urls: Vec<String>, backoff: Backoff, max_message: usize) {
+    if urls.is_empty() {
+        return;
+    }
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut attempt = 0u32;
+    let mut idx = 0usize;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let url = &urls[idx % urls.len()];
+        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config(max_message)), true);
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok((ws, _))) => {
+                tracing::info!(%url, "connected");
+                attempt = 0;
+                run_socket(shared.clone(), ws, false).await;
+                tracing::info!(%url, "connection ended");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%url, error = %e, "connect failed");
+                idx += 1;
+            }
+            Err(_) => {
+                tracing::warn!(%url, "connect timed out");
+                idx += 1;
+            }
+        }
+        let delay = backoff.delay(attempt, &mut rand::rng());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = super::driver::until_shutdown(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Pumps one WebSocket until it closes.
+pub(super) async fn run_socket<S>(shared: Arc<Shared>, ws: tokio_tungstenite::WebSocketStream<S>, inbound: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let repo = Repo {
+        shared: shared.clone(),
+        tasks: Arc::default(),
+        config: Arc::default(),
+    };
+    let mut att = repo.attach(inbound);
+    let (mut sink, mut stream) = ws.split();
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut ping = tokio::time::interval(Duration::from_secs(5));
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(WsMessage::Binary(b))) => repo.deliver(att.conn, &b),
+                Some(Ok(WsMessage::Text(t))) => repo.deliver(att.conn, t.as_bytes()),
+                Some(Ok(WsMessage::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(conn = %att.conn, error = %e, "socket error");
+                    break;
+                }
+            },
+            out = att.outgoing.recv() => match out {
+                Some(bytes) => {
+                    if sink.send(WsMessage::Binary(bytes.into())).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            changed = att.close.changed() => {
+                let reason = att.close.borrow().clone();
+                if changed.is_err() || reason.is_some() {
+                    let frame = reason.map(|r| CloseFrame { code: CloseCode::from(r.code), reason: r.reason.into() });
+                    let _ = sink.send(WsMessage::Close(frame)).await;
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = super::driver::until_shutdown(&mut shutdown) => break,
+        }
+    }
+    let _ = sink.close().await;
+    repo.detach(att.conn);
+}
