@@ -397,6 +397,7 @@ impl Sim {
         let pick = self.rng.random_range(0..choices);
         if pick >= self.in_flight.len() {
             let i = storage_peers[pick - self.in_flight.len()];
+            self.log.push(format!("t={} storage op of {}", self.now, self.peers[i].name));
             self.exec_storage(i);
             self.drain();
             return true;
@@ -422,11 +423,11 @@ impl Sim {
         };
         self.delivered += 1;
         self.log.push(format!(
-            "t={} deliver {} bytes to {} on link {}",
+            "t={} deliver to {} on link {}: {}",
             self.now,
-            packet.bytes.len(),
             self.peers[packet.to].name,
-            packet.link
+            packet.link,
+            crate::wire::summarize(&packet.bytes)
         ));
         let now = self.now;
         self.peers[packet.to].core.handle_message(now, packet.conn, &packet.bytes);

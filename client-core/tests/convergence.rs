@@ -14,7 +14,7 @@ use concord::{DocumentId, PeerId, StorageId};
 use proptest::prelude::*;
 
 /// Steps the healed network may take to go quiet.
-const BOUND: usize = 20_000;
+const BOUND: usize = 5_000;
 /// Keys of the root map that `Put`/`Del` touch.
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 
@@ -61,6 +61,8 @@ struct Case {
     duplicate_pct: u32,
     retry_pct: u32,
     async_storage: bool,
+    /// `Housekeeping::compact_after_increments` of every replica (small: compactions happen).
+    compact_after: usize,
     rounds: Vec<Round>,
 }
 
@@ -100,10 +102,11 @@ fn case() -> impl Strategy<Value = Case> {
         0..30u32,
         0..30u32,
         any::<bool>(),
+        prop_oneof![1..=4usize, Just(64)],
         prop::collection::vec(round(), 2..=4),
     )
         .prop_map(
-            |(seed, replicas, server, reorder, duplicate_pct, retry_pct, async_storage, rounds)| Case {
+            |(seed, replicas, server, reorder, duplicate_pct, retry_pct, async_storage, compact_after, rounds)| Case {
                 seed,
                 replicas,
                 server,
@@ -111,6 +114,7 @@ fn case() -> impl Strategy<Value = Case> {
                 duplicate_pct,
                 retry_pct,
                 async_storage,
+                compact_after,
                 rounds,
             },
         )
@@ -160,9 +164,12 @@ fn apply(tx: &mut Transaction<'_>, ops: &[Op]) -> Result<i64, String> {
     Ok(delta)
 }
 
-fn server(sim: &mut Sim, name: &str, seed: u64) -> usize {
-    let config = CoreConfig::new(PeerId::from(name), Some(StorageId::from(format!("{name}-store"))), seed)
-        .with_policy(Arc::new(ServerPolicy));
+fn add_replica(sim: &mut Sim, name: &str, seed: u64, server: bool, compact_after: usize) -> usize {
+    let mut config = CoreConfig::new(PeerId::from(name), Some(StorageId::from(format!("{name}-store"))), seed);
+    if server {
+        config = config.with_policy(Arc::new(ServerPolicy));
+    }
+    config.housekeeping.compact_after_increments = compact_after;
     sim.add_peer_with(name, config)
 }
 
@@ -210,11 +217,9 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     let n = case.replicas;
     let mut sim = Sim::new(case.seed);
     for i in 0..n {
-        if case.server && i == n - 1 {
-            server(&mut sim, "server", case.seed ^ 0x5eed);
-        } else {
-            sim.add_peer(&format!("r{i}"));
-        }
+        let server = case.server && i == n - 1;
+        let name = if server { "server".to_owned() } else { format!("r{i}") };
+        add_replica(&mut sim, &name, case.seed.wrapping_add(i as u64 + 1), server, case.compact_after);
     }
 
     // Replica 0 creates the document and it reaches everybody over a full mesh.
@@ -314,9 +319,13 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         }
     }
 
-    // Heal: no chaos, everybody connected (a star around the server, or a full mesh), fresh
-    // connections everywhere.
-    sim.chaos = Chaos::default();
+    // Heal: no network faults, everybody connected (a star around the server, or a full mesh),
+    // fresh connections everywhere. Storage keeps its timing: the core must cope with slow disks
+    // on its own.
+    sim.chaos = Chaos {
+        async_storage: case.async_storage,
+        ..Chaos::default()
+    };
     for p in 0..net.pairs.len() {
         let (a, b) = net.pairs[p];
         let wanted = !case.server || a == n - 1 || b == n - 1;

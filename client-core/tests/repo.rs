@@ -26,16 +26,7 @@ async fn listen() -> (Repo, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let server = repo.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let server = server.clone();
-            tokio::spawn(async move {
-                if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
-                    server.accept(ws).await;
-                }
-            });
-        }
-    });
+    tokio::spawn(async move { server.serve(listener).await });
     (repo, url)
 }
 

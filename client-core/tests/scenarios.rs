@@ -173,3 +173,57 @@ fn a_crash_loses_only_uncommitted_work_and_sync_resumes() {
     sim.run_until_quiescent(1_000).unwrap();
     assert_eq!(sim.json(s, doc), json!({"x": 1, "y": 2}));
 }
+
+#[test]
+fn a_restarted_client_resumes_from_persisted_sync_state_and_pushes_new_writes() {
+    let mut sim = Sim::new(6);
+    let s = server(&mut sim, "server");
+    let (a, b) = (sim.add_peer("a"), sim.add_peer("b"));
+    let doc = sim.create(a).unwrap();
+    sim.change(a, doc, |tx| tx.put(ROOT, "from_a", "hello")).unwrap();
+    sim.connect(a, s);
+    sim.run_until_quiescent(1_000).unwrap();
+    sim.connect(b, s);
+    sim.find(b, doc);
+    sim.run_until_quiescent(1_000).unwrap();
+    assert_eq!(sim.json(b, doc)["from_a"], json!("hello"));
+
+    // B's process ends; a new one starts from B's disk, reconnects, and writes.
+    sim.crash(b);
+    sim.connect(b, s);
+    sim.find(b, doc);
+    sim.run_until_quiescent(1_000).unwrap();
+    sim.change(b, doc, |tx| tx.put(ROOT, "from_b", "world")).unwrap();
+    sim.run_until_quiescent(1_000).unwrap();
+    assert_eq!(sim.json(s, doc)["from_b"], json!("world"), "the server got B's new write");
+    assert_eq!(sim.json(a, doc)["from_b"], json!("world"), "and forwarded it to A");
+}
+
+#[test]
+fn restarted_client_with_slow_storage_converges_for_many_seeds() {
+    for seed in 0..200 {
+        let mut sim = Sim::new(seed);
+        sim.chaos.async_storage = true;
+        let s = server(&mut sim, "server");
+        let (a, b) = (sim.add_peer("a"), sim.add_peer("b"));
+        let doc = sim.create(a).unwrap();
+        sim.change(a, doc, |tx| tx.put(ROOT, "from_a", "hello")).unwrap();
+        sim.connect(a, s);
+        sim.run_until_quiescent(1_000).unwrap();
+        sim.connect(b, s);
+        sim.find(b, doc);
+        sim.run_until_quiescent(1_000).unwrap();
+        sim.crash(b);
+        sim.connect(b, s);
+        sim.find(b, doc);
+        for _ in 0..(seed % 7) {
+            sim.step();
+        }
+        sim.change(b, doc, |tx| tx.put(ROOT, "from_b", "world")).unwrap();
+        sim.run_until_quiescent(1_000).unwrap();
+        assert_eq!(sim.json(s, doc)["from_b"], json!("world"), "seed {seed}: server got B's write");
+        assert_eq!(sim.heads(s, doc), sim.heads(b, doc), "seed {seed}: heads agree");
+        let status = sim.peer(b).core.sync_status(&doc);
+        assert!(status.iter().all(|st| st.in_sync) && !status.is_empty(), "seed {seed}: B knows the server holds its heads: {status:?}");
+    }
+}

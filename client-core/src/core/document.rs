@@ -37,6 +37,9 @@ pub(super) struct PeerDoc {
     told_unavailable: bool,
     /// Last persisted encoding of `sync`.
     saved: Option<Vec<u8>>,
+    /// They sent us changes: once committed, they are owed a message with our heads (their
+    /// acknowledgement), even where Automerge's sync considers the exchange finished.
+    owe_ack: bool,
 }
 
 impl PeerDoc {
@@ -51,6 +54,7 @@ impl PeerDoc {
             awaiting: false,
             told_unavailable: false,
             saved: stored.cloned(),
+            owe_ack: false,
         }
     }
 }
@@ -402,6 +406,7 @@ impl Core {
                 continue;
             }
             pd.awaiting = false;
+            pd.owe_ack |= changes > 0;
             match entry.doc.receive_sync_message(&mut pd.sync, msg) {
                 Ok(()) => self.out.stats.changes_applied += changes,
                 Err(e) => {
@@ -748,6 +753,10 @@ impl Core {
                     continue;
                 }
                 pd.we_requested = true;
+            }
+            if std::mem::take(&mut pd.owe_ack) {
+                // Forces a message carrying our (committed) heads.
+                pd.sync.last_sent_heads.clear();
             }
             if let Some(m) = entry.doc.generate_sync_message(&mut pd.sync) {
                 let data = m.encode();

@@ -136,6 +136,9 @@ impl Shared {
     fn dispatch(&self, effect: Effect) {
         match effect {
             Effect::Send { conn, bytes } => {
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    super::trace_frame("out", conn, &bytes);
+                }
                 let full = {
                     let Ok(conns) = self.conns.lock() else { return };
                     match conns.get(&conn) {
@@ -252,11 +255,14 @@ pub(super) async fn run_driver(shared: Arc<Shared>, tick: Duration) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let effects = shared.drain();
-        if !effects.is_empty() {
-            for e in effects {
-                shared.dispatch(e);
-            }
-            shared.progress.send_modify(|p| *p += 1);
+        let busy = !effects.is_empty();
+        for e in effects {
+            shared.dispatch(e);
+        }
+        // Whatever woke us may have changed the core's state (even without effects): let
+        // waiters re-check their conditions.
+        shared.progress.send_modify(|p| *p += 1);
+        if busy {
             continue;
         }
         tokio::select! {
@@ -269,6 +275,17 @@ pub(super) async fn run_driver(shared: Arc<Shared>, tick: Duration) {
             }
             _ = until_shutdown(&mut shutdown) => break,
         }
+    }
+}
+
+fn op_name(op: &StorageOp) -> &'static str {
+    match op {
+        StorageOp::Load { .. } => "load",
+        StorageOp::Append { .. } => "append",
+        StorageOp::Compact { .. } => "compact",
+        StorageOp::PutSyncState { .. } => "put_sync_state",
+        #[allow(unreachable_patterns)]
+        _ => "other",
     }
 }
 
@@ -299,7 +316,9 @@ async fn execute(storage: &dyn Storage, op: StorageOp) -> Result<StorageReply, S
 /// Executes storage operations in order, one at a time, reporting each result to the core.
 pub(super) async fn run_storage(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(OpId, StorageOp)>) {
     while let Some((id, op)) = rx.recv().await {
+        tracing::trace!(?id, doc = %op.doc(), op = op_name(&op), "storage op");
         let result = execute(shared.storage.as_ref(), op).await;
+        tracing::trace!(?id, ok = result.is_ok(), "storage op done");
         if let Ok(mut core) = shared.core.lock() {
             let now = shared.now();
             core.handle_storage_result(now, id, result);
@@ -307,6 +326,7 @@ pub(super) async fn run_storage(shared: Arc<Shared>, mut rx: mpsc::UnboundedRece
         if rx.is_empty() {
             let _ = shared.storage_idle.send(true);
         }
+        shared.progress.send_modify(|p| *p += 1);
         shared.wake();
     }
 }

@@ -247,6 +247,32 @@ impl Repo {
         transport::run_socket(self.shared.clone(), ws, true).await;
     }
 
+    /// Upgrades an accepted TCP stream to a WebSocket (with the configured message size limit)
+    /// and serves it until it closes.
+    pub async fn accept_tcp(&self, tcp: tokio::net::TcpStream) {
+        match transport::accept(tcp, self.config.limits.max_message_bytes).await {
+            Ok(ws) => self.accept(ws).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket handshake failed"),
+        }
+    }
+
+    /// Accepts WebSocket peers on `listener` until the repo shuts down.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        let repo = self.clone();
+                        tokio::spawn(async move { repo.accept_tcp(tcp).await });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                },
+                () = driver::until_shutdown(&mut shutdown) => return,
+            }
+        }
+    }
+
     /// Attaches a transport connection of any kind: the caller feeds frames with
     /// [`Repo::deliver`], sends what arrives on [`Attachment::outgoing`], closes when
     /// [`Attachment::close`] says so, and calls [`Repo::detach`] when the transport ends.
@@ -281,6 +307,9 @@ impl Repo {
 
     /// A frame arrived on an attached connection.
     pub fn deliver(&self, conn: ConnId, bytes: &[u8]) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_frame("in", conn, bytes);
+        }
         if let Ok(mut core) = self.shared.lock() {
             let now = self.shared.now();
             core.handle_message(now, conn, bytes);
@@ -377,21 +406,18 @@ impl Repo {
         self.shared.wake();
         let mut progress = self.shared.progress.subscribe();
         let result = loop {
-            {
+            let state = {
                 let core = self.shared.lock()?;
-                if let Some(d) = core.document(&doc) {
-                    break if d.get_heads().is_empty() {
-                        Err(RepoError::Unavailable(doc))
-                    } else {
-                        Ok(DocHandle::new(self.shared.clone(), doc))
-                    };
+                match core.document(&doc) {
+                    Some(d) => Some(Ok(!d.get_heads().is_empty())),
+                    None => core.failure(&doc).map(|r| Err(r.to_owned())),
                 }
-                if let Some(reason) = core.failure(&doc) {
-                    break Err(RepoError::LoadFailed {
-                        doc,
-                        reason: reason.to_owned(),
-                    });
-                }
+            };
+            match state {
+                Some(Ok(true)) => break Ok(DocHandle::new(self.shared.clone(), doc)),
+                Some(Ok(false)) => break Err(RepoError::Unavailable(doc)),
+                Some(Err(reason)) => break Err(RepoError::LoadFailed { doc, reason }),
+                None => {}
             }
             if progress.changed().await.is_err() {
                 break Err(RepoError::Closed);
@@ -461,6 +487,16 @@ impl Repo {
                 }));
             }
         }
+        // Let transports send their close frames and detach.
+        let mut progress = self.shared.progress.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while !self.peers().is_empty() {
+                if progress.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.flush()).await;
         let _ = self.shared.shutdown.send(true);
         let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
@@ -468,6 +504,10 @@ impl Repo {
             t.abort();
         }
     }
+}
+
+pub(crate) fn trace_frame(dir: &str, conn: ConnId, bytes: &[u8]) {
+    tracing::trace!(%conn, dir, frame = %crate::wire::summarize(bytes), "frame");
 }
 
 /// A transport connection attached with [`Repo::attach`].

@@ -53,6 +53,15 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
+/// Server side of the WebSocket handshake with our limits.
+pub(super) async fn accept(
+    tcp: tokio::net::TcpStream,
+    max_message: usize,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, tokio_tungstenite::tungstenite::Error> {
+    let _ = tcp.set_nodelay(true);
+    tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(max_message))).await
+}
+
 /// Keeps one connection up to the first reachable URL in `urls`.
 pub(super) async fn run_client(shared: Arc<Shared>, urls: Vec<String>, backoff: Backoff, max_message: usize) {
     if urls.is_empty() {
