@@ -130,7 +130,7 @@ impl Pair {
     }
 
     /// Hands one frame to the server; returns the frames it answered with (also queued).
-    fn to_server(&mut self, bytes: &[u8]) -> Vec<Message> {
+    fn feed_server(&mut self, bytes: &[u8]) -> Vec<Message> {
         self.server.core.handle_message(NOW, SC, bytes);
         let mut answers = Vec::new();
         for (conn, bytes) in self.server.drive() {
@@ -145,7 +145,7 @@ impl Pair {
         let Some(frame) = self.to_server.pop_front() else {
             return false;
         };
-        self.to_server(&frame);
+        self.feed_server(&frame);
         true
     }
 
@@ -210,7 +210,7 @@ fn sync_frame(doc: DocumentId, data: Vec<u8>) -> Vec<u8> {
     })
 }
 
-/// A `sync` map with `data` replaced by `data`, other fields valid.
+/// A `sync` message as a raw CBOR map, with field `key` set to `value` and the others valid.
 fn sync_map_with(doc: DocumentId, key: &str, value: Value) -> Vec<u8> {
     let mut fields = vec![
         (text("type"), text("sync")),
@@ -241,7 +241,7 @@ fn bad_frame_between_valid_ones(limits: Limits, bad: impl Fn(DocumentId) -> Vec<
     p.client_creates(new, 3);
     assert!(p.to_server.len() >= 2, "valid frames queued for both documents");
     p.deliver_one_to_server();
-    let answers = p.to_server(&bad(old));
+    let answers = p.feed_server(&bad(old));
     p.settle();
 
     assert!(p.server.closed.is_empty(), "the connection stays open");
@@ -512,7 +512,7 @@ fn every_kind_of_bad_frame_on_one_connection_while_documents_sync() {
     loop {
         let delivered = p.deliver_one_to_server();
         if let Some(b) = bad_iter.next() {
-            p.to_server(b);
+            p.feed_server(b);
         }
         if let Some(frame) = p.to_client.pop_front() {
             p.client.core.handle_message(NOW, CC, &frame);
@@ -692,7 +692,7 @@ fn too_many_protocol_errors_close_the_connection() {
 
     let garbage = [0xffu8, 0x00];
     for n in 1..=max {
-        p.to_server(&garbage);
+        p.feed_server(&garbage);
         assert_eq!(p.server.protocol_errors(SC).len(), n as usize);
         assert!(p.server.closed.is_empty(), "still open after {n} errors");
     }
@@ -702,7 +702,7 @@ fn too_many_protocol_errors_close_the_connection() {
     p.assert_server_has(doc, 2);
 
     // One more: reported, then the connection is closed (policy violation).
-    let answers = p.to_server(&garbage);
+    let answers = p.feed_server(&garbage);
     assert!(matches!(answers.as_slice(), [Message::Error { .. }]));
     p.to_client.clear();
     let errors = p.server.protocol_errors(SC);
@@ -720,7 +720,7 @@ fn too_many_protocol_errors_close_the_connection() {
     // The closing connection ignores everything after that, valid or not, without more errors.
     p.client_writes(doc, 3);
     while p.deliver_one_to_server() {}
-    p.to_server(&garbage);
+    p.feed_server(&garbage);
     assert!(p.to_client.is_empty(), "nothing is sent on a closing connection");
     assert_eq!(p.server.protocol_errors(SC).len(), max as usize + 2);
     assert_eq!(p.server.closed.len(), 1, "closed once");

@@ -31,8 +31,10 @@ async fn listen() -> (Repo, String) {
 }
 
 async fn client(urls: &[&str]) -> Repo {
-    let mut config = RepoConfig::default();
-    config.servers = urls.iter().map(|s| (*s).to_owned()).collect();
+    let mut config = RepoConfig {
+        servers: urls.iter().map(|s| (*s).to_owned()).collect(),
+        ..RepoConfig::default()
+    };
     config.backoff.initial = Duration::from_millis(20);
     Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap()
 }

@@ -498,6 +498,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
 
