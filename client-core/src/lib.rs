@@ -10,3 +10,4 @@ pub mod sim;
 pub mod repo;
 #[cfg(feature = "native")]
 pub use repo::{DocHandle, Repo, RepoConfig, RepoError};
+pub mod path;

@@ -1,0 +1,1 @@
+//! `concord doc ...`: a client CLI with its own local replica. (Being written.)

@@ -1,0 +1,2 @@
+//! `concord`: the Concord sync server and client CLI.
+fn main() {}
