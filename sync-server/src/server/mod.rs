@@ -1,1 +1,168 @@
-//! The server (being written).
+//! The Concord sync server: the engine's core behind an axum WebSocket endpoint, with SQLite
+//! storage, eviction of idle documents, metrics, a read-only admin API and graceful shutdown.
+//!
+//! Endpoints: `GET /sync` (WebSocket, automerge-repo protocol v1; `/` is accepted too, as
+//! automerge-repo clients often dial the bare host), `GET /healthz`, `GET /metrics`,
+//! `GET /admin/docs`, `GET /admin/docs/{id}`.
+
+pub mod config;
+mod http;
+pub mod metrics;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use concord::core::{Housekeeping, Limits, ServerPolicy};
+use concord::storage::{SqliteConfig, SqliteStorage, StorageError};
+use concord::{PeerId, Repo, RepoConfig, RepoError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
+use metrics::{InstrumentedStorage, Metrics};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Bad settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Storage failed to open.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The engine failed to start.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// Binding or serving failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Io {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// What every handler needs.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    repo: Repo,
+    metrics: Arc<Metrics>,
+    config: Arc<ServeConfig>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A server that is listening.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The engine.
+    pub repo: Repo,
+    state: AppState,
+    listener: TcpListener,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/sync", get(ws::upgrade))
+        .route("/", get(ws::upgrade))
+        .route("/healthz", get(http::healthz))
+        .route("/metrics", get(http::metrics))
+        .route("/admin/docs", get(http::list_docs))
+        .route("/admin/docs/{id}", get(http::get_doc))
+        .with_state(state)
+}
+
+/// Opens storage, starts the engine and binds the listener.
+pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
+    std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
+        path: config.data.clone(),
+        source,
+    })?;
+    let (metrics, slot) = Metrics::new();
+    let sqlite = SqliteStorage::open(SqliteConfig::new(config.data.join("concord.db"))).await?;
+    let storage = Arc::new(InstrumentedStorage::new(sqlite, metrics.clone()));
+    let nonce: u32 = std::process::id() ^ u32::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)).unwrap_or(0);
+    let repo_config = RepoConfig {
+        peer_id: Some(PeerId::new(format!("concord-server-{}-{nonce:08x}", config.region))),
+        policy: Arc::new(ServerPolicy),
+        limits: Limits {
+            max_message_bytes: config.max_message_bytes,
+            handshake_timeout_ms: config.handshake_timeout_secs.saturating_mul(1000),
+            ..Limits::default()
+        },
+        housekeeping: Housekeeping {
+            evict_idle_ms: Some(config.evict_idle_secs.saturating_mul(1000)),
+            max_resident: Some(config.max_resident),
+            ..Housekeeping::default()
+        },
+        outgoing_queue: config.outgoing_queue,
+        ..RepoConfig::default()
+    };
+    let repo = Repo::open(storage, repo_config).await?;
+    slot.set(repo.clone());
+    let listener = TcpListener::bind(config.bind).await.map_err(|source| ServerError::Io {
+        addr: config.bind,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        addr: config.bind,
+        source,
+    })?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let state = AppState {
+        repo: repo.clone(),
+        metrics,
+        config: Arc::new(config),
+        shutdown,
+    };
+    Ok(Running {
+        addr,
+        repo,
+        state,
+        listener,
+        shutdown_tx,
+    })
+}
+
+impl Running {
+    /// Serves until `signal` resolves, then stops accepting, closes every WebSocket with 1001,
+    /// lets in-flight commits finish and returns.
+    pub async fn serve(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Self {
+            addr,
+            repo,
+            state,
+            listener,
+            shutdown_tx,
+        } = self;
+        let app = router(state);
+        let graceful = async move {
+            signal.await;
+            tracing::info!("shutting down: closing connections, finishing commits");
+            let _ = shutdown_tx.send(true);
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+            .map_err(|source| ServerError::Io { addr, source })?;
+        repo.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! `concord serve` settings: command line, environment (`CONCORD_*`) and an optional TOML file,
+//! in that order of precedence, over defaults that work on a fresh machine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting `{0}`: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line options of `concord serve` (each also an environment variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the long options, with `_`).
+    #[arg(long, env = "CONCORD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:3030].
+    #[arg(long, env = "CONCORD_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Data directory; the SQLite database is `<data>/concord.db` [default: ./concord-data].
+    #[arg(long, env = "CONCORD_DATA")]
+    pub data: Option<PathBuf>,
+    /// Name of this server's region [default: local].
+    #[arg(long, env = "CONCORD_REGION")]
+    pub region: Option<String>,
+    /// Largest WebSocket message accepted, in bytes [default: 1048576].
+    #[arg(long, env = "CONCORD_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Frames queued per connection before a slow reader is disconnected [default: 1024].
+    #[arg(long, env = "CONCORD_OUTGOING_QUEUE")]
+    pub outgoing_queue: Option<usize>,
+    /// Evict documents idle for this many seconds [default: 300].
+    #[arg(long, env = "CONCORD_EVICT_IDLE_SECS")]
+    pub evict_idle_secs: Option<u64>,
+    /// Keep at most this many documents in memory [default: 10000].
+    #[arg(long, env = "CONCORD_MAX_RESIDENT")]
+    pub max_resident: Option<usize>,
+    /// Seconds a client may take to complete the handshake [default: 10].
+    #[arg(long, env = "CONCORD_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Seconds between keepalive pings [default: 5].
+    #[arg(long, env = "CONCORD_PING_SECS")]
+    pub ping_secs: Option<u64>,
+    /// Log format.
+    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The same settings as they appear in the TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    region: Option<String>,
+    max_message_bytes: Option<usize>,
+    outgoing_queue: Option<usize>,
+    evict_idle_secs: Option<u64>,
+    max_resident: Option<usize>,
+    handshake_timeout_secs: Option<u64>,
+    ping_secs: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Region name.
+    pub region: String,
+    /// Max WebSocket message size.
+    pub max_message_bytes: usize,
+    /// Per-connection outgoing queue.
+    pub outgoing_queue: usize,
+    /// Idle eviction, seconds.
+    pub evict_idle_secs: u64,
+    /// Max resident documents.
+    pub max_resident: usize,
+    /// Handshake timeout, seconds.
+    pub handshake_timeout_secs: u64,
+    /// Keepalive ping period, seconds.
+    pub ping_secs: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3030)),
+            data: PathBuf::from("concord-data"),
+            region: "local".into(),
+            max_message_bytes: 1 << 20,
+            outgoing_queue: 1024,
+            evict_idle_secs: 300,
+            max_resident: 10_000,
+            handshake_timeout_secs: 10,
+            ping_secs: 5,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl ServeConfig {
+    /// Merges command line/environment over the file over the defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let d = Self::default();
+        let c = Self {
+            bind: args.bind.or(file.bind).unwrap_or(d.bind),
+            data: args.data.clone().or(file.data).unwrap_or(d.data),
+            region: args.region.clone().or(file.region).unwrap_or(d.region),
+            max_message_bytes: args.max_message_bytes.or(file.max_message_bytes).unwrap_or(d.max_message_bytes),
+            outgoing_queue: args.outgoing_queue.or(file.outgoing_queue).unwrap_or(d.outgoing_queue),
+            evict_idle_secs: args.evict_idle_secs.or(file.evict_idle_secs).unwrap_or(d.evict_idle_secs),
+            max_resident: args.max_resident.or(file.max_resident).unwrap_or(d.max_resident),
+            handshake_timeout_secs: args
+                .handshake_timeout_secs
+                .or(file.handshake_timeout_secs)
+                .unwrap_or(d.handshake_timeout_secs),
+            ping_secs: args.ping_secs.or(file.ping_secs).unwrap_or(d.ping_secs),
+            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+        };
+        if c.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_message_bytes", "must be at least 1024".into()));
+        }
+        if c.outgoing_queue == 0 || c.max_resident == 0 || c.ping_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "outgoing_queue/max_resident/ping_secs",
+                "must be greater than zero".into(),
+            ));
+        }
+        if c.region.is_empty() {
+            return Err(ConfigError::Invalid("region", "must not be empty".into()));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_on_a_fresh_machine() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:3030");
+        assert_eq!(c.data, PathBuf::from("concord-data"));
+        assert_eq!(c.region, "local");
+        assert_eq!(c.max_message_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn command_line_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "region = \"eu\"\nmax_resident = 5\nbind = \"127.0.0.1:4000\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            region: Some("us".into()),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.region, "us");
+        assert_eq!(c.max_resident, 5);
+        assert_eq!(c.bind.port(), 4000);
+    }
+
+    #[test]
+    fn bad_files_and_values_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(ServeConfig::resolve(&args), Err(ConfigError::Parse { .. })));
+        let missing = ServeArgs {
+            config: Some(dir.path().join("missing.toml")),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(ServeConfig::resolve(&missing), Err(ConfigError::Read { .. })));
+        let tiny = ServeArgs {
+            max_message_bytes: Some(10),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(ServeConfig::resolve(&tiny), Err(ConfigError::Invalid(..))));
+    }
+}

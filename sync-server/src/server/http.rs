@@ -1,0 +1,96 @@
+//! Plain HTTP around the sync endpoint: health, metrics and a read-only admin API.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use concord::{DocumentId, RepoError};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::metrics::set_count;
+
+/// `GET /healthz`: 200 while the server serves (and its storage answers).
+pub async fn healthz(State(app): State<AppState>) -> Response {
+    match app.repo.storage().get_meta("storage_id").await {
+        Ok(_) => (StatusCode::OK, Json(json!({"status": "ok", "region": app.config.region}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    if let Ok(docs) = app.repo.storage().list().await {
+        set_count(&app.metrics.stored_documents, docs.len());
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Paging of the document list.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// `GET /admin/docs?offset=&limit=`: stored documents with their heads.
+pub async fn list_docs(State(app): State<AppState>, Query(page): Query<Page>) -> Response {
+    let docs = match app.repo.storage().list().await {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let total = docs.len();
+    let mut items = Vec::new();
+    for doc in docs.into_iter().skip(page.offset).take(page.limit.min(1000)) {
+        let entry = match app.repo.find_local(doc).await.and_then(|h| h.heads()) {
+            Ok(heads) => json!({
+                "id": doc.to_string(),
+                "url": doc.url().to_string(),
+                "heads": heads.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+            }),
+            Err(e) => json!({"id": doc.to_string(), "error": e.to_string()}),
+        };
+        items.push(entry);
+    }
+    Json(json!({"total": total, "offset": page.offset, "documents": items})).into_response()
+}
+
+/// `GET /admin/docs/{id}`: one document as JSON with its heads.
+pub async fn get_doc(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    let doc: DocumentId = match id.parse() {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match app.repo.find_local(doc).await {
+        Ok(h) => match (h.to_json(), h.heads()) {
+            (Ok(value), Ok(heads)) => Json(json!({
+                "id": doc.to_string(),
+                "heads": heads.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                "value": value,
+            }))
+            .into_response(),
+            (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Err(RepoError::Unavailable(_)) => error(StatusCode::NOT_FOUND, format!("no document {doc}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,197 @@
+//! Prometheus metrics: engine counters read at scrape time, live gauges, and a storage commit
+//! latency histogram recorded by an instrumented storage wrapper.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Instant;
+
+use concord::storage::{ChunkKey, Storage, StorageResult, StoredDocument};
+use concord::{DocumentId, Repo, StorageId};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Metrics owned by the server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Documents in storage (refreshed at scrape time).
+    pub stored_documents: Gauge,
+    commit_seconds: Histogram,
+}
+
+#[derive(Debug)]
+struct EngineCollector {
+    repo: std::sync::OnceLock<Repo>,
+}
+
+fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(repo) = self.repo.get() else {
+            return Ok(());
+        };
+        let s = repo.stats();
+        counter(&mut e, "concord_messages_in", "Protocol messages received.", s.messages_in)?;
+        counter(&mut e, "concord_messages_out", "Protocol messages sent.", s.messages_out)?;
+        counter(&mut e, "concord_bytes_in", "Protocol bytes received.", s.bytes_in)?;
+        counter(&mut e, "concord_bytes_out", "Protocol bytes sent.", s.bytes_out)?;
+        counter(&mut e, "concord_changes_applied", "Changes received and applied.", s.changes_applied)?;
+        counter(&mut e, "concord_commits", "Storage commits of document changes.", s.commits)?;
+        counter(&mut e, "concord_evictions", "Documents evicted from memory.", s.evictions)?;
+        let resident = ConstGauge::new(i64::try_from(repo.resident_documents()).unwrap_or(i64::MAX));
+        resident.encode(e.encode_descriptor(
+            "concord_documents_resident",
+            "Documents held in memory.",
+            None,
+            resident.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// Shared handle to the engine collector, filled in once the repo exists.
+#[derive(Debug, Clone)]
+pub struct RepoSlot(Arc<EngineCollector>);
+
+impl RepoSlot {
+    /// Points the metrics at the running repo.
+    pub fn set(&self, repo: Repo) {
+        let _ = self.0.repo.set(repo);
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> (Arc<Self>, RepoSlot) {
+        let mut registry = Registry::default();
+        let connections = Gauge::default();
+        let stored_documents = Gauge::<i64, AtomicI64>::default();
+        // 50 us .. ~1.6 s
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register("concord_connections", "Open WebSocket connections.", connections.clone());
+        registry.register("concord_documents_stored", "Documents in storage.", stored_documents.clone());
+        registry.register(
+            "concord_storage_commit_seconds",
+            "Latency of storage writes (append, compact, sync state).",
+            commit_seconds.clone(),
+        );
+        let slot = RepoSlot(Arc::new(EngineCollector {
+            repo: std::sync::OnceLock::new(),
+        }));
+        registry.register_collector(Box::new(slot.0.clone()));
+        (
+            Arc::new(Self {
+                registry,
+                connections,
+                stored_documents,
+                commit_seconds,
+            }),
+            slot,
+        )
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Wraps a storage backend and records write latencies.
+#[derive(Debug)]
+pub struct InstrumentedStorage<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> InstrumentedStorage<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    fn observe(&self, start: Instant) {
+        self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Storage> Storage for InstrumentedStorage<S> {
+    async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
+        self.inner.load(doc).await
+    }
+
+    async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
+        let t = Instant::now();
+        let r = self.inner.append(doc, key, bytes).await;
+        self.observe(t);
+        r
+    }
+
+    async fn compact(&self, doc: &DocumentId, key: ChunkKey, snapshot: &[u8], covered: &[ChunkKey]) -> StorageResult<()> {
+        let t = Instant::now();
+        let r = self.inner.compact(doc, key, snapshot, covered).await;
+        self.observe(t);
+        r
+    }
+
+    async fn put_sync_state(&self, doc: &DocumentId, peer: &StorageId, state: &[u8]) -> StorageResult<()> {
+        let t = Instant::now();
+        let r = self.inner.put_sync_state(doc, peer, state).await;
+        self.observe(t);
+        r
+    }
+
+    async fn list(&self) -> StorageResult<Vec<DocumentId>> {
+        self.inner.list().await
+    }
+
+    async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
+        self.inner.delete(doc).await
+    }
+
+    async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        self.inner.get_meta(key).await
+    }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
+        self.inner.put_meta(key, value).await
+    }
+}
+
+/// Sets a gauge from a count.
+pub fn set_count(g: &Gauge, n: usize) {
+    g.set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// Increments/decrements the connection gauge for the lifetime of a guard.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Metrics>);
+
+impl ConnectionGuard {
+    /// Counts one open connection until dropped.
+    pub fn new(m: Arc<Metrics>) -> Self {
+        m.connections.inc();
+        Self(m)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+

@@ -1,0 +1,96 @@
+//! The WebSocket endpoint: one task per connection pumping frames between the socket and the
+//! engine, with keepalive pings, a write timeout for readers that stop reading, and close codes.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+
+use super::AppState;
+use super::metrics::ConnectionGuard;
+
+/// How long one frame may take to write before the peer is considered gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /sync`: upgrades to the protocol v1 WebSocket. Non-WebSocket requests get axum's
+/// rejection (400/405/426 with a message).
+pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let max = app.config.max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| serve_socket(app, socket))
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+async fn serve_socket(app: AppState, socket: WebSocket) {
+    let _guard = ConnectionGuard::new(app.metrics.clone());
+    let mut att = app.repo.attach(true);
+    let conn = att.conn;
+    tracing::debug!(%conn, "WebSocket connected");
+    let (mut sink, mut stream) = socket.split();
+    let mut shutdown = app.shutdown.clone();
+    let mut ping = tokio::time::interval(Duration::from_secs(app.config.ping_secs));
+    ping.tick().await;
+    let reason = loop {
+        let out = tokio::select! {
+            // Frames first, so an `error` message goes out before its close frame.
+            biased;
+            frame = att.outgoing.recv() => match frame {
+                Some(bytes) => Some(Message::Binary(bytes.into())),
+                None => {
+                    // The engine ended the connection; its frames are drained: say why.
+                    let reason = att.close.borrow().clone();
+                    let (code, text) = reason.map_or((1011, "internal error".to_owned()), |r| (r.code, r.reason));
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(code, &text))).await;
+                    break "closed by engine";
+                }
+            },
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Binary(b))) => { app.repo.deliver(conn, &b); None }
+                Some(Ok(Message::Text(t))) => { app.repo.deliver(conn, t.as_bytes()); None }
+                Some(Ok(Message::Close(_))) | None => break "peer closed",
+                Some(Ok(_)) => None,
+                Some(Err(e)) => {
+                    // Oversized frames end here too: tungstenite refuses them before we see them.
+                    tracing::info!(%conn, error = %e, "WebSocket error");
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1009, "message too big or malformed"))).await;
+                    break "socket error";
+                }
+            },
+            changed = att.close.changed() => {
+                let reason = att.close.borrow().clone();
+                match reason {
+                    Some(r) => {
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(r.code, &r.reason))).await;
+                        break "closed by engine";
+                    }
+                    None if changed.is_err() => break "engine gone",
+                    None => None,
+                }
+            }
+            _ = ping.tick() => Some(Message::Ping(Vec::new().into())),
+            _ = shutdown.changed() => {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1001, "server shutting down"))).await;
+                break "server shutdown";
+            }
+        };
+        if let Some(msg) = out {
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break "write failed",
+                Err(_) => break "slow reader: write timed out",
+            }
+        }
+    };
+    tracing::debug!(%conn, reason, "WebSocket closed");
+    app.repo.detach(conn);
+}

@@ -1,0 +1,93 @@
+//! Helpers for in-process server tests on 127.0.0.1.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord::storage::MemoryStorage;
+use concord::{Repo, RepoConfig};
+use concord_server::server::{self, ServeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server on an ephemeral port; dropped at the end of the test.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub repo: Repo,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<()>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            data: dir.path().to_owned(),
+            ..ServeConfig::default()
+        };
+        tweak(&mut config);
+        let running = server::start(config).await.unwrap();
+        let (addr, repo) = (running.addr, running.repo.clone());
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            running
+                .serve(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            repo,
+            stop: Some(stop),
+            task,
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/sync", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands back its data directory (still on disk).
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(WAIT, &mut self.task).await;
+        self.dir
+    }
+}
+
+/// A client repo (memory storage) connected to `url`.
+pub async fn client(url: &str) -> Repo {
+    let mut config = RepoConfig::default().with_server(url);
+    config.backoff.initial = Duration::from_millis(20);
+    let repo = Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap();
+    repo.wait_connected(WAIT).await.unwrap();
+    repo
+}
+
+/// A minimal HTTP/1.1 GET for tests: returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    // Chunked bodies: good enough for `contains` checks.
+    (status, body)
+}
