@@ -24,7 +24,8 @@ struct Cli {
 enum Command {
     /// Run a sync server (WebSocket endpoint `/sync`, automerge-repo protocol v1).
     Serve(ServeArgs),
-
+    /// Read and write documents in a local replica, syncing with servers.
+    Doc(concord_server::doc::DocArgs),
 }
 
 fn init_logs(format: LogFormat) {
@@ -76,6 +77,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Doc(args) => {
+            init_logs(LogFormat::Text);
+            concord_server::doc::run(args).await
+        }
     };
     match result {
         Ok(code) => code,

@@ -505,6 +505,10 @@ impl Core {
                 }
                 self.maybe_compact(doc);
                 self.check_availability(doc);
+                // Tell peers about what just became durable before applying the next batch:
+                // under a sustained stream of incoming changes there is always a next batch, and
+                // waiting for a quiet moment would starve every peer of acknowledgements.
+                self.sync_doc(now, doc);
             }
             Err(e) => {
                 entry.commit_failed = true;

@@ -97,7 +97,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     let (metrics, slot) = Metrics::new();
     let sqlite = SqliteStorage::open(SqliteConfig::new(config.data.join("concord.db"))).await?;
     let storage = Arc::new(InstrumentedStorage::new(sqlite, metrics.clone()));
-    let nonce: u32 = std::process::id() ^ u32::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)).unwrap_or(0);
+    let nonce = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
     let repo_config = RepoConfig {
         peer_id: Some(PeerId::new(format!("concord-server-{}-{nonce:08x}", config.region))),
         policy: Arc::new(ServerPolicy),

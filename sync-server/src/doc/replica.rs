@@ -1,0 +1,205 @@
+//! The local replica of one `concord doc` invocation: opening it, finding documents, and bringing
+//! them up to date with the servers within the time budget.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use concord::{AutomergeUrl, DocHandle, Repo, RepoConfig, RepoError};
+use tokio::time::Instant;
+
+/// Prints a warning for the user (always, whatever the log filter).
+pub(super) fn warn(msg: impl std::fmt::Display) {
+    eprintln!("warning: {msg}");
+}
+
+/// How a document stands relative to the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Freshness {
+    /// `--offline`: no server was asked.
+    Offline,
+    /// A server holds exactly our heads.
+    Synced,
+    /// No server connection within the time budget.
+    Unreachable,
+    /// Connected, but the server did not confirm our heads in time.
+    Unconfirmed,
+}
+
+/// A replica opened for one command.
+#[derive(Debug)]
+pub(super) struct Replica {
+    repo: Repo,
+    db: PathBuf,
+    servers: Vec<String>,
+    online: bool,
+    wait: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Replica {
+    /// Opens (creating if needed) `<data>/replica.db`; connects to `servers` unless `offline`.
+    /// Server waits of this command end `wait` from now.
+    pub(super) async fn open(
+        data: &Path,
+        servers: Vec<String>,
+        offline: bool,
+        wait: Duration,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create the replica directory {}", data.display()))?;
+        let db = data.join("replica.db");
+        let mut config = RepoConfig {
+            connect_wait: wait,
+            ..RepoConfig::default()
+        };
+        config.backoff.initial = Duration::from_millis(50);
+        config.backoff.max = Duration::from_secs(1);
+        if !offline {
+            config.servers.clone_from(&servers);
+        }
+        let repo = Repo::open_sqlite(&db, config)
+            .await
+            .with_context(|| format!("cannot open the replica {}", db.display()))?;
+        Ok(Self {
+            repo,
+            db,
+            servers,
+            online: !offline,
+            wait,
+            deadline: Instant::now().checked_add(wait),
+        })
+    }
+
+    /// The repo.
+    pub(super) fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    /// False with `--offline`.
+    pub(super) fn online(&self) -> bool {
+        self.online
+    }
+
+    /// The time budget for server waits.
+    pub(super) fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The server URLs, for messages.
+    pub(super) fn servers(&self) -> String {
+        self.servers.join(", ")
+    }
+
+    /// The replica file, for messages.
+    pub(super) fn db(&self) -> &Path {
+        &self.db
+    }
+
+    /// What is left of the time budget.
+    pub(super) fn remaining(&self) -> Duration {
+        self.deadline
+            .map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Finds a document: the local replica, then (online) the servers.
+    pub(super) async fn open_doc(&self, url: &AutomergeUrl) -> anyhow::Result<DocHandle> {
+        let id = url.document_id;
+        let found = if self.online {
+            match tokio::time::timeout(self.remaining(), self.repo.find(id)).await {
+                Ok(found) => found,
+                Err(_) => bail!(
+                    "timed out after {:?} looking for document {} on {}",
+                    self.wait,
+                    id.url(),
+                    self.servers()
+                ),
+            }
+        } else {
+            self.repo.find_local(id).await
+        };
+        match found {
+            Ok(handle) => Ok(handle),
+            Err(RepoError::Unavailable(_)) if !self.online => bail!(
+                "document {} is not in the local replica {}; run without --offline to fetch it from a server",
+                id.url(),
+                self.db.display()
+            ),
+            Err(RepoError::Unavailable(_)) if self.repo.peers().is_empty() => bail!(
+                "document {} is not in the local replica {} and no server was reachable ({}) within {:?}",
+                id.url(),
+                self.db.display(),
+                self.servers(),
+                self.wait
+            ),
+            Err(RepoError::Unavailable(_)) => bail!(
+                "document {} was not found: neither the local replica nor the server ({}) has it",
+                id.url(),
+                self.servers()
+            ),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open document {}", id.url()))),
+        }
+    }
+
+    /// Online, waits (within the budget) until a server holds exactly our heads: this pulls the
+    /// server's changes in and pushes ours out.
+    pub(super) async fn refresh(&self, handle: &DocHandle) -> Freshness {
+        if !self.online {
+            return Freshness::Offline;
+        }
+        if self.repo.wait_connected(self.remaining()).await.is_err() {
+            return Freshness::Unreachable;
+        }
+        match handle.wait_synced(self.remaining()).await {
+            Ok(()) => Freshness::Synced,
+            Err(_) => Freshness::Unconfirmed,
+        }
+    }
+
+    /// [`Replica::refresh`] before a read, warning when the local copy may be out of date.
+    pub(super) async fn refresh_for_read(&self, handle: &DocHandle) -> Freshness {
+        let fresh = self.refresh(handle).await;
+        match fresh {
+            Freshness::Unreachable => warn(format_args!(
+                "no server reachable ({}) within {:?}; showing the local copy, which may be out of date",
+                self.servers(),
+                self.wait
+            )),
+            Freshness::Unconfirmed => warn(format_args!(
+                "the server did not confirm the latest version within {:?}; showing the local copy, \
+                 which may be out of date",
+                self.wait
+            )),
+            Freshness::Offline | Freshness::Synced => {}
+        }
+        fresh
+    }
+
+    /// After a local commit: waits (within the budget) for a server to hold it, warning when none
+    /// did. `before` is the freshness measured before the write.
+    pub(super) async fn confirm_write(&self, handle: &DocHandle, before: Freshness) {
+        let after = match before {
+            Freshness::Offline | Freshness::Unreachable => before,
+            Freshness::Synced | Freshness::Unconfirmed => self.refresh(handle).await,
+        };
+        let later = "it is committed to the local replica and will sync on a later connection \
+                     (`concord doc sync`)";
+        match after {
+            Freshness::Offline | Freshness::Synced => {}
+            Freshness::Unreachable => warn(format_args!(
+                "no server reachable ({}) within {:?}; {later}",
+                self.servers(),
+                self.wait
+            )),
+            Freshness::Unconfirmed => warn(format_args!(
+                "no server confirmed the change within {:?}; {later}",
+                self.wait
+            )),
+        }
+    }
+
+    /// Closes connections and lets storage writes finish.
+    pub(super) async fn close(self) {
+        self.repo.shutdown().await;
+    }
+}

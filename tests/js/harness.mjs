@@ -1,0 +1,285 @@
+// Shared harness for the JS interop tests: starts a real `concord serve` on port 0 with a temporary
+// data directory, connects stock automerge-repo clients to it, runs the `concord doc` CLI, and
+// tears everything down. Every wait is bounded (WAIT_MS); nothing loops forever.
+
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { Repo } from "@automerge/automerge-repo";
+import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+/** The `concord` binary: `$CONCORD_BIN`, else the workspace's debug build. */
+export const CONCORD_BIN = path.resolve(HERE, process.env.CONCORD_BIN ?? "../../target/debug/concord");
+
+/** Upper bound for any single wait. */
+export const WAIT_MS = 20_000;
+
+/** Per-test timeout for `node:test` (a test does a few waits, each normally far below WAIT_MS). */
+export const TEST_TIMEOUT_MS = 45_000;
+
+const LISTENING = /concord listening on (http:\/\/\S+) \(WebSocket: (ws:\/\/\S+)\)/;
+
+/** The child's environment: ours without the CONCORD_* settings, so only explicit flags count. */
+function childEnv() {
+  const env = { NO_COLOR: "1" };
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("CONCORD_") || k === "CONCORD_LOG") env[k] = v;
+  }
+  return env;
+}
+
+/** Rejects after `ms` with a message naming what was awaited. */
+export function withTimeout(promise, label, ms = WAIT_MS) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${label}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `predicate` every 25 ms until it returns a truthy value, for at most `ms`. */
+export async function waitFor(predicate, label, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  let lastError;
+  while (Date.now() < deadline) {
+    try {
+      const v = await predicate();
+      if (v) return v;
+    } catch (e) {
+      lastError = e;
+    }
+    await new Promise(r => setTimeout(r, 25));
+  }
+  const why = lastError ? ` (last error: ${lastError.message})` : "";
+  throw new Error(`timed out after ${ms} ms waiting for: ${label}${why}`);
+}
+
+export const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+/** A deep copy of a document as plain JSON (what both sides must agree on). */
+export const plain = doc => JSON.parse(JSON.stringify(doc));
+
+/** A running `concord serve` process. */
+export class Server {
+  constructor(proc, httpUrl, wsUrl, dataDir, logs) {
+    this.proc = proc;
+    this.httpUrl = httpUrl;
+    this.wsUrl = wsUrl;
+    this.dataDir = dataDir;
+    this.logs = logs;
+    this.exited = new Promise(resolve => {
+      if (proc.exitCode !== null || proc.signalCode !== null) resolve({ code: proc.exitCode, signal: proc.signalCode });
+      else proc.once("exit", (code, signal) => resolve({ code, signal }));
+    });
+  }
+
+  /** The last lines the server wrote to stderr (for failure messages). */
+  tail(n = 40) {
+    return this.logs.join("").split("\n").slice(-n).join("\n");
+  }
+
+  /** Starts `concord serve --bind 127.0.0.1:0 --data DIR` and waits for its "listening" line. */
+  static async start(dataDir) {
+    const logs = [];
+    const proc = spawn(CONCORD_BIN, ["serve", "--bind", "127.0.0.1:0", "--data", dataDir], {
+      env: childEnv(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    proc.stderr.setEncoding("utf8");
+    proc.stderr.on("data", chunk => {
+      logs.push(chunk);
+      if (process.env.CONCORD_TEST_VERBOSE) process.stderr.write(chunk);
+    });
+    proc.stdout.setEncoding("utf8");
+    let stdout = "";
+    const listening = new Promise((resolve, reject) => {
+      proc.once("error", e => reject(new Error(`cannot start ${CONCORD_BIN}: ${e.message}`)));
+      proc.once("exit", (code, signal) =>
+        reject(new Error(`concord serve exited early (code ${code}, signal ${signal}):\n${logs.join("")}`)),
+      );
+      proc.stdout.on("data", chunk => {
+        stdout += chunk;
+        const m = LISTENING.exec(stdout);
+        if (m) resolve(m);
+      });
+    });
+    let m;
+    try {
+      m = await withTimeout(listening, "concord serve to print its listening line");
+    } catch (e) {
+      proc.kill("SIGKILL");
+      throw e;
+    }
+    return new Server(proc, m[1], m[2], dataDir, logs);
+  }
+
+  /** SIGTERM, then waits for the exit (SIGKILL after WAIT_MS). Returns the exit status. */
+  async stop() {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
+    this.proc.kill("SIGTERM");
+    try {
+      return await withTimeout(this.exited, "concord serve to exit after SIGTERM");
+    } catch (e) {
+      this.proc.kill("SIGKILL");
+      await withTimeout(this.exited, "concord serve to exit after SIGKILL", 5_000).catch(() => {});
+      throw e;
+    }
+  }
+}
+
+/** Heads as a sorted array, for comparisons. */
+export const sortedHeads = heads => [...(heads ?? [])].sort();
+
+/** The storage id the server announced in its `peer` message to `repo` (the server is its only peer). */
+export function serverStorageId(repo) {
+  const metas = Object.values(repo.peerMetadataByPeerId);
+  return metas.find(m => m?.storageId)?.storageId;
+}
+
+/**
+ * Waits until the server has acknowledged everything `handle` holds: the heads the server reports
+ * in its sync messages (tracked by automerge-repo per storage id) equal the handle's heads.
+ */
+export async function waitServerHas(repo, handle, label = "the server to acknowledge the document's heads") {
+  await waitFor(() => {
+    const sid = serverStorageId(repo);
+    const theirs = sid && handle.getSyncInfo(sid)?.lastHeads;
+    return theirs && JSON.stringify(sortedHeads(theirs)) === JSON.stringify(sortedHeads(handle.heads()));
+  }, label);
+}
+
+/** `GET /admin/docs/{id}` of the server: `{status, body}`. */
+export async function adminDoc(server, documentId) {
+  const res = await withTimeout(fetch(`${server.httpUrl}/admin/docs/${documentId}`), "GET /admin/docs/{id}");
+  return { status: res.status, body: await res.json() };
+}
+
+/** A fresh in-memory automerge-repo client connected to `wsUrl` over its own WebSocket. */
+export function jsClient(wsUrl) {
+  return new Repo({ network: [new BrowserWebSocketClientAdapter(wsUrl)] });
+}
+
+/**
+ * Resources of one test, released in reverse order by `cleanup()` (JS clients before servers, so
+ * the clients' reconnect timers do not outlive the test).
+ */
+export class Harness {
+  constructor() {
+    this.repos = [];
+    this.servers = [];
+    this.dirs = [];
+  }
+
+  async tempDir(prefix = "concord-js-") {
+    const dir = await mkdtemp(path.join(tmpdir(), prefix));
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  async server(dataDir) {
+    const s = await Server.start(dataDir ?? (await this.tempDir()));
+    this.servers.push(s);
+    return s;
+  }
+
+  client(server) {
+    const repo = jsClient(server.wsUrl);
+    this.repos.push(repo);
+    return repo;
+  }
+
+  /** Shuts one client down (and forgets it). */
+  async closeClient(repo) {
+    this.repos = this.repos.filter(r => r !== repo);
+    await withTimeout(repo.shutdown(), "repo.shutdown()", 5_000).catch(() => {});
+  }
+
+  /** Finds `url` in `repo`, bounded. */
+  async find(repo, url) {
+    return withTimeout(repo.find(url), `repo.find(${url})`);
+  }
+
+  /** The server logs, for assertion messages. */
+  logs() {
+    return this.servers.map((s, i) => `--- server ${i} (${s.wsUrl}) stderr ---\n${s.tail()}`).join("\n");
+  }
+
+  async cleanup() {
+    const errors = [];
+    for (const repo of this.repos.splice(0).reverse()) {
+      await withTimeout(repo.shutdown(), "repo.shutdown()", 5_000).catch(e => errors.push(e));
+    }
+    for (const s of this.servers.splice(0).reverse()) {
+      await s.stop().catch(e => errors.push(e));
+    }
+    for (const d of this.dirs.splice(0)) {
+      await rm(d, { recursive: true, force: true }).catch(() => {});
+    }
+    if (errors.length) throw errors[0];
+  }
+}
+
+/**
+ * Runs `body(harness)` and always cleans up. Cleanup errors surface only when the body succeeded
+ * (a failing body's own error is the interesting one).
+ */
+export async function withHarness(body) {
+  const h = new Harness();
+  let failed = false;
+  try {
+    return await body(h);
+  } catch (e) {
+    failed = true;
+    if (h.servers.length && process.env.CONCORD_TEST_LOGS !== "0") {
+      e.message += `\n${h.logs()}`;
+    }
+    throw e;
+  } finally {
+    try {
+      await h.cleanup();
+    } catch (e) {
+      if (!failed) throw e;
+    }
+  }
+}
+
+/**
+ * Runs `concord doc ARGS...` against `server` with replica directory `dataDir`; resolves to
+ * `{code, stdout, stderr}` (kills the child after `ms`).
+ */
+export function concordDoc(dataDir, server, args, ms = WAIT_MS) {
+  const full = ["doc", "--data", dataDir, "--server", server.wsUrl, "--timeout", "10", ...args];
+  return new Promise((resolve, reject) => {
+    const proc = spawn(CONCORD_BIN, full, { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    proc.stdout.setEncoding("utf8").on("data", c => (stdout += c));
+    proc.stderr.setEncoding("utf8").on("data", c => (stderr += c));
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`timed out after ${ms} ms: concord ${full.join(" ")}\nstderr: ${stderr}`));
+    }, ms);
+    proc.once("error", e => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.once("exit", code => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Like `concordDoc` but fails unless the command exits 0; returns stdout. */
+export async function concordDocOk(dataDir, server, args, ms) {
+  const r = await concordDoc(dataDir, server, args, ms);
+  if (r.code !== 0) {
+    throw new Error(`concord doc ${args.join(" ")} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  }
+  return r.stdout;
+}

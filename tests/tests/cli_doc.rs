@@ -1,0 +1,271 @@
+//! The `concord doc` CLI as a real process: two replicas (separate `--data` directories) sync
+//! through a listening peer process (`test-peer`) over WebSockets on 127.0.0.1.
+//!
+//! The `concord` binary belongs to another package (`concord-server`), so cargo does not build it
+//! for these tests on its own: each run first calls `cargo build -p concord-server --bin concord`
+//! (a no-op when it is fresh) and runs `target/<profile>/concord`. Set `CONCORD_BIN` to use another
+//! binary instead.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use concord_tests::Proc;
+use serde_json::{Value, json};
+
+/// Per-command server wait given to the CLI (it returns as soon as it is in sync).
+const CLI_TIMEOUT: &str = "20";
+/// Bound on waits for lines from long-running CLI processes.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Builds (if needed) and locates the `concord` binary of this target directory.
+fn concord_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CONCORD_BIN") {
+            return PathBuf::from(bin);
+        }
+        // target/<profile>/deps/cli_doc-HASH -> target/<profile>/concord
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let bin = profile_dir.join(format!("concord{}", std::env::consts::EXE_SUFFIX));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "concord-server", "--bin", "concord", "--manifest-path"]);
+        build.arg(&manifest);
+        if let Some(target_dir) = profile_dir.parent() {
+            build.arg("--target-dir").arg(target_dir);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo to build the concord binary");
+        assert!(status.success(), "building the concord binary failed");
+        assert!(bin.exists(), "no concord binary at {}", bin.display());
+        bin
+    })
+}
+
+/// A listening peer process (server policy, SQLite); dropped = killed.
+fn peer(dir: &Path) -> (Proc, String) {
+    let db = dir.join("peer.db");
+    let mut p = Proc::spawn(env!("CARGO_BIN_EXE_test-peer"), &[db.to_str().unwrap()]).unwrap();
+    let url = p.expect("LISTEN ").expect("test-peer prints its URL");
+    (p, format!("{url}/sync"))
+}
+
+/// One CLI replica: a data directory and the server it talks to.
+struct Replica {
+    data: PathBuf,
+    server: String,
+}
+
+impl Replica {
+    fn new(dir: &Path, name: &str, server: &str) -> Self {
+        Self {
+            data: dir.join(name),
+            server: server.to_owned(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(concord_bin());
+        for var in ["CONCORD_DATA", "CONCORD_SERVER", "CONCORD_OFFLINE", "CONCORD_TIMEOUT"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("CONCORD_LOG", "warn")
+            .arg("doc")
+            .arg("--data")
+            .arg(&self.data)
+            .args(["--server", &self.server]);
+        if !args.iter().any(|a| a.starts_with("--timeout")) {
+            cmd.args(["--timeout", CLI_TIMEOUT]);
+        }
+        cmd.args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "concord doc {args:?} panicked:\n{stderr}");
+        out
+    }
+
+    /// Runs a command that must succeed without warnings; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "concord doc {args:?} failed:\n{stderr}");
+        assert!(!stderr.contains("warning"), "concord doc {args:?} warned:\n{stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "concord doc {args:?} succeeded:\n{stderr}");
+        assert!(!stderr.trim().is_empty(), "concord doc {args:?} failed silently");
+        stderr
+    }
+
+    fn get(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(&[&["get"], args].concat())).unwrap()
+    }
+}
+
+#[test]
+fn offline_edits_of_two_replicas_merge_after_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, server) = peer(dir.path());
+    let (a, b) = (Replica::new(dir.path(), "a", &server), Replica::new(dir.path(), "b", &server));
+
+    // A creates a document and writes to it; both reach the server.
+    let url = a.ok(&["create", r#"{"title": "groceries"}"#]).trim().to_owned();
+    assert!(url.starts_with("automerge:"), "{url}");
+    a.ok(&["put", &url, "note", r#""buy milk""#]);
+    // B has never seen it: it comes from the server.
+    assert_eq!(b.get(&[&url]), json!({"title": "groceries", "note": "buy milk"}));
+    assert_eq!(b.get(&[&url, "note"]), json!("buy milk"));
+
+    // Both go offline and edit different parts.
+    a.ok(&["--offline", "text-splice", &url, "note", "8", "0", " and eggs"]);
+    a.ok(&["--offline", "put", &url, "from_a", "[1, 2.5, null]"]);
+    b.ok(&["--offline", "increment", &url, "visits"]);
+    b.ok(&["--offline", "increment", &url, "visits", "2"]);
+    b.ok(&["--offline", "put", "--string", &url, "from_b", "plain text"]);
+    assert_eq!(a.get(&["--offline", &url, "note"]), json!("buy milk and eggs"));
+    assert_eq!(b.get(&["--offline", &url, "note"]), json!("buy milk"));
+
+    // Back online: each pushes its edits; reads pull the other's.
+    assert_eq!(a.ok(&["sync"]).trim(), "synced 1 document(s)");
+    assert_eq!(b.ok(&["sync"]).trim(), "synced 1 document(s)");
+    let merged = json!({
+        "title": "groceries",
+        "note": "buy milk and eggs",
+        "from_a": [1, 2.5, null],
+        "visits": 3,
+        "from_b": "plain text",
+    });
+    assert_eq!(a.get(&[&url]), merged);
+    assert_eq!(b.get(&[&url]), merged);
+    // Each replica now holds everything locally.
+    assert_eq!(a.get(&["--offline", &url]), merged);
+}
+
+/// Reads lines of `from` on a thread, so that waits on them can be bounded.
+fn lines(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn watch_prints_a_remote_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, server) = peer(dir.path());
+    let (a, b) = (Replica::new(dir.path(), "a", &server), Replica::new(dir.path(), "b", &server));
+    let url = a.ok(&["create", r#"{"n": 1}"#]).trim().to_owned();
+
+    let mut watcher = a
+        .command(&["watch", &url, "--count", "1", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(watcher.stdout.take().unwrap());
+    let stderr = lines(watcher.stderr.take().unwrap());
+    loop {
+        let line = stderr.recv_timeout(WAIT).expect("watch says it is watching");
+        assert!(!line.contains("panicked") && !line.contains("warning"), "{line}");
+        if line.starts_with("watching ") {
+            break;
+        }
+    }
+
+    b.ok(&["put", &url, "from_b", r#"{"x": true}"#]);
+    let line = stdout.recv_timeout(WAIT).expect("watch prints the change");
+    let change: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(change["origin"], json!("remote"), "{line}");
+    assert_eq!(change["value"], json!({"n": 1, "from_b": {"x": true}}), "{line}");
+    let heads = change["heads"].as_array().unwrap();
+    assert!(!heads.is_empty() && heads.iter().all(Value::is_string), "{line}");
+    // The heads in the line are the document's heads: a URL with them reads the same value.
+    let at = format!("{url}#{}", heads.iter().map(|h| h.as_str().unwrap()).collect::<Vec<_>>().join("|"));
+    assert_eq!(a.get(&["--offline", &at]), change["value"]);
+
+    // --count 1 reached: it exits by itself, successfully.
+    let status = (0..300)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            watcher.try_wait().unwrap()
+        })
+        .expect("watch exits after --count changes");
+    assert!(status.success());
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("ws://{}/sync", dead.local_addr().unwrap());
+    drop(dead);
+    let r = Replica::new(dir.path(), "r", &server);
+    let url = r.ok(&["--offline", "create", r#"{"n": 1, "t": "text", "l": [0]}"#]).trim().to_owned();
+    let missing = concord::DocumentId::from_bytes([9; 16]).url().to_string();
+    let missing = missing.as_str();
+
+    let cases: &[(&[&str], &str)] = &[
+        (&["--offline", "get", "automerge:not-a-url"], "is not a bs58check document id"),
+        (&["--offline", "get", &url, "a//b"], "malformed path `a//b`"),
+        (&["--offline", "get", &url, "l/first"], "`first` is not a list index"),
+        (&["--offline", "get", &url, "n/x"], "`/n` is an integer, which has no keys or indexes"),
+        (&["--offline", "get", &url, "nope"], "no value at `/nope`"),
+        (&["--offline", "put", &url, "k", "{oops"], "is not valid JSON"),
+        (&["--offline", "put", &url, "l/5", "1"], "index 5 is out of range at `/l/5` (length 1)"),
+        (&["--offline", "create", "[1, 2]"], "is not a JSON object"),
+        (&["--offline", "text-splice", &url, "n", "0", "0", "x"], "`/n` is an integer, expected text"),
+        (&["--offline", "text-splice", &url, "t", "9", "0", "x"], "out of range"),
+        (&["--offline", "increment", &url, "t"], "`/t` is text, expected a counter"),
+        (&["--offline", "delete", &url, ""], "the document root cannot be deleted"),
+        (&["--offline", "get", missing], "is not in the local replica"),
+        (&["--offline", "sync"], "sync needs a server"),
+        (&["--timeout=-3", "sync"], "the timeout cannot be negative"),
+        (&["--timeout", "soon", "sync"], "`soon` is not a number of seconds"),
+        (&["--timeout", "0.5", "sync"], "no server reachable"),
+        (&["--timeout", "0.5", "get", missing], "no server was reachable"),
+    ];
+    for (args, expected) in cases {
+        let stderr = r.fails(args);
+        assert!(stderr.contains(expected), "concord doc {args:?}: expected `{expected}` in:\n{stderr}");
+    }
+    // Failed writes changed nothing.
+    assert_eq!(r.get(&["--offline", &url]), json!({"n": 1, "t": "text", "l": [0]}));
+
+    // With the server unreachable, a write is still committed locally: exit 0 and a warning.
+    let out = r.run(&["--timeout", "0.5", "put", &url, "n", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: no server reachable"), "{stderr}");
+    // And a read falls back to the local copy, with a warning.
+    let out = r.run(&["--timeout", "0.5", "get", &url, "n"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("showing the local copy"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+}
