@@ -137,9 +137,7 @@ pub fn encode_head(head: &ChangeHash) -> String {
 
 /// Decodes a bs58check change hash (the inverse of [`encode_head`]); hex is accepted too.
 pub fn decode_head(s: &str) -> Result<ChangeHash, IdError> {
-    let bad = || IdError::InvalidHead {
-        head: truncated(s),
-    };
+    let bad = || IdError::InvalidHead { head: truncated(s) };
     let bytes = bs58::decode(s)
         .with_check(None)
         .into_vec()
@@ -228,7 +226,11 @@ string_id!(
 impl StorageId {
     /// A storage id made of 16 bytes of caller-supplied randomness, written as a UUID like automerge-repo.
     pub fn from_random(bytes: [u8; 16]) -> Self {
-        Self(uuid::Builder::from_random_bytes(bytes).into_uuid().to_string())
+        Self(
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string(),
+        )
     }
 }
 

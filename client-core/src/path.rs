@@ -300,7 +300,11 @@ fn parent_slot<R: ReadDoc>(doc: &R, path: &DocPath) -> Result<(ObjId, Slot), Pat
 
 /// Converts an Automerge value (with its object id when it is an object) to JSON, the way
 /// [`automerge::AutoSerde`] does: maps are objects, lists arrays, text strings, counters numbers.
-pub fn value_to_json<R: ReadDoc>(doc: &R, value: &Value<'_>, id: &ObjId) -> Result<Json, PathError> {
+pub fn value_to_json<R: ReadDoc>(
+    doc: &R,
+    value: &Value<'_>,
+    id: &ObjId,
+) -> Result<Json, PathError> {
     Ok(match value {
         Value::Object(ObjType::Map | ObjType::Table) => {
             let mut map = serde_json::Map::new();
@@ -386,7 +390,12 @@ fn json_objtype(value: &Json) -> ObjType {
 }
 
 /// Puts `value` at `prop` of `obj` (overwriting).
-fn put_value<T: Transactable>(tx: &mut T, obj: &ObjId, prop: Prop, value: &Json) -> Result<(), PathError> {
+fn put_value<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    prop: Prop,
+    value: &Json,
+) -> Result<(), PathError> {
     match json_scalar(value) {
         Some(s) => tx.put(obj, prop, s)?,
         None => {
@@ -398,7 +407,12 @@ fn put_value<T: Transactable>(tx: &mut T, obj: &ObjId, prop: Prop, value: &Json)
 }
 
 /// Inserts `value` into list `obj` at `index`.
-fn insert_value<T: Transactable>(tx: &mut T, obj: &ObjId, index: usize, value: &Json) -> Result<(), PathError> {
+fn insert_value<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    index: usize,
+    value: &Json,
+) -> Result<(), PathError> {
     match json_scalar(value) {
         Some(s) => tx.insert(obj, index, s)?,
         None => {
@@ -426,8 +440,12 @@ pub fn put<T: Transactable>(tx: &mut T, path: &DocPath, value: &Json) -> Result<
     }
     match parent_slot(&*tx, path)? {
         (parent, Slot::Key(k)) => put_value(tx, &parent, Prop::Map(k), value),
-        (parent, Slot::Index { index, len }) if index < len => put_value(tx, &parent, Prop::Seq(index), value),
-        (parent, Slot::Index { index, len }) if index == len => insert_value(tx, &parent, index, value),
+        (parent, Slot::Index { index, len }) if index < len => {
+            put_value(tx, &parent, Prop::Seq(index), value)
+        }
+        (parent, Slot::Index { index, len }) if index == len => {
+            insert_value(tx, &parent, index, value)
+        }
         (_, slot) => Err(absent(path, path.segments.len(), &slot)),
     }
 }
@@ -484,7 +502,10 @@ pub fn splice_text<T: Transactable>(
     if pos > len {
         return Err(out_of_range(pos));
     }
-    let end = pos.checked_add(del).filter(|e| *e <= len).ok_or_else(|| out_of_range(pos.saturating_add(del)))?;
+    let end = pos
+        .checked_add(del)
+        .filter(|e| *e <= len)
+        .ok_or_else(|| out_of_range(pos.saturating_add(del)))?;
     let del = isize::try_from(end - pos).map_err(|_| out_of_range(end))?;
     tx.splice_text(&id, pos, del, insert)?;
     Ok(())
@@ -546,7 +567,10 @@ mod tests {
         assert_eq!(p("a~1b/c~0d").to_string(), "/a~1b/c~0d");
         assert_eq!(DocPath::root().to_string(), "/");
         for bad in ["a//b", "a/", "//", "a/~2", "a/b~"] {
-            assert!(matches!(bad.parse::<DocPath>(), Err(PathError::Malformed { .. })), "{bad}");
+            assert!(
+                matches!(bad.parse::<DocPath>(), Err(PathError::Malformed { .. })),
+                "{bad}"
+            );
         }
         let err = "x/~".parse::<DocPath>().unwrap_err().to_string();
         assert!(err.contains("malformed path `x/~`"), "{err}");
@@ -554,8 +578,12 @@ mod tests {
 
     #[test]
     fn reads_subtrees_scalars_and_absent_values() {
-        let d = doc(json!({"todos": [{"title": "milk", "done": false}], "n": 3, "x": 1.5, "z": null}));
-        assert_eq!(get(&d, &p("todos/0")).unwrap(), Some(json!({"title": "milk", "done": false})));
+        let d =
+            doc(json!({"todos": [{"title": "milk", "done": false}], "n": 3, "x": 1.5, "z": null}));
+        assert_eq!(
+            get(&d, &p("todos/0")).unwrap(),
+            Some(json!({"title": "milk", "done": false}))
+        );
         assert_eq!(get(&d, &p("todos/0/title")).unwrap(), Some(json!("milk")));
         assert_eq!(get(&d, &p("n")).unwrap(), Some(json!(3)));
         assert_eq!(get(&d, &p("x")).unwrap(), Some(json!(1.5)));
@@ -563,9 +591,18 @@ mod tests {
         assert_eq!(get(&d, &p("missing")).unwrap(), None);
         assert_eq!(get(&d, &p("missing/deeper")).unwrap(), None);
         assert_eq!(get(&d, &p("todos/5/title")).unwrap(), None);
-        assert!(matches!(get(&d, &p("todos/first")), Err(PathError::NotAnIndex { .. })));
-        assert!(matches!(get(&d, &p("todos/-1")), Err(PathError::NotAnIndex { .. })));
-        assert!(matches!(get(&d, &p("n/x")), Err(PathError::NotAContainer { .. })));
+        assert!(matches!(
+            get(&d, &p("todos/first")),
+            Err(PathError::NotAnIndex { .. })
+        ));
+        assert!(matches!(
+            get(&d, &p("todos/-1")),
+            Err(PathError::NotAnIndex { .. })
+        ));
+        assert!(matches!(
+            get(&d, &p("n/x")),
+            Err(PathError::NotAContainer { .. })
+        ));
         let e = get(&d, &p("todos/0/title/0")).unwrap_err().to_string();
         assert_eq!(e, "`/todos/0/title` is text, which has no keys or indexes");
         // Works on a plain Automerge document too, and agrees with AutoSerde at the root.
@@ -579,15 +616,29 @@ mod tests {
     #[test]
     fn put_stores_json_as_automerge_types() {
         let mut d = doc(json!({}));
-        put(&mut d, &p("obj"), &json!({"s": "hi", "l": [1, -2, 2.5, true, null], "big": u64::MAX})).unwrap();
+        put(
+            &mut d,
+            &p("obj"),
+            &json!({"s": "hi", "l": [1, -2, 2.5, true, null], "big": u64::MAX}),
+        )
+        .unwrap();
         let (v, obj) = d.get(ROOT, "obj").unwrap().unwrap();
         assert_eq!(v, Value::Object(ObjType::Map));
-        assert_eq!(d.get(&obj, "s").unwrap().unwrap().0, Value::Object(ObjType::Text));
-        assert_eq!(d.get(&obj, "big").unwrap().unwrap().0, Value::Scalar(std::borrow::Cow::Owned(ScalarValue::Uint(u64::MAX))));
+        assert_eq!(
+            d.get(&obj, "s").unwrap().unwrap().0,
+            Value::Object(ObjType::Text)
+        );
+        assert_eq!(
+            d.get(&obj, "big").unwrap().unwrap().0,
+            Value::Scalar(std::borrow::Cow::Owned(ScalarValue::Uint(u64::MAX)))
+        );
         let (_, list) = d.get(&obj, "l").unwrap().unwrap();
         assert_eq!(d.get(&list, 0).unwrap().unwrap().0, Value::int(1));
         assert_eq!(d.get(&list, 2).unwrap().unwrap().0, Value::f64(2.5));
-        assert_eq!(all(&d), json!({"obj": {"s": "hi", "l": [1, -2, 2.5, true, null], "big": u64::MAX}}));
+        assert_eq!(
+            all(&d),
+            json!({"obj": {"s": "hi", "l": [1, -2, 2.5, true, null], "big": u64::MAX}})
+        );
     }
 
     #[test]
@@ -599,14 +650,30 @@ mod tests {
         put(&mut d, &p("m/k"), &json!(2)).unwrap();
         put(&mut d, &p("m/new"), &json!([])).unwrap();
         put(&mut d, &p("l/2/c/1"), &json!(2)).unwrap();
-        assert_eq!(all(&d), json!({"l": ["A", "b", {"c": [1, 2]}], "m": {"k": 2, "new": []}}));
+        assert_eq!(
+            all(&d),
+            json!({"l": ["A", "b", {"c": [1, 2]}], "m": {"k": 2, "new": []}})
+        );
         assert!(matches!(
             put(&mut d, &p("l/9"), &json!(1)),
-            Err(PathError::OutOfRange { index: 9, len: 3, .. })
+            Err(PathError::OutOfRange {
+                index: 9,
+                len: 3,
+                ..
+            })
         ));
-        assert!(matches!(put(&mut d, &p("nope/k"), &json!(1)), Err(PathError::NotFound { .. })));
-        assert!(matches!(put(&mut d, &p("m/k/x"), &json!(1)), Err(PathError::NotAContainer { .. })));
-        assert!(matches!(put(&mut d, &p("l/0/x"), &json!(1)), Err(PathError::NotAContainer { .. })));
+        assert!(matches!(
+            put(&mut d, &p("nope/k"), &json!(1)),
+            Err(PathError::NotFound { .. })
+        ));
+        assert!(matches!(
+            put(&mut d, &p("m/k/x"), &json!(1)),
+            Err(PathError::NotAContainer { .. })
+        ));
+        assert!(matches!(
+            put(&mut d, &p("l/0/x"), &json!(1)),
+            Err(PathError::NotAContainer { .. })
+        ));
     }
 
     #[test]
@@ -614,7 +681,10 @@ mod tests {
         let mut d = doc(json!({"a": 1, "b": 2}));
         put(&mut d, &DocPath::root(), &json!({"b": 3, "c": "x"})).unwrap();
         assert_eq!(all(&d), json!({"b": 3, "c": "x"}));
-        assert!(matches!(put(&mut d, &DocPath::root(), &json!([1])), Err(PathError::Root(_))));
+        assert!(matches!(
+            put(&mut d, &DocPath::root(), &json!([1])),
+            Err(PathError::Root(_))
+        ));
     }
 
     #[test]
@@ -623,9 +693,18 @@ mod tests {
         delete(&mut d, &p("a")).unwrap();
         delete(&mut d, &p("l/1")).unwrap();
         assert_eq!(all(&d), json!({"l": [1, 3]}));
-        assert!(matches!(delete(&mut d, &p("a")), Err(PathError::NotFound { .. })));
-        assert!(matches!(delete(&mut d, &p("l/2")), Err(PathError::OutOfRange { .. })));
-        assert!(matches!(delete(&mut d, &DocPath::root()), Err(PathError::Root(_))));
+        assert!(matches!(
+            delete(&mut d, &p("a")),
+            Err(PathError::NotFound { .. })
+        ));
+        assert!(matches!(
+            delete(&mut d, &p("l/2")),
+            Err(PathError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            delete(&mut d, &DocPath::root()),
+            Err(PathError::Root(_))
+        ));
     }
 
     #[test]
@@ -635,13 +714,37 @@ mod tests {
         splice_text(&mut d, &p("t"), 0, 1, "H").unwrap();
         assert_eq!(get(&d, &p("t")).unwrap(), Some(json!("Héllo world")));
         let e = splice_text(&mut d, &p("n"), 0, 0, "x").unwrap_err();
-        assert!(matches!(e, PathError::WrongType { expected: "text", .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                PathError::WrongType {
+                    expected: "text",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert_eq!(e.to_string(), "`/n` is an integer, expected text");
-        assert!(matches!(splice_text(&mut d, &p("t"), 12, 0, "x"), Err(PathError::OutOfRange { .. })));
-        assert!(matches!(splice_text(&mut d, &p("t"), 10, 2, ""), Err(PathError::OutOfRange { .. })));
-        assert!(matches!(splice_text(&mut d, &p("t"), 0, usize::MAX, ""), Err(PathError::OutOfRange { .. })));
-        assert!(matches!(splice_text(&mut d, &p("missing"), 0, 0, "x"), Err(PathError::NotFound { .. })));
-        assert!(matches!(splice_text(&mut d, &DocPath::root(), 0, 0, "x"), Err(PathError::WrongType { .. })));
+        assert!(matches!(
+            splice_text(&mut d, &p("t"), 12, 0, "x"),
+            Err(PathError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            splice_text(&mut d, &p("t"), 10, 2, ""),
+            Err(PathError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            splice_text(&mut d, &p("t"), 0, usize::MAX, ""),
+            Err(PathError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            splice_text(&mut d, &p("missing"), 0, 0, "x"),
+            Err(PathError::NotFound { .. })
+        ));
+        assert!(matches!(
+            splice_text(&mut d, &DocPath::root(), 0, 0, "x"),
+            Err(PathError::WrongType { .. })
+        ));
     }
 
     #[test]
@@ -653,9 +756,21 @@ mod tests {
         increment(&mut d, &p("l/0"), -1).unwrap();
         assert!(d.get(ROOT, "c").unwrap().unwrap().0.is_counter());
         assert_eq!(all(&d), json!({"n": 1, "c": 5, "l": [-2]}));
-        assert!(matches!(increment(&mut d, &p("n"), 1), Err(PathError::WrongType { expected: "a counter", .. })));
-        assert!(matches!(increment(&mut d, &p("l/5"), 1), Err(PathError::OutOfRange { .. })));
-        assert!(matches!(increment(&mut d, &DocPath::root(), 1), Err(PathError::Root(_))));
+        assert!(matches!(
+            increment(&mut d, &p("n"), 1),
+            Err(PathError::WrongType {
+                expected: "a counter",
+                ..
+            })
+        ));
+        assert!(matches!(
+            increment(&mut d, &p("l/5"), 1),
+            Err(PathError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            increment(&mut d, &DocPath::root(), 1),
+            Err(PathError::Root(_))
+        ));
     }
 
     #[test]

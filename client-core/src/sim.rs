@@ -120,7 +120,11 @@ impl Sim {
     /// Adds a client-policy peer with its own disk. Returns its index.
     pub fn add_peer(&mut self, name: &str) -> usize {
         let seed = self.rng.random();
-        let config = CoreConfig::new(PeerId::from(name), Some(StorageId::from(format!("{name}-store"))), seed);
+        let config = CoreConfig::new(
+            PeerId::from(name),
+            Some(StorageId::from(format!("{name}-store"))),
+            seed,
+        );
         self.add_peer_with(name, config)
     }
 
@@ -175,7 +179,10 @@ impl Sim {
         let now = self.now;
         self.peers[b].core.handle_accept(now, b_conn);
         self.peers[a].core.handle_connect(now, a_conn);
-        self.log.push(format!("t={now} connect {}->{}", self.peers[a].name, self.peers[b].name));
+        self.log.push(format!(
+            "t={now} connect {}->{}",
+            self.peers[a].name, self.peers[b].name
+        ));
         self.drain();
         self.links.len() - 1
     }
@@ -209,7 +216,8 @@ impl Sim {
         let mut config = p.config.clone();
         config.seed = self.rng.random();
         p.core = Core::new(config);
-        self.log.push(format!("t={} crash {}", self.now, self.peers[i].name));
+        self.log
+            .push(format!("t={} crash {}", self.now, self.peers[i].name));
     }
 
     /// Creates a document on peer `i` with a random id.
@@ -300,7 +308,10 @@ impl Sim {
             }
             Effect::Close { conn, reason } => {
                 if let Some((link, _, _)) = self.route(i, conn) {
-                    self.log.push(format!("t={now} {} closes: {}", self.peers[i].name, reason.reason));
+                    self.log.push(format!(
+                        "t={now} {} closes: {}",
+                        self.peers[i].name, reason.reason
+                    ));
                     self.disconnect(link);
                 }
             }
@@ -335,9 +346,9 @@ impl Sim {
         let disk = &self.peers[i].disk;
         let reply = match op {
             StorageOp::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
-            StorageOp::Append { doc, key, bytes } => {
-                disk.append_sync(&doc, key, &bytes).map(|()| StorageReply::Done)
-            }
+            StorageOp::Append { doc, key, bytes } => disk
+                .append_sync(&doc, key, &bytes)
+                .map(|()| StorageReply::Done),
             StorageOp::Compact {
                 doc,
                 key,
@@ -397,7 +408,10 @@ impl Sim {
         let pick = self.rng.random_range(0..choices);
         if pick >= self.in_flight.len() {
             let i = storage_peers[pick - self.in_flight.len()];
-            self.log.push(format!("t={} storage op of {}", self.now, self.peers[i].name));
+            self.log.push(format!(
+                "t={} storage op of {}",
+                self.now, self.peers[i].name
+            ));
             self.exec_storage(i);
             self.drain();
             return true;
@@ -407,16 +421,23 @@ impl Sim {
             pick
         } else {
             let link = self.in_flight[pick].link;
-            self.in_flight.iter().position(|p| p.link == link).unwrap_or(pick)
+            self.in_flight
+                .iter()
+                .position(|p| p.link == link)
+                .unwrap_or(pick)
         };
         if self.rng.random_range(0..100) < self.chaos.retry_pct {
             let p = self.in_flight.remove(idx);
-            self.log.push(format!("t={} retry later on link {}", self.now, p.link));
+            self.log
+                .push(format!("t={} retry later on link {}", self.now, p.link));
             self.in_flight.push(p);
             return true;
         }
         let packet = if self.rng.random_range(0..100) < self.chaos.duplicate_pct {
-            self.log.push(format!("t={} duplicate on link {}", self.now, self.in_flight[idx].link));
+            self.log.push(format!(
+                "t={} duplicate on link {}",
+                self.now, self.in_flight[idx].link
+            ));
             self.in_flight[idx].clone()
         } else {
             self.in_flight.remove(idx)
@@ -430,7 +451,9 @@ impl Sim {
             crate::wire::summarize(&packet.bytes)
         ));
         let now = self.now;
-        self.peers[packet.to].core.handle_message(now, packet.conn, &packet.bytes);
+        self.peers[packet.to]
+            .core
+            .handle_message(now, packet.conn, &packet.bytes);
         self.drain();
         true
     }
@@ -451,7 +474,9 @@ impl Sim {
     /// Drops and re-dials every link that is up, so sync restarts from persisted state (what a
     /// real reconnect does).
     pub fn reconnect_all(&mut self) {
-        let up: Vec<usize> = (0..self.links.len()).filter(|l| self.links[*l].up).collect();
+        let up: Vec<usize> = (0..self.links.len())
+            .filter(|l| self.links[*l].up)
+            .collect();
         for l in up {
             let Link { a, b, .. } = self.links[l];
             self.disconnect(l);

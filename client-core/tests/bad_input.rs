@@ -55,15 +55,20 @@ impl Node {
                     let disk = &self.disk;
                     let reply = match op {
                         StorageOp::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
-                        StorageOp::Append { doc, key, bytes } => {
-                            disk.append_sync(&doc, key, &bytes).map(|()| StorageReply::Done)
-                        }
-                        StorageOp::Compact { doc, key, bytes, covered } => {
-                            disk.compact_sync(&doc, key, &bytes, &covered).map(|()| StorageReply::Done)
-                        }
-                        StorageOp::PutSyncState { doc, peer, state } => {
-                            disk.put_sync_state_sync(&doc, &peer, &state).map(|()| StorageReply::Done)
-                        }
+                        StorageOp::Append { doc, key, bytes } => disk
+                            .append_sync(&doc, key, &bytes)
+                            .map(|()| StorageReply::Done),
+                        StorageOp::Compact {
+                            doc,
+                            key,
+                            bytes,
+                            covered,
+                        } => disk
+                            .compact_sync(&doc, key, &bytes, &covered)
+                            .map(|()| StorageReply::Done),
+                        StorageOp::PutSyncState { doc, peer, state } => disk
+                            .put_sync_state_sync(&doc, &peer, &state)
+                            .map(|()| StorageReply::Done),
                         other => panic!("unexpected storage op {other:?}"),
                     };
                     self.core.handle_storage_result(NOW, id, reply);
@@ -86,14 +91,22 @@ impl Node {
 }
 
 fn server_config(limits: Limits) -> CoreConfig {
-    let mut config = CoreConfig::new(PeerId::from("server"), Some(StorageId::from("server-store")), 1)
-        .with_policy(Arc::new(ServerPolicy));
+    let mut config = CoreConfig::new(
+        PeerId::from("server"),
+        Some(StorageId::from("server-store")),
+        1,
+    )
+    .with_policy(Arc::new(ServerPolicy));
     config.limits = limits;
     config
 }
 
 fn client_config() -> CoreConfig {
-    CoreConfig::new(PeerId::from("client"), Some(StorageId::from("client-store")), 2)
+    CoreConfig::new(
+        PeerId::from("client"),
+        Some(StorageId::from("client-store")),
+        2,
+    )
 }
 
 /// A client connected to a server, with the frames in flight between them.
@@ -117,8 +130,14 @@ impl Pair {
         p.client.core.handle_connect(NOW, CC);
         p.collect_client();
         p.settle();
-        assert!(p.client.core.peer(CC).is_some(), "client completed the handshake");
-        assert!(p.server.core.peer(SC).is_some(), "server completed the handshake");
+        assert!(
+            p.client.core.peer(CC).is_some(),
+            "client completed the handshake"
+        );
+        assert!(
+            p.server.core.peer(SC).is_some(),
+            "server completed the handshake"
+        );
         p
     }
 
@@ -172,17 +191,31 @@ impl Pair {
     }
 
     fn client_writes(&mut self, doc: DocumentId, value: i64) {
-        self.client.core.change(NOW, &doc, |tx| tx.put(ROOT, "n", value)).unwrap();
+        self.client
+            .core
+            .change(NOW, &doc, |tx| tx.put(ROOT, "n", value))
+            .unwrap();
         self.collect_client();
     }
 
     fn assert_server_has(&self, doc: DocumentId, value: i64) {
-        let theirs = self.server.core.document(&doc).expect("the server holds the document");
+        let theirs = self
+            .server
+            .core
+            .document(&doc)
+            .expect("the server holds the document");
         let ours = self.client.core.document(&doc).unwrap();
-        assert_eq!(theirs.get_heads(), ours.get_heads(), "server caught up on {doc}");
+        assert_eq!(
+            theirs.get_heads(),
+            ours.get_heads(),
+            "server caught up on {doc}"
+        );
         let got = theirs.get(ROOT, "n").unwrap().map(|(v, _)| v.as_i64());
         assert_eq!(got, Some(Some(value)));
-        assert!(!self.server.disk.load_sync(&doc).unwrap().is_empty(), "the server stored {doc}");
+        assert!(
+            !self.server.disk.load_sync(&doc).unwrap().is_empty(),
+            "the server stored {doc}"
+        );
     }
 }
 
@@ -230,7 +263,10 @@ fn sync_map_with(doc: DocumentId, key: &str, value: Value) -> Vec<u8> {
 /// An established connection already syncing document 1 gets `bad` between valid frames for
 /// document 1 and a new document 2. Returns the pair once quiet and what the server answered to
 /// `bad`, after checking that the connection stayed open and both documents kept syncing.
-fn bad_frame_between_valid_ones(limits: Limits, bad: impl Fn(DocumentId) -> Vec<u8>) -> (Pair, Vec<Message>) {
+fn bad_frame_between_valid_ones(
+    limits: Limits,
+    bad: impl Fn(DocumentId) -> Vec<u8>,
+) -> (Pair, Vec<Message>) {
     let mut p = Pair::new(limits);
     let (old, new) = (doc_id(1), doc_id(2));
     p.client_creates(old, 1);
@@ -239,7 +275,10 @@ fn bad_frame_between_valid_ones(limits: Limits, bad: impl Fn(DocumentId) -> Vec<
 
     p.client_writes(old, 2);
     p.client_creates(new, 3);
-    assert!(p.to_server.len() >= 2, "valid frames queued for both documents");
+    assert!(
+        p.to_server.len() >= 2,
+        "valid frames queued for both documents"
+    );
     p.deliver_one_to_server();
     let answers = p.feed_server(&bad(old));
     p.settle();
@@ -261,24 +300,43 @@ fn bad_frame_between_valid_ones(limits: Limits, bad: impl Fn(DocumentId) -> Vec<
 
 /// [`bad_frame_between_valid_ones`], and `bad` caused exactly one protocol error satisfying
 /// `expected`, answered with one `error` message to the client.
-fn rejected_after_handshake(limits: Limits, bad: impl Fn(DocumentId) -> Vec<u8>, expected: impl Fn(&ProtocolError) -> bool) {
+fn rejected_after_handshake(
+    limits: Limits,
+    bad: impl Fn(DocumentId) -> Vec<u8>,
+    expected: impl Fn(&ProtocolError) -> bool,
+) {
     let (p, answers) = bad_frame_between_valid_ones(limits, bad);
     let errors = p.server.protocol_errors(SC);
     assert_eq!(errors.len(), 1, "one protocol error, got {errors:?}");
-    assert!(expected(errors[0]), "unexpected protocol error {:?}", errors[0]);
-    let (refusals, others): (Vec<&Message>, Vec<&Message>) =
-        answers.iter().partition(|m| matches!(m, Message::Error { .. }));
+    assert!(
+        expected(errors[0]),
+        "unexpected protocol error {:?}",
+        errors[0]
+    );
+    let (refusals, others): (Vec<&Message>, Vec<&Message>) = answers
+        .iter()
+        .partition(|m| matches!(m, Message::Error { .. }));
     match refusals.as_slice() {
-        [Message::Error { target_id, message, .. }] => {
+        [
+            Message::Error {
+                target_id, message, ..
+            },
+        ] => {
             assert_eq!(target_id.as_ref(), Some(&PeerId::from("client")));
             assert_eq!(message, &errors[0].to_string());
         }
         other => panic!("expected exactly one `error` answer, got {other:?}"),
     }
     // Besides the refusal, at most a restart of the sync of the document concerned.
-    assert!(others.iter().all(|m| matches!(m, Message::Sync { .. })), "{others:?}");
+    assert!(
+        others.iter().all(|m| matches!(m, Message::Sync { .. })),
+        "{others:?}"
+    );
     let told = p.client.protocol_errors(CC);
-    assert!(matches!(told.as_slice(), [ProtocolError::Remote(_)]), "client was told: {told:?}");
+    assert!(
+        matches!(told.as_slice(), [ProtocolError::Remote(_)]),
+        "client was told: {told:?}"
+    );
 }
 
 #[test]
@@ -304,9 +362,11 @@ fn garbage_bytes() {
         b"\xbf\x61", // indefinite map, truncated key
     ];
     for frame in frames {
-        rejected_after_handshake(Limits::default(), |_| frame.to_vec(), |e| {
-            matches!(e, ProtocolError::Decode(DecodeError::Cbor(_)))
-        });
+        rejected_after_handshake(
+            Limits::default(),
+            |_| frame.to_vec(),
+            |e| matches!(e, ProtocolError::Decode(DecodeError::Cbor(_))),
+        );
     }
     // A valid message followed by junk is refused as a whole.
     rejected_after_handshake(
@@ -330,9 +390,11 @@ fn cbor_that_is_not_a_map() {
         Value::Null,
     ];
     for v in values {
-        rejected_after_handshake(Limits::default(), |_| cbor(&v), |e| {
-            matches!(e, ProtocolError::Decode(DecodeError::NotAMap))
-        });
+        rejected_after_handshake(
+            Limits::default(),
+            |_| cbor(&v),
+            |e| matches!(e, ProtocolError::Decode(DecodeError::NotAMap)),
+        );
     }
 }
 
@@ -346,15 +408,25 @@ fn wrong_field_types() {
         ("type", Value::Integer(1.into()), "type"),
     ];
     for (key, value, field) in cases {
-        rejected_after_handshake(Limits::default(), |doc| sync_map_with(doc, key, value.clone()), |e| {
-            matches!(e, ProtocolError::Decode(DecodeError::WrongType { field: f, .. }) if *f == field)
-        });
+        rejected_after_handshake(
+            Limits::default(),
+            |doc| sync_map_with(doc, key, value.clone()),
+            |e| matches!(e, ProtocolError::Decode(DecodeError::WrongType { field: f, .. }) if *f == field),
+        );
     }
     // A missing required field and an undecodable document id are typed too.
     rejected_after_handshake(
         Limits::default(),
         |doc| sync_map_with(doc, "senderId", Value::Null),
-        |e| matches!(e, ProtocolError::Decode(DecodeError::MissingField { field: "senderId", .. })),
+        |e| {
+            matches!(
+                e,
+                ProtocolError::Decode(DecodeError::MissingField {
+                    field: "senderId",
+                    ..
+                })
+            )
+        },
     );
     rejected_after_handshake(
         Limits::default(),
@@ -370,9 +442,11 @@ fn wrong_field_types() {
 
 #[test]
 fn zero_length_sync_data() {
-    rejected_after_handshake(Limits::default(), |doc| sync_frame(doc, Vec::new()), |e| {
-        matches!(e, ProtocolError::Decode(DecodeError::EmptyData(t)) if t == "sync")
-    });
+    rejected_after_handshake(
+        Limits::default(),
+        |doc| sync_frame(doc, Vec::new()),
+        |e| matches!(e, ProtocolError::Decode(DecodeError::EmptyData(t)) if t == "sync"),
+    );
     rejected_after_handshake(
         Limits::default(),
         |doc| {
@@ -393,22 +467,34 @@ fn oversized_frame() {
         max_message_bytes: 1_024,
         ..Limits::default()
     };
-    rejected_after_handshake(limits, |doc| sync_frame(doc, vec![0x42; 4_000]), |e| {
-        matches!(e, ProtocolError::Decode(DecodeError::TooLarge { max: 1_024, size }) if *size > 4_000)
-    });
+    rejected_after_handshake(
+        limits,
+        |doc| sync_frame(doc, vec![0x42; 4_000]),
+        |e| matches!(e, ProtocolError::Decode(DecodeError::TooLarge { max: 1_024, size }) if *size > 4_000),
+    );
 }
 
 #[test]
 fn unknown_message_type() {
     rejected_after_handshake(
         Limits::default(),
-        |_| cbor(&Value::Map(vec![(text("type"), text("teleport")), (text("senderId"), text("client"))])),
+        |_| {
+            cbor(&Value::Map(vec![
+                (text("type"), text("teleport")),
+                (text("senderId"), text("client")),
+            ]))
+        },
         |e| matches!(e, ProtocolError::Decode(DecodeError::UnknownType(t)) if t == "teleport"),
     );
     rejected_after_handshake(
         Limits::default(),
         |_| cbor(&Value::Map(vec![(text("senderId"), text("client"))])),
-        |e| matches!(e, ProtocolError::Decode(DecodeError::MissingField { field: "type", .. })),
+        |e| {
+            matches!(
+                e,
+                ProtocolError::Decode(DecodeError::MissingField { field: "type", .. })
+            )
+        },
     );
 }
 
@@ -421,13 +507,17 @@ fn sync_data_that_is_not_an_automerge_sync_message() {
         &[0x42, 0x05, 0xff, 0xff], // claims five heads, has none
     ];
     for data in datas {
-        rejected_after_handshake(Limits::default(), |doc| sync_frame(doc, data.to_vec()), |e| {
-            matches!(e, ProtocolError::BadSyncMessage { doc, .. } if *doc == doc_id(1))
-        });
+        rejected_after_handshake(
+            Limits::default(),
+            |doc| sync_frame(doc, data.to_vec()),
+            |e| matches!(e, ProtocolError::BadSyncMessage { doc, .. } if *doc == doc_id(1)),
+        );
         // The same for a document the server never heard of.
-        rejected_after_handshake(Limits::default(), |_| sync_frame(doc_id(9), data.to_vec()), |e| {
-            matches!(e, ProtocolError::BadSyncMessage { doc, .. } if *doc == doc_id(9))
-        });
+        rejected_after_handshake(
+            Limits::default(),
+            |_| sync_frame(doc_id(9), data.to_vec()),
+            |e| matches!(e, ProtocolError::BadSyncMessage { doc, .. } if *doc == doc_id(9)),
+        );
     }
 }
 
@@ -448,13 +538,27 @@ fn sync_message_with_changes(heads: Vec<automerge::ChangeHash>, changes: Vec<Vec
 fn sync_whose_change_chunks_are_garbage() {
     // Automerge skips change chunks it cannot parse (a partial load), so this is not an error:
     // nothing is applied, nothing breaks, and the connection keeps syncing.
-    for garbage in [vec![0xde, 0xad, 0xbe, 0xef], vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 0]] {
+    for garbage in [
+        vec![0xde, 0xad, 0xbe, 0xef],
+        vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 0],
+    ] {
         let data = sync_message_with_changes(Vec::new(), vec![garbage]);
-        assert!(sync::Message::decode(&data).is_ok(), "the message itself decodes");
-        let (p, _) = bad_frame_between_valid_ones(Limits::default(), |doc| sync_frame(doc, data.clone()));
+        assert!(
+            sync::Message::decode(&data).is_ok(),
+            "the message itself decodes"
+        );
+        let (p, _) =
+            bad_frame_between_valid_ones(Limits::default(), |doc| sync_frame(doc, data.clone()));
         assert!(p.server.protocol_errors(SC).is_empty());
-        let (server, client) = (p.server.core.document(&doc_id(1)).unwrap(), p.client.core.document(&doc_id(1)).unwrap());
-        assert_eq!(server.get_changes(&[]).len(), client.get_changes(&[]).len(), "nothing extra applied");
+        let (server, client) = (
+            p.server.core.document(&doc_id(1)).unwrap(),
+            p.client.core.document(&doc_id(1)).unwrap(),
+        );
+        assert_eq!(
+            server.get_changes(&[]).len(),
+            client.get_changes(&[]).len(),
+            "nothing extra applied"
+        );
     }
 }
 
@@ -467,13 +571,19 @@ fn sync_with_a_change_that_forks_the_senders_history() {
         twin.create(NOW, doc).unwrap();
         let actor = twin.document(&doc).unwrap().get_actor().clone();
         let mut fork = Automerge::new().with_actor(actor);
-        fork.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "n", 666).map(|_| ())).unwrap();
+        fork.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "n", 666).map(|_| ()))
+            .unwrap();
         let change = fork.get_changes(&[]).pop().unwrap();
-        sync_frame(doc, sync_message_with_changes(vec![change.hash()], vec![change.raw_bytes().to_vec()]))
+        sync_frame(
+            doc,
+            sync_message_with_changes(vec![change.hash()], vec![change.raw_bytes().to_vec()]),
+        )
     };
-    rejected_after_handshake(Limits::default(), forged, |e| {
-        matches!(e, ProtocolError::SyncApply { doc, .. } if *doc == doc_id(1))
-    });
+    rejected_after_handshake(
+        Limits::default(),
+        forged,
+        |e| matches!(e, ProtocolError::SyncApply { doc, .. } if *doc == doc_id(1)),
+    );
 }
 
 #[test]
@@ -575,9 +685,14 @@ fn a_message_before_the_handshake_closes_the_connection() {
     let mut client = Node::new(client_config());
     client.core.handle_connect(NOW, CC);
     let _join = client.drive();
-    client.core.handle_message(NOW, CC, &sync_frame(doc, vec![0x42, 0, 0, 0]));
+    client
+        .core
+        .handle_message(NOW, CC, &sync_frame(doc, vec![0x42, 0, 0, 0]));
     let sent = client.drive();
-    assert!(matches!(client.protocol_errors(CC).as_slice(), [ProtocolError::BeforeHandshake("sync")]));
+    assert!(matches!(
+        client.protocol_errors(CC).as_slice(),
+        [ProtocolError::BeforeHandshake("sync")]
+    ));
     assert_error_then_close(&sent, &client, 1002);
 }
 
@@ -586,7 +701,10 @@ fn bad_bytes_during_the_handshake_close_the_connection() {
     let frames: Vec<Vec<u8>> = vec![
         vec![0xff, 0xff, 0xff],
         cbor(&Value::Array(vec![])),
-        cbor(&Value::Map(vec![(text("type"), text("join")), (text("senderId"), Value::Integer(3.into()))])),
+        cbor(&Value::Map(vec![
+            (text("type"), text("join")),
+            (text("senderId"), Value::Integer(3.into())),
+        ])),
         join(&["1"])[..5].to_vec(),
     ];
     for frame in frames {
@@ -594,7 +712,14 @@ fn bad_bytes_during_the_handshake_close_the_connection() {
         server.core.handle_accept(NOW, SC);
         server.core.handle_message(NOW, SC, &frame);
         let sent = server.drive();
-        assert!(matches!(server.protocol_errors(SC).as_slice(), [ProtocolError::Decode(_)]), "{:?}", server.events);
+        assert!(
+            matches!(
+                server.protocol_errors(SC).as_slice(),
+                [ProtocolError::Decode(_)]
+            ),
+            "{:?}",
+            server.events
+        );
         assert_error_then_close(&sent, &server, 1002);
         assert!(server.core.peer(SC).is_none());
     }
@@ -616,7 +741,10 @@ fn assert_error_then_close(sent: &[(ConnId, Vec<u8>)], node: &Node, code: u16) {
     match sent {
         [(_, bytes)] => {
             let msg = wire::decode(bytes, BIG).unwrap();
-            assert!(matches!(msg, Message::Error { .. }), "expected an error message, got {msg:?}");
+            assert!(
+                matches!(msg, Message::Error { .. }),
+                "expected an error message, got {msg:?}"
+            );
         }
         other => panic!("expected exactly one frame, got {}", other.len()),
     }
@@ -643,7 +771,9 @@ fn join_with_unsupported_protocol_versions_is_answered_with_an_error_and_closed(
             [(conn, bytes)] => {
                 assert_eq!(*conn, SC);
                 match wire::decode(bytes, BIG).unwrap() {
-                    Message::Error { target_id, message, .. } => {
+                    Message::Error {
+                        target_id, message, ..
+                    } => {
                         assert_eq!(target_id, Some(PeerId::from("client")));
                         assert!(message.contains("unsupported protocol"), "{message}");
                     }
@@ -654,7 +784,12 @@ fn join_with_unsupported_protocol_versions_is_answered_with_an_error_and_closed(
         }
         assert_error_then_close(&sent, &server, 1002);
         assert!(server.core.peer(SC).is_none(), "no peer was established");
-        assert!(!server.events.iter().any(|e| matches!(e, Event::PeerConnected { .. })));
+        assert!(
+            !server
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::PeerConnected { .. }))
+        );
     }
 
     // The client side: a server that selects a version we do not speak.
@@ -707,8 +842,14 @@ fn too_many_protocol_errors_close_the_connection() {
     p.to_client.clear();
     let errors = p.server.protocol_errors(SC);
     assert_eq!(errors.len(), max as usize + 2);
-    assert!(matches!(errors[max as usize], ProtocolError::Decode(DecodeError::Cbor(_))));
-    assert!(matches!(errors[max as usize + 1], ProtocolError::TooManyErrors));
+    assert!(matches!(
+        errors[max as usize],
+        ProtocolError::Decode(DecodeError::Cbor(_))
+    ));
+    assert!(matches!(
+        errors[max as usize + 1],
+        ProtocolError::TooManyErrors
+    ));
     match p.server.closed.as_slice() {
         [(conn, reason)] => {
             assert_eq!(*conn, SC);
@@ -721,7 +862,10 @@ fn too_many_protocol_errors_close_the_connection() {
     p.client_writes(doc, 3);
     while p.deliver_one_to_server() {}
     p.feed_server(&garbage);
-    assert!(p.to_client.is_empty(), "nothing is sent on a closing connection");
+    assert!(
+        p.to_client.is_empty(),
+        "nothing is sent on a closing connection"
+    );
     assert_eq!(p.server.protocol_errors(SC).len(), max as usize + 2);
     assert_eq!(p.server.closed.len(), 1, "closed once");
 
@@ -729,6 +873,13 @@ fn too_many_protocol_errors_close_the_connection() {
     p.server.core.handle_disconnect(NOW, SC);
     let _ = p.server.drive();
     assert!(p.server.core.peer(SC).is_none());
-    let kept = p.server.core.document(&doc).unwrap().get(ROOT, "n").unwrap().map(|(v, _)| v.as_i64());
+    let kept = p
+        .server
+        .core
+        .document(&doc)
+        .unwrap()
+        .get(ROOT, "n")
+        .unwrap()
+        .map(|(v, _)| v.as_i64());
     assert_eq!(kept, Some(Some(2)));
 }

@@ -106,7 +106,17 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(round(), 2..=4),
     )
         .prop_map(
-            |(seed, replicas, server, reorder, duplicate_pct, retry_pct, async_storage, compact_after, rounds)| Case {
+            |(
+                seed,
+                replicas,
+                server,
+                reorder,
+                duplicate_pct,
+                retry_pct,
+                async_storage,
+                compact_after,
+                rounds,
+            )| Case {
                 seed,
                 replicas,
                 server,
@@ -146,7 +156,11 @@ fn apply(tx: &mut Transaction<'_>, ops: &[Op]) -> Result<i64, String> {
             }
             Op::ListDel(p) => {
                 let len = tx.length(&list);
-                if len == 0 { Ok(()) } else { tx.delete(&list, p % len) }
+                if len == 0 {
+                    Ok(())
+                } else {
+                    tx.delete(&list, p % len)
+                }
             }
             Op::Splice(p, d, s) => {
                 let len = tx.length(&text);
@@ -165,7 +179,11 @@ fn apply(tx: &mut Transaction<'_>, ops: &[Op]) -> Result<i64, String> {
 }
 
 fn add_replica(sim: &mut Sim, name: &str, seed: u64, server: bool, compact_after: usize) -> usize {
-    let mut config = CoreConfig::new(PeerId::from(name), Some(StorageId::from(format!("{name}-store"))), seed);
+    let mut config = CoreConfig::new(
+        PeerId::from(name),
+        Some(StorageId::from(format!("{name}-store"))),
+        seed,
+    );
     if server {
         config = config.with_policy(Arc::new(ServerPolicy));
     }
@@ -180,8 +198,16 @@ fn hashes(doc: &Automerge) -> BTreeSet<ChangeHash> {
 /// What peer `i` has durably stored of `doc`.
 fn on_disk(sim: &Sim, i: usize, doc: DocumentId) -> Automerge {
     let stored = sim.peer(i).disk.load_sync(&doc).unwrap();
-    let bytes: Vec<u8> = stored.chunks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
-    if bytes.is_empty() { Automerge::new() } else { Automerge::load(&bytes).unwrap() }
+    let bytes: Vec<u8> = stored
+        .chunks
+        .iter()
+        .flat_map(|c| c.bytes.iter().copied())
+        .collect();
+    if bytes.is_empty() {
+        Automerge::new()
+    } else {
+        Automerge::load(&bytes).unwrap()
+    }
 }
 
 fn last_local(sim: &Sim, i: usize, doc: DocumentId) -> Option<ChangeHash> {
@@ -218,8 +244,18 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     let mut sim = Sim::new(case.seed);
     for i in 0..n {
         let server = case.server && i == n - 1;
-        let name = if server { "server".to_owned() } else { format!("r{i}") };
-        add_replica(&mut sim, &name, case.seed.wrapping_add(i as u64 + 1), server, case.compact_after);
+        let name = if server {
+            "server".to_owned()
+        } else {
+            format!("r{i}")
+        };
+        add_replica(
+            &mut sim,
+            &name,
+            case.seed.wrapping_add(i as u64 + 1),
+            server,
+            case.compact_after,
+        );
     }
 
     // Replica 0 creates the document and it reaches everybody over a full mesh.
@@ -230,7 +266,9 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         tx.put(ROOT, "count", ScalarValue::counter(0))
     })
     .unwrap();
-    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a + 1..n).map(move |b| (a, b))).collect();
+    let pairs: Vec<(usize, usize)> = (0..n)
+        .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+        .collect();
     let mut net = Net {
         link: vec![None; pairs.len()],
         pairs,
@@ -240,14 +278,20 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     }
     sim.run_until_quiescent(BOUND).unwrap();
     for i in 0..n {
-        prop_assert_eq!(sim.heads(i, doc), sim.heads(0, doc), "initial sync to replica {}", i);
+        prop_assert_eq!(
+            sim.heads(i, doc),
+            sim.heads(0, doc),
+            "initial sync to replica {}",
+            i
+        );
     }
 
     // Every local change ever made, with its counter delta; and those a crash destroyed.
-    let mut made: BTreeMap<ChangeHash, (usize, i64)> = hashes(sim.peer(0).core.document(&doc).unwrap())
-        .into_iter()
-        .map(|h| (h, (0, 0)))
-        .collect();
+    let mut made: BTreeMap<ChangeHash, (usize, i64)> =
+        hashes(sim.peer(0).core.document(&doc).unwrap())
+            .into_iter()
+            .map(|h| (h, (0, 0)))
+            .collect();
     let mut lost: BTreeSet<ChangeHash> = BTreeSet::new();
 
     sim.chaos = Chaos {
@@ -266,7 +310,11 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                     let after = last_local(&sim, r, doc);
                     if after != before {
                         let h = after.unwrap();
-                        prop_assert_eq!(sim.heads(r, doc), vec![h], "a local change is the only head");
+                        prop_assert_eq!(
+                            sim.heads(r, doc),
+                            vec![h],
+                            "a local change is the only head"
+                        );
                         made.insert(h, (r, delta));
                     }
                 }
@@ -300,13 +348,25 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             for h in &gone {
                 // Durability rule: nothing uncommitted was ever sent, so nobody else has it.
                 for j in (0..n).filter(|j| *j != i) {
-                    let elsewhere = sim.peer(j).core.document(&doc).and_then(|d| d.get_change_by_hash(h));
-                    prop_assert!(elsewhere.is_none(), "uncommitted change {} of r{} reached r{}", h, i, j);
+                    let elsewhere = sim
+                        .peer(j)
+                        .core
+                        .document(&doc)
+                        .and_then(|d| d.get_change_by_hash(h));
+                    prop_assert!(
+                        elsewhere.is_none(),
+                        "uncommitted change {} of r{} reached r{}",
+                        h,
+                        i,
+                        j
+                    );
                 }
             }
             lost.extend(gone);
             let was_up: Vec<usize> = (0..net.pairs.len())
-                .filter(|p| net.link[*p].is_some() && (net.pairs[*p].0 == i || net.pairs[*p].1 == i))
+                .filter(|p| {
+                    net.link[*p].is_some() && (net.pairs[*p].0 == i || net.pairs[*p].1 == i)
+                })
                 .collect();
             sim.crash(i);
             for p in &was_up {
@@ -340,10 +400,19 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     }
     sim.reconnect_all();
     let steps = sim.run_until_quiescent(BOUND);
-    prop_assert!(steps.is_ok(), "sync did not go quiet within {} steps: {:?}", BOUND, steps);
+    prop_assert!(
+        steps.is_ok(),
+        "sync did not go quiet within {} steps: {:?}",
+        BOUND,
+        steps
+    );
     prop_assert_eq!(sim.run_until_quiescent(BOUND), Ok(0), "quiet means quiet");
     sim.advance(1_000);
-    prop_assert_eq!(sim.run_until_quiescent(BOUND), Ok(0), "a tick after quiescence does nothing");
+    prop_assert_eq!(
+        sim.run_until_quiescent(BOUND),
+        Ok(0),
+        "a tick after quiescence does nothing"
+    );
 
     let heads = sim.heads(0, doc);
     prop_assert!(!heads.is_empty());
@@ -351,15 +420,26 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     for i in 0..n {
         prop_assert_eq!(&sim.heads(i, doc), &heads, "heads of r{}", i);
         prop_assert_eq!(&sim.json(i, doc), &value, "value of r{}", i);
-        prop_assert_eq!(on_disk(&sim, i, doc).get_heads(), heads.clone(), "r{} stored everything", i);
+        prop_assert_eq!(
+            on_disk(&sim, i, doc).get_heads(),
+            heads.clone(),
+            "r{} stored everything",
+            i
+        );
         prop_assert!(sim.peer(i).core.is_idle());
         for e in &sim.peer(i).events {
             // A duplicated `join`/`peer` frame is refused (and the refusal reported back); that
             // is the only protocol error honest peers can cause, and only when frames duplicate.
             let duplicate_handshake = case.duplicate_pct > 0
                 && match e {
-                    Event::Protocol { error: ProtocolError::UnexpectedHandshake(_), .. } => true,
-                    Event::Protocol { error: ProtocolError::Remote(m), .. } => m.contains("on an established connection"),
+                    Event::Protocol {
+                        error: ProtocolError::UnexpectedHandshake(_),
+                        ..
+                    } => true,
+                    Event::Protocol {
+                        error: ProtocolError::Remote(m),
+                        ..
+                    } => m.contains("on an established connection"),
                     _ => false,
                 };
             let bad = matches!(e, Event::Protocol { .. } | Event::StorageFailed { .. });
@@ -367,7 +447,8 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         }
     }
     // Exactly the changes that were made and not destroyed by a crash survive.
-    let expected: BTreeSet<ChangeHash> = made.keys().filter(|h| !lost.contains(h)).copied().collect();
+    let expected: BTreeSet<ChangeHash> =
+        made.keys().filter(|h| !lost.contains(h)).copied().collect();
     let merged = hashes(sim.peer(0).core.document(&doc).unwrap());
     prop_assert_eq!(&merged, &expected, "lost: {:?}", lost);
     let count: i64 = made

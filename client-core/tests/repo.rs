@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use automerge::transaction::Transactable;
 use automerge::ROOT;
+use automerge::transaction::Transactable;
 use concord::core::{Origin, ServerPolicy};
 use concord::repo::DocEvent;
 use concord::storage::MemoryStorage;
@@ -22,7 +22,9 @@ async fn listen() -> (Repo, String) {
         policy: Arc::new(ServerPolicy),
         ..RepoConfig::default()
     };
-    let repo = Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap();
+    let repo = Repo::open(Arc::new(MemoryStorage::new()), config)
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let server = repo.clone();
@@ -36,7 +38,9 @@ async fn client(urls: &[&str]) -> Repo {
         ..RepoConfig::default()
     };
     config.backoff.initial = Duration::from_millis(20);
-    Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap()
+    Repo::open(Arc::new(MemoryStorage::new()), config)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,10 +51,15 @@ async fn two_clients_sync_through_a_listening_peer() {
     bob.wait_connected(WAIT).await.unwrap();
 
     let doc = alice.create().await.unwrap();
-    doc.change(|tx| tx.put(ROOT, "title", "groceries")).await.unwrap();
+    doc.change(|tx| tx.put(ROOT, "title", "groceries"))
+        .await
+        .unwrap();
     doc.wait_synced(WAIT).await.unwrap();
 
-    let bobs = tokio::time::timeout(WAIT, bob.find(doc.url())).await.unwrap().unwrap();
+    let bobs = tokio::time::timeout(WAIT, bob.find(doc.url()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(bobs.to_json().unwrap()["title"], json!("groceries"));
 
     // Bob subscribes; Alice writes; Bob hears a remote change with the new heads.
@@ -69,7 +78,10 @@ async fn two_clients_sync_through_a_listening_peer() {
     .await
     .unwrap();
     assert_eq!(seen, Origin::Remote);
-    assert_eq!(bobs.to_json().unwrap(), json!({"title": "groceries", "count": 2}));
+    assert_eq!(
+        bobs.to_json().unwrap(),
+        json!({"title": "groceries", "count": 2})
+    );
 
     // Sync status names the server and knows it holds our heads.
     let status = bobs.sync_status().unwrap();
@@ -138,7 +150,9 @@ async fn find_of_an_unknown_document_is_a_typed_error() {
 #[tokio::test]
 async fn a_failed_commit_is_reported_not_acknowledged() {
     let storage = MemoryStorage::new();
-    let c = Repo::open(Arc::new(storage.clone()), RepoConfig::default()).await.unwrap();
+    let c = Repo::open(Arc::new(storage.clone()), RepoConfig::default())
+        .await
+        .unwrap();
     let doc = c.create().await.unwrap();
     storage.set_fail_writes(true);
     let err = doc.change(|tx| tx.put(ROOT, "k", 1)).await.unwrap_err();

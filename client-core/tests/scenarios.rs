@@ -11,8 +11,12 @@ use concord::{PeerId, StorageId};
 use serde_json::json;
 
 fn server(sim: &mut Sim, name: &str) -> usize {
-    let config = CoreConfig::new(PeerId::from(name), Some(StorageId::from(format!("{name}-store"))), 99)
-        .with_policy(Arc::new(ServerPolicy));
+    let config = CoreConfig::new(
+        PeerId::from(name),
+        Some(StorageId::from(format!("{name}-store"))),
+        99,
+    )
+    .with_policy(Arc::new(ServerPolicy));
     sim.add_peer_with(name, config)
 }
 
@@ -23,7 +27,10 @@ fn two_peers_edit_offline_then_merge() {
 
     // Alice creates a shared list and syncs it to Bob once.
     let doc = sim.create(alice).unwrap();
-    sim.change(alice, doc, |tx| tx.put_object(ROOT, "todos", ObjType::List).map(|_| ())).unwrap();
+    sim.change(alice, doc, |tx| {
+        tx.put_object(ROOT, "todos", ObjType::List).map(|_| ())
+    })
+    .unwrap();
     let link = sim.connect(alice, bob);
     sim.run_until_quiescent(1_000).unwrap();
     assert_eq!(sim.heads(alice, doc), sim.heads(bob, doc));
@@ -64,11 +71,19 @@ fn chain_a_b_c_propagates_both_ways() {
     let doc = sim.create(a).unwrap();
     sim.change(a, doc, |tx| tx.put(ROOT, "from_a", 1)).unwrap();
     sim.run_until_quiescent(1_000).unwrap();
-    assert_eq!(sim.json(c, doc)["from_a"], json!(1), "a's write reached c through b");
+    assert_eq!(
+        sim.json(c, doc)["from_a"],
+        json!(1),
+        "a's write reached c through b"
+    );
 
     sim.change(c, doc, |tx| tx.put(ROOT, "from_c", 3)).unwrap();
     sim.run_until_quiescent(1_000).unwrap();
-    assert_eq!(sim.json(a, doc)["from_c"], json!(3), "c's write reached a through b");
+    assert_eq!(
+        sim.json(a, doc)["from_c"],
+        json!(3),
+        "c's write reached a through b"
+    );
     assert_eq!(sim.heads(a, doc), sim.heads(c, doc));
 }
 
@@ -80,7 +95,8 @@ fn unknown_document_is_unavailable_then_delivered_when_it_arrives() {
 
     // Bob has a document, but is offline.
     let doc = sim.create(bob).unwrap();
-    sim.change(bob, doc, |tx| tx.put(ROOT, "title", "secret plans")).unwrap();
+    sim.change(bob, doc, |tx| tx.put(ROOT, "title", "secret plans"))
+        .unwrap();
 
     // Alice asks the server for it: nobody has it.
     sim.connect(alice, s);
@@ -98,11 +114,14 @@ fn unknown_document_is_unavailable_then_delivered_when_it_arrives() {
     assert_eq!(sim.json(alice, doc)["title"], json!("secret plans"));
     assert_eq!(sim.heads(alice, doc), sim.heads(bob, doc));
     assert_eq!(sim.heads(s, doc), sim.heads(bob, doc));
-    let remote_change = sim.peer(alice).events.iter().any(|e| {
-        matches!(e, Event::DocChanged { origin: Origin::Remote, doc: d, .. } if *d == doc)
-    });
+    let remote_change = sim.peer(alice).events.iter().any(
+        |e| matches!(e, Event::DocChanged { origin: Origin::Remote, doc: d, .. } if *d == doc),
+    );
     assert!(remote_change, "alice was told about the late arrival");
-    assert!(!sim.peer(s).disk.load_sync(&doc).unwrap().is_empty(), "the server stored it");
+    assert!(
+        !sim.peer(s).disk.load_sync(&doc).unwrap().is_empty(),
+        "the server stored it"
+    );
 }
 
 fn edit_session(seed: u64, chaos: Chaos) -> (Sim, concord::DocumentId, [usize; 3]) {
@@ -117,8 +136,10 @@ fn edit_session(seed: u64, chaos: Chaos) -> (Sim, concord::DocumentId, [usize; 3
     sim.run_until_quiescent(1_000).unwrap();
     sim.chaos = chaos;
     for i in 0..20i64 {
-        sim.change(a, doc, |tx| tx.put(ROOT, format!("a{}", i % 5), i)).unwrap();
-        sim.change(b, doc, |tx| tx.put(ROOT, format!("b{}", i % 7), i)).unwrap();
+        sim.change(a, doc, |tx| tx.put(ROOT, format!("a{}", i % 5), i))
+            .unwrap();
+        sim.change(b, doc, |tx| tx.put(ROOT, format!("b{}", i % 7), i))
+            .unwrap();
         for _ in 0..3 {
             sim.step();
         }
@@ -180,7 +201,8 @@ fn a_restarted_client_resumes_from_persisted_sync_state_and_pushes_new_writes() 
     let s = server(&mut sim, "server");
     let (a, b) = (sim.add_peer("a"), sim.add_peer("b"));
     let doc = sim.create(a).unwrap();
-    sim.change(a, doc, |tx| tx.put(ROOT, "from_a", "hello")).unwrap();
+    sim.change(a, doc, |tx| tx.put(ROOT, "from_a", "hello"))
+        .unwrap();
     sim.connect(a, s);
     sim.run_until_quiescent(1_000).unwrap();
     sim.connect(b, s);
@@ -193,10 +215,19 @@ fn a_restarted_client_resumes_from_persisted_sync_state_and_pushes_new_writes() 
     sim.connect(b, s);
     sim.find(b, doc);
     sim.run_until_quiescent(1_000).unwrap();
-    sim.change(b, doc, |tx| tx.put(ROOT, "from_b", "world")).unwrap();
+    sim.change(b, doc, |tx| tx.put(ROOT, "from_b", "world"))
+        .unwrap();
     sim.run_until_quiescent(1_000).unwrap();
-    assert_eq!(sim.json(s, doc)["from_b"], json!("world"), "the server got B's new write");
-    assert_eq!(sim.json(a, doc)["from_b"], json!("world"), "and forwarded it to A");
+    assert_eq!(
+        sim.json(s, doc)["from_b"],
+        json!("world"),
+        "the server got B's new write"
+    );
+    assert_eq!(
+        sim.json(a, doc)["from_b"],
+        json!("world"),
+        "and forwarded it to A"
+    );
 }
 
 #[test]
@@ -207,7 +238,8 @@ fn restarted_client_with_slow_storage_converges_for_many_seeds() {
         let s = server(&mut sim, "server");
         let (a, b) = (sim.add_peer("a"), sim.add_peer("b"));
         let doc = sim.create(a).unwrap();
-        sim.change(a, doc, |tx| tx.put(ROOT, "from_a", "hello")).unwrap();
+        sim.change(a, doc, |tx| tx.put(ROOT, "from_a", "hello"))
+            .unwrap();
         sim.connect(a, s);
         sim.run_until_quiescent(1_000).unwrap();
         sim.connect(b, s);
@@ -219,11 +251,23 @@ fn restarted_client_with_slow_storage_converges_for_many_seeds() {
         for _ in 0..(seed % 7) {
             sim.step();
         }
-        sim.change(b, doc, |tx| tx.put(ROOT, "from_b", "world")).unwrap();
+        sim.change(b, doc, |tx| tx.put(ROOT, "from_b", "world"))
+            .unwrap();
         sim.run_until_quiescent(1_000).unwrap();
-        assert_eq!(sim.json(s, doc)["from_b"], json!("world"), "seed {seed}: server got B's write");
-        assert_eq!(sim.heads(s, doc), sim.heads(b, doc), "seed {seed}: heads agree");
+        assert_eq!(
+            sim.json(s, doc)["from_b"],
+            json!("world"),
+            "seed {seed}: server got B's write"
+        );
+        assert_eq!(
+            sim.heads(s, doc),
+            sim.heads(b, doc),
+            "seed {seed}: heads agree"
+        );
         let status = sim.peer(b).core.sync_status(&doc);
-        assert!(status.iter().all(|st| st.in_sync) && !status.is_empty(), "seed {seed}: B knows the server holds its heads: {status:?}");
+        assert!(
+            status.iter().all(|st| st.in_sync) && !status.is_empty(),
+            "seed {seed}: B knows the server holds its heads: {status:?}"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The storage conformance suite on every backend, plus backend-specific durability checks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use concord::storage::{ChunkKey, MemoryStorage, SqliteConfig, SqliteStorage, Storage, conformance};
 use concord::DocumentId;
+use concord::storage::{
+    ChunkKey, MemoryStorage, SqliteConfig, SqliteStorage, Storage, conformance,
+};
 
 #[tokio::test]
 async fn memory_backend_conforms() {
@@ -25,16 +27,25 @@ async fn sqlite_file_backend_conforms_and_persists_across_reopen() {
     storage.close().await;
 
     let reopened = SqliteStorage::open(SqliteConfig::new(&path)).await.unwrap();
-    assert_eq!(reopened.load(&doc).await.unwrap(), before, "everything committed is there after reopen");
+    assert_eq!(
+        reopened.load(&doc).await.unwrap(),
+        before,
+        "everything committed is there after reopen"
+    );
     assert_eq!(reopened.integrity_check().await.unwrap(), "ok");
-    assert_eq!(reopened.get_meta("storage_id").await.unwrap(), Some(b"abd".to_vec()));
+    assert_eq!(
+        reopened.get_meta("storage_id").await.unwrap(),
+        Some(b"abd".to_vec())
+    );
 }
 
 #[tokio::test]
 async fn sqlite_reports_errors_instead_of_panicking() {
     let dir = tempfile::tempdir().unwrap();
     // A directory is not a database file.
-    let err = SqliteStorage::open(SqliteConfig::new(dir.path())).await.unwrap_err();
+    let err = SqliteStorage::open(SqliteConfig::new(dir.path()))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("storage backend failed"), "{err}");
 }
 
@@ -44,5 +55,8 @@ async fn memory_backend_can_fail_writes_on_demand() {
     m.set_fail_writes(true);
     let doc = DocumentId::from_bytes([1; 16]);
     assert!(m.append(&doc, ChunkKey::of(b"x"), b"x").await.is_err());
-    assert!(m.load(&doc).await.unwrap().is_empty(), "a failed write stores nothing");
+    assert!(
+        m.load(&doc).await.unwrap().is_empty(),
+        "a failed write stores nothing"
+    );
 }

@@ -16,10 +16,14 @@ use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(server: &TestServer) -> Socket {
-    tokio_tungstenite::connect_async(server.url()).await.unwrap().0
+    tokio_tungstenite::connect_async(server.url())
+        .await
+        .unwrap()
+        .0
 }
 
 async fn send(ws: &mut Socket, m: &Message) {
@@ -75,7 +79,11 @@ async fn garbage_after_the_handshake_gets_an_error_and_the_connection_survives()
     let (c, doc) = canary(&server).await;
     let mut ws = raw(&server).await;
     let server_id = handshake(&mut ws, "mallory").await;
-    for junk in [vec![0xff, 0x00, 0x13], vec![0xa1], b"not cbor at all".to_vec()] {
+    for junk in [
+        vec![0xff, 0x00, 0x13],
+        vec![0xa1],
+        b"not cbor at all".to_vec(),
+    ] {
         ws.send(Ws::Binary(junk.into())).await.unwrap();
         match next(&mut ws).await {
             Ok(Message::Error { message, .. }) => assert!(!message.is_empty()),
@@ -94,7 +102,9 @@ async fn garbage_after_the_handshake_gets_an_error_and_the_connection_survives()
     )
     .await;
     match next(&mut ws).await {
-        Ok(Message::Error { message, .. }) => assert!(message.contains("does not decode"), "{message}"),
+        Ok(Message::Error { message, .. }) => {
+            assert!(message.contains("does not decode"), "{message}")
+        }
         other => panic!("expected an error message, got {other:?}"),
     }
     // The same connection still syncs a real document.
@@ -140,7 +150,9 @@ async fn junk_before_the_handshake_and_bad_versions_are_refused_with_1002() {
     )
     .await;
     match next(&mut ws).await {
-        Ok(Message::Error { message, .. }) => assert!(message.contains("unsupported protocol"), "{message}"),
+        Ok(Message::Error { message, .. }) => {
+            assert!(message.contains("unsupported protocol"), "{message}")
+        }
         other => panic!("expected error, got {other:?}"),
     }
     assert_eq!(next(&mut ws).await.unwrap_err(), Some(CloseCode::Protocol));
@@ -157,7 +169,10 @@ async fn oversized_messages_close_the_connection_with_1009() {
     handshake(&mut ws, "big").await;
     let _ = ws.send(Ws::Binary(vec![0u8; 200 * 1024].into())).await;
     match next(&mut ws).await {
-        Err(code) => assert!(code.is_none() || code == Some(CloseCode::Size), "closed with {code:?}"),
+        Err(code) => assert!(
+            code.is_none() || code == Some(CloseCode::Size),
+            "closed with {code:?}"
+        ),
         Ok(m) => panic!("oversized message answered with {m:?}"),
     }
     canary_still_syncs(&c, &doc, 1).await;
@@ -196,7 +211,11 @@ async fn a_client_that_never_reads_is_disconnected() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.repo.peers().len(), 1, "the slow reader was disconnected");
+    assert_eq!(
+        server.repo.peers().len(),
+        1,
+        "the slow reader was disconnected"
+    );
     canary_still_syncs(&c, &doc, 1).await;
     drop(ws);
     c.shutdown().await;

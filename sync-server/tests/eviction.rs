@@ -31,7 +31,10 @@ async fn resident_documents_stay_bounded_and_all_are_still_served() {
     // Give the tick (500 ms) a chance to run, then check the bound.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let resident = server.repo.resident_documents();
-    assert!(resident <= MAX, "{resident} documents resident, limit {MAX}");
+    assert!(
+        resident <= MAX,
+        "{resident} documents resident, limit {MAX}"
+    );
     assert!(server.repo.stats().evictions >= (DOCS - MAX) as u64);
     println!("peak resident {peak}, settled {resident}");
     writer.shutdown().await;
@@ -39,7 +42,10 @@ async fn resident_documents_stay_bounded_and_all_are_still_served() {
     // A fresh client gets every document back, even the evicted ones.
     let reader = client(&server.url()).await;
     for (i, id) in ids.iter().enumerate() {
-        let doc = tokio::time::timeout(WAIT, reader.find(*id)).await.unwrap().unwrap();
+        let doc = tokio::time::timeout(WAIT, reader.find(*id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(doc.to_json().unwrap()["n"], i as i64, "document {i}");
     }
     reader.shutdown().await;

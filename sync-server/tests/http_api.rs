@@ -12,7 +12,9 @@ async fn health_metrics_and_admin_api() {
     let server = TestServer::start(|_| {}).await;
     let c = client(&server.url()).await;
     let doc = c.create().await.unwrap();
-    doc.change(|tx| tx.put(ROOT, "title", "hello")).await.unwrap();
+    doc.change(|tx| tx.put(ROOT, "title", "hello"))
+        .await
+        .unwrap();
     doc.wait_synced(WAIT).await.unwrap();
 
     let (status, body) = http_get(server.addr, "/healthz").await;
@@ -37,18 +39,29 @@ async fn health_metrics_and_admin_api() {
     assert_eq!(status, 200);
     assert!(body.contains(&doc.id().to_string()), "{body}");
     let heads = doc.heads().unwrap();
-    assert!(body.contains(&heads[0].to_string()), "admin list shows the heads: {body}");
+    assert!(
+        body.contains(&heads[0].to_string()),
+        "admin list shows the heads: {body}"
+    );
 
     let (status, body) = http_get(server.addr, &format!("/admin/docs/{}", doc.id())).await;
     assert_eq!(status, 200);
     assert!(body.contains("\"title\":\"hello\""), "{body}");
     assert_eq!(http_get(server.addr, "/admin/docs/not-an-id").await.0, 400);
     let unknown = concord::DocumentId::from_bytes([9; 16]);
-    assert_eq!(http_get(server.addr, &format!("/admin/docs/{unknown}")).await.0, 404);
+    assert_eq!(
+        http_get(server.addr, &format!("/admin/docs/{unknown}"))
+            .await
+            .0,
+        404
+    );
 
     // A plain HTTP request to the sync endpoint is refused with a client error.
     let (status, _) = http_get(server.addr, "/sync").await;
-    assert!((400..500).contains(&status), "GET /sync without upgrade gave {status}");
+    assert!(
+        (400..500).contains(&status),
+        "GET /sync without upgrade gave {status}"
+    );
 
     c.shutdown().await;
     server.stop().await;

@@ -52,8 +52,13 @@ async fn acknowledged_writes_survive_kill_9_of_the_server() {
     let mut config = RepoConfig::default().with_server(format!("ws://{addr}/sync"));
     config.backoff.initial = Duration::from_millis(20);
     config.backoff.max = Duration::from_millis(200);
-    let client = Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap();
-    client.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let client = Repo::open(Arc::new(MemoryStorage::new()), config)
+        .await
+        .unwrap();
+    client
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
     let doc = client.create().await.unwrap();
     let mut acknowledged: BTreeSet<ChangeHash> = BTreeSet::new();
     let mut writes = 0u64;
@@ -63,7 +68,9 @@ async fn acknowledged_writes_survive_kill_9_of_the_server() {
         let stop_after = Duration::from_millis(rng.random_range(50..400));
         let began = std::time::Instant::now();
         while began.elapsed() < stop_after {
-            doc.change(|tx| tx.put(ROOT, format!("k{writes}").as_str(), writes as i64)).await.unwrap();
+            doc.change(|tx| tx.put(ROOT, format!("k{writes}").as_str(), writes as i64))
+                .await
+                .unwrap();
             writes += 1;
             for s in doc.sync_status().unwrap() {
                 if let Some(h) = s.their_heads {
@@ -76,23 +83,37 @@ async fn acknowledged_writes_survive_kill_9_of_the_server() {
         server.0.wait().unwrap();
 
         // Everything the server acknowledged is in its database.
-        let storage = SqliteStorage::open(SqliteConfig::new(dir.path().join("concord.db"))).await.unwrap();
+        let storage = SqliteStorage::open(SqliteConfig::new(dir.path().join("concord.db")))
+            .await
+            .unwrap();
         assert_eq!(storage.integrity_check().await.unwrap(), "ok");
         let stored = storage.load(&doc.id()).await.unwrap();
         let bytes: Vec<u8> = stored.chunks.iter().flat_map(|c| c.bytes.clone()).collect();
         let on_disk = Automerge::load(&bytes).unwrap();
         for h in &acknowledged {
-            assert!(on_disk.get_change_meta_by_hash(h).is_some(), "kill {kill}: acknowledged head {h} lost");
+            assert!(
+                on_disk.get_change_meta_by_hash(h).is_some(),
+                "kill {kill}: acknowledged head {h} lost"
+            );
         }
         storage.close().await;
-        println!("kill {kill}: {writes} writes so far, {} acknowledged heads verified", acknowledged.len());
+        println!(
+            "kill {kill}: {writes} writes so far, {} acknowledged heads verified",
+            acknowledged.len()
+        );
 
         // Restart on the same address; the client reconnects by itself and catches the server up.
         let (s, _) = start(dir.path(), &addr);
         server = s;
-        client.wait_connected(Duration::from_secs(10)).await.unwrap();
+        client
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .unwrap();
     }
     doc.wait_synced(Duration::from_secs(10)).await.unwrap();
-    assert!(acknowledged.len() > KILLS, "the server acknowledged writes along the way");
+    assert!(
+        acknowledged.len() > KILLS,
+        "the server acknowledged writes along the way"
+    );
     client.shutdown().await;
 }

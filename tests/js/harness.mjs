@@ -159,10 +159,20 @@ export async function adminDoc(server, documentId) {
   return { status: res.status, body: await res.json() };
 }
 
-/** A fresh in-memory automerge-repo client connected to `wsUrl` over its own WebSocket. */
-export function jsClient(wsUrl) {
-  return new Repo({ network: [new BrowserWebSocketClientAdapter(wsUrl)] });
+/**
+ * A fresh in-memory automerge-repo client connected to `wsUrl` over its own WebSocket.
+ * `wrapSend(send)`, if given, returns the adapter's outgoing-message function (to observe or delay
+ * messages).
+ */
+export function jsClient(wsUrl, wrapSend) {
+  const adapter = new BrowserWebSocketClientAdapter(wsUrl);
+  if (wrapSend) adapter.send = wrapSend(adapter.send.bind(adapter));
+  return new Repo({ network: [adapter] });
 }
+
+/** Waits until `repo` has completed its handshake with the server. */
+export const waitConnected = repo =>
+  waitFor(() => Object.keys(repo.peerMetadataByPeerId).length > 0, "the JS client to complete its handshake");
 
 /**
  * Resources of one test, released in reverse order by `cleanup()` (JS clients before servers, so
@@ -187,8 +197,8 @@ export class Harness {
     return s;
   }
 
-  client(server) {
-    const repo = jsClient(server.wsUrl);
+  client(server, wrapSend) {
+    const repo = jsClient(server.wsUrl, wrapSend);
     this.repos.push(repo);
     return repo;
   }

@@ -36,7 +36,15 @@ fn concord_bin() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "concord-server", "--bin", "concord", "--manifest-path"]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "concord-server",
+            "--bin",
+            "concord",
+            "--manifest-path",
+        ]);
         build.arg(&manifest);
         if let Some(target_dir) = profile_dir.parent() {
             build.arg("--target-dir").arg(target_dir);
@@ -44,7 +52,9 @@ fn concord_bin() -> &'static Path {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
-        let status = build.status().expect("run cargo to build the concord binary");
+        let status = build
+            .status()
+            .expect("run cargo to build the concord binary");
         assert!(status.success(), "building the concord binary failed");
         assert!(bin.exists(), "no concord binary at {}", bin.display());
         bin
@@ -75,10 +85,16 @@ impl Replica {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(concord_bin());
-        for var in ["CONCORD_DATA", "CONCORD_SERVER", "CONCORD_OFFLINE", "CONCORD_TIMEOUT"] {
+        for var in [
+            "CONCORD_DATA",
+            "CONCORD_SERVER",
+            "CONCORD_OFFLINE",
+            "CONCORD_TIMEOUT",
+        ] {
             cmd.env_remove(var);
         }
-        cmd.env("CONCORD_LOG", "warn")
+        let log = std::env::var("CLI_DOC_LOG").unwrap_or_else(|_| "warn".into());
+        cmd.env("CONCORD_LOG", log)
             .arg("doc")
             .arg("--data")
             .arg(&self.data)
@@ -86,15 +102,19 @@ impl Replica {
         if !args.iter().any(|a| a.starts_with("--timeout")) {
             cmd.args(["--timeout", CLI_TIMEOUT]);
         }
-        cmd.args(args)
-            .stdin(Stdio::null());
+        cmd.args(args).stdin(Stdio::null());
         cmd
     }
 
     fn run(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "concord doc {args:?} panicked:\n{stderr}");
+        // Captured by the test harness: shown when a test fails.
+        eprintln!("$ concord doc {args:?} ({})\n{stderr}", out.status);
+        assert!(
+            !stderr.contains("panicked"),
+            "concord doc {args:?} panicked:\n{stderr}"
+        );
         out
     }
 
@@ -102,8 +122,14 @@ impl Replica {
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "concord doc {args:?} failed:\n{stderr}");
-        assert!(!stderr.contains("warning"), "concord doc {args:?} warned:\n{stderr}");
+        assert!(
+            out.status.success(),
+            "concord doc {args:?} failed:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("warning:"),
+            "concord doc {args:?} warned:\n{stderr}"
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -111,8 +137,14 @@ impl Replica {
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "concord doc {args:?} succeeded:\n{stderr}");
-        assert!(!stderr.trim().is_empty(), "concord doc {args:?} failed silently");
+        assert!(
+            !out.status.success(),
+            "concord doc {args:?} succeeded:\n{stderr}"
+        );
+        assert!(
+            !stderr.trim().is_empty(),
+            "concord doc {args:?} failed silently"
+        );
         stderr
     }
 
@@ -125,23 +157,43 @@ impl Replica {
 fn offline_edits_of_two_replicas_merge_after_sync() {
     let dir = tempfile::tempdir().unwrap();
     let (_peer, server) = peer(dir.path());
-    let (a, b) = (Replica::new(dir.path(), "a", &server), Replica::new(dir.path(), "b", &server));
+    let (a, b) = (
+        Replica::new(dir.path(), "a", &server),
+        Replica::new(dir.path(), "b", &server),
+    );
 
     // A creates a document and writes to it; both reach the server.
-    let url = a.ok(&["create", r#"{"title": "groceries"}"#]).trim().to_owned();
+    let url = a
+        .ok(&["create", r#"{"title": "groceries"}"#])
+        .trim()
+        .to_owned();
     assert!(url.starts_with("automerge:"), "{url}");
     a.ok(&["put", &url, "note", r#""buy milk""#]);
     // B has never seen it: it comes from the server.
-    assert_eq!(b.get(&[&url]), json!({"title": "groceries", "note": "buy milk"}));
+    assert_eq!(
+        b.get(&[&url]),
+        json!({"title": "groceries", "note": "buy milk"})
+    );
     assert_eq!(b.get(&[&url, "note"]), json!("buy milk"));
 
     // Both go offline and edit different parts.
-    a.ok(&["--offline", "text-splice", &url, "note", "8", "0", " and eggs"]);
+    a.ok(&[
+        "--offline",
+        "text-splice",
+        &url,
+        "note",
+        "8",
+        "0",
+        " and eggs",
+    ]);
     a.ok(&["--offline", "put", &url, "from_a", "[1, 2.5, null]"]);
     b.ok(&["--offline", "increment", &url, "visits"]);
     b.ok(&["--offline", "increment", &url, "visits", "2"]);
     b.ok(&["--offline", "put", "--string", &url, "from_b", "plain text"]);
-    assert_eq!(a.get(&["--offline", &url, "note"]), json!("buy milk and eggs"));
+    assert_eq!(
+        a.get(&["--offline", &url, "note"]),
+        json!("buy milk and eggs")
+    );
     assert_eq!(b.get(&["--offline", &url, "note"]), json!("buy milk"));
 
     // Back online: each pushes its edits; reads pull the other's.
@@ -178,7 +230,10 @@ fn lines(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 fn watch_prints_a_remote_change() {
     let dir = tempfile::tempdir().unwrap();
     let (_peer, server) = peer(dir.path());
-    let (a, b) = (Replica::new(dir.path(), "a", &server), Replica::new(dir.path(), "b", &server));
+    let (a, b) = (
+        Replica::new(dir.path(), "a", &server),
+        Replica::new(dir.path(), "b", &server),
+    );
     let url = a.ok(&["create", r#"{"n": 1}"#]).trim().to_owned();
 
     let mut watcher = a
@@ -190,8 +245,13 @@ fn watch_prints_a_remote_change() {
     let stdout = lines(watcher.stdout.take().unwrap());
     let stderr = lines(watcher.stderr.take().unwrap());
     loop {
-        let line = stderr.recv_timeout(WAIT).expect("watch says it is watching");
-        assert!(!line.contains("panicked") && !line.contains("warning"), "{line}");
+        let line = stderr
+            .recv_timeout(WAIT)
+            .expect("watch says it is watching");
+        assert!(
+            !line.contains("panicked") && !line.contains("warning"),
+            "{line}"
+        );
         if line.starts_with("watching ") {
             break;
         }
@@ -201,11 +261,25 @@ fn watch_prints_a_remote_change() {
     let line = stdout.recv_timeout(WAIT).expect("watch prints the change");
     let change: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(change["origin"], json!("remote"), "{line}");
-    assert_eq!(change["value"], json!({"n": 1, "from_b": {"x": true}}), "{line}");
+    assert_eq!(
+        change["value"],
+        json!({"n": 1, "from_b": {"x": true}}),
+        "{line}"
+    );
     let heads = change["heads"].as_array().unwrap();
-    assert!(!heads.is_empty() && heads.iter().all(Value::is_string), "{line}");
+    assert!(
+        !heads.is_empty() && heads.iter().all(Value::is_string),
+        "{line}"
+    );
     // The heads in the line are the document's heads: a URL with them reads the same value.
-    let at = format!("{url}#{}", heads.iter().map(|h| h.as_str().unwrap()).collect::<Vec<_>>().join("|"));
+    let at = format!(
+        "{url}#{}",
+        heads
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("|")
+    );
     assert_eq!(a.get(&["--offline", &at]), change["value"]);
 
     // --count 1 reached: it exits by itself, successfully.
@@ -226,36 +300,81 @@ fn bad_input_fails_with_a_clear_message() {
     let server = format!("ws://{}/sync", dead.local_addr().unwrap());
     drop(dead);
     let r = Replica::new(dir.path(), "r", &server);
-    let url = r.ok(&["--offline", "create", r#"{"n": 1, "t": "text", "l": [0]}"#]).trim().to_owned();
+    let url = r
+        .ok(&["--offline", "create", r#"{"n": 1, "t": "text", "l": [0]}"#])
+        .trim()
+        .to_owned();
     let missing = concord::DocumentId::from_bytes([9; 16]).url().to_string();
     let missing = missing.as_str();
 
     let cases: &[(&[&str], &str)] = &[
-        (&["--offline", "get", "automerge:not-a-url"], "is not a bs58check document id"),
+        (
+            &["--offline", "get", "automerge:not-a-url"],
+            "is not a bs58check document id",
+        ),
         (&["--offline", "get", &url, "a//b"], "malformed path `a//b`"),
-        (&["--offline", "get", &url, "l/first"], "`first` is not a list index"),
-        (&["--offline", "get", &url, "n/x"], "`/n` is an integer, which has no keys or indexes"),
+        (
+            &["--offline", "get", &url, "l/first"],
+            "`first` is not a list index",
+        ),
+        (
+            &["--offline", "get", &url, "n/x"],
+            "`/n` is an integer, which has no keys or indexes",
+        ),
         (&["--offline", "get", &url, "nope"], "no value at `/nope`"),
-        (&["--offline", "put", &url, "k", "{oops"], "is not valid JSON"),
-        (&["--offline", "put", &url, "l/5", "1"], "index 5 is out of range at `/l/5` (length 1)"),
+        (
+            &["--offline", "put", &url, "k", "{oops"],
+            "is not valid JSON",
+        ),
+        (
+            &["--offline", "put", &url, "l/5", "1"],
+            "index 5 is out of range at `/l/5` (length 1)",
+        ),
         (&["--offline", "create", "[1, 2]"], "is not a JSON object"),
-        (&["--offline", "text-splice", &url, "n", "0", "0", "x"], "`/n` is an integer, expected text"),
-        (&["--offline", "text-splice", &url, "t", "9", "0", "x"], "out of range"),
-        (&["--offline", "increment", &url, "t"], "`/t` is text, expected a counter"),
-        (&["--offline", "delete", &url, ""], "the document root cannot be deleted"),
-        (&["--offline", "get", missing], "is not in the local replica"),
+        (
+            &["--offline", "text-splice", &url, "n", "0", "0", "x"],
+            "`/n` is an integer, expected text",
+        ),
+        (
+            &["--offline", "text-splice", &url, "t", "9", "0", "x"],
+            "out of range",
+        ),
+        (
+            &["--offline", "increment", &url, "t"],
+            "`/t` is text, expected a counter",
+        ),
+        (
+            &["--offline", "delete", &url, ""],
+            "the document root cannot be deleted",
+        ),
+        (
+            &["--offline", "get", missing],
+            "is not in the local replica",
+        ),
         (&["--offline", "sync"], "sync needs a server"),
         (&["--timeout=-3", "sync"], "the timeout cannot be negative"),
-        (&["--timeout", "soon", "sync"], "`soon` is not a number of seconds"),
+        (
+            &["--timeout", "soon", "sync"],
+            "`soon` is not a number of seconds",
+        ),
         (&["--timeout", "0.5", "sync"], "no server reachable"),
-        (&["--timeout", "0.5", "get", missing], "no server was reachable"),
+        (
+            &["--timeout", "0.5", "get", missing],
+            "no server was reachable",
+        ),
     ];
     for (args, expected) in cases {
         let stderr = r.fails(args);
-        assert!(stderr.contains(expected), "concord doc {args:?}: expected `{expected}` in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "concord doc {args:?}: expected `{expected}` in:\n{stderr}"
+        );
     }
     // Failed writes changed nothing.
-    assert_eq!(r.get(&["--offline", &url]), json!({"n": 1, "t": "text", "l": [0]}));
+    assert_eq!(
+        r.get(&["--offline", &url]),
+        json!({"n": 1, "t": "text", "l": [0]})
+    );
 
     // With the server unreachable, a write is still committed locally: exit 0 and a warning.
     let out = r.run(&["--timeout", "0.5", "put", &url, "n", "2"]);

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use automerge::{Automerge, ReadDoc, ROOT};
-use concord::storage::{SqliteConfig, SqliteStorage, Storage};
+use automerge::{Automerge, ROOT, ReadDoc};
 use concord::DocumentId;
+use concord::storage::{SqliteConfig, SqliteStorage, Storage};
 use concord_tests::Proc;
 use rand::{Rng, SeedableRng};
 
@@ -16,14 +16,20 @@ const ITERATIONS: usize = 200;
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
     println!("crash test seed {seed} (set CRASH_SEED to replay)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
     let db_str = db.to_str().unwrap();
     let bin = env!("CARGO_BIN_EXE_crash-writer");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let mut doc: Option<String> = None;
     let mut acked: BTreeSet<String> = BTreeSet::new();
@@ -72,13 +78,23 @@ fn acknowledged_writes_survive_sigkill() {
             assert_eq!(s.integrity_check().await.unwrap(), "ok", "run {run}");
             let stored = s.load(&id).await.unwrap();
             let bytes: Vec<u8> = stored.chunks.iter().flat_map(|c| c.bytes.clone()).collect();
-            let am = Automerge::load(&bytes).unwrap_or_else(|e| panic!("run {run}: stored doc does not load: {e}"));
+            let am = Automerge::load(&bytes)
+                .unwrap_or_else(|e| panic!("run {run}: stored doc does not load: {e}"));
             for k in &acked {
-                assert!(am.get(ROOT, k.as_str()).unwrap().is_some(), "run {run}: acknowledged {k} lost");
+                assert!(
+                    am.get(ROOT, k.as_str()).unwrap().is_some(),
+                    "run {run}: acknowledged {k} lost"
+                );
             }
             s.close().await;
         });
     }
-    println!("{ITERATIONS} kills, {} acknowledged writes verified ({kills_mid_run} read after the kill)", acked.len());
-    assert!(acked.len() > ITERATIONS, "the writer should have acknowledged plenty of writes");
+    println!(
+        "{ITERATIONS} kills, {} acknowledged writes verified ({kills_mid_run} read after the kill)",
+        acked.len()
+    );
+    assert!(
+        acked.len() > ITERATIONS,
+        "the writer should have acknowledged plenty of writes"
+    );
 }

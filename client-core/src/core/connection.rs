@@ -188,7 +188,13 @@ impl Core {
                     peer_metadata,
                     supported_protocol_versions,
                 },
-            ) => self.on_join(now, conn, sender_id, peer_metadata, supported_protocol_versions),
+            ) => self.on_join(
+                now,
+                conn,
+                sender_id,
+                peer_metadata,
+                supported_protocol_versions,
+            ),
             (
                 ConnState::AwaitingPeer,
                 Message::Peer {
@@ -243,7 +249,9 @@ impl Core {
                 &Message::Error {
                     sender_id: Some(self.config.peer_id.clone()),
                     target_id: Some(sender_id),
-                    message: format!("unsupported protocol versions {versions:?}; this server speaks [\"1\"]"),
+                    message: format!(
+                        "unsupported protocol versions {versions:?}; this server speaks [\"1\"]"
+                    ),
                 },
             );
             self.out.event(Event::Protocol {
@@ -283,7 +291,9 @@ impl Core {
         let docs: Vec<DocumentId> = self.docs.keys().copied().collect();
         for doc in docs {
             let wanted = self.docs.get(&doc).is_some_and(|e| e.is_wanted());
-            if self.config.policy.announce(&info, &doc) && (wanted || self.docs.get(&doc).is_some_and(|e| e.has_content())) {
+            if self.config.policy.announce(&info, &doc)
+                && (wanted || self.docs.get(&doc).is_some_and(|e| e.has_content()))
+            {
                 self.subscribe(conn, doc);
                 self.sync_doc(now, doc);
             }
@@ -339,7 +349,10 @@ impl Core {
             return;
         }
         let key = (sender_id.clone(), session_id.clone());
-        if c.ephemeral_seen.get(&key).is_some_and(|last| *last >= count) {
+        if c.ephemeral_seen
+            .get(&key)
+            .is_some_and(|last| *last >= count)
+        {
             return;
         }
         c.ephemeral_seen.insert(key, count);

@@ -9,8 +9,8 @@ use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{Automerge, ChangeHash};
 
 use super::{
-    Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp,
-    StorageReply, Ticket,
+    Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp, StorageReply,
+    Ticket,
 };
 use crate::id::{ConnId, DocumentId, PeerId, StorageId};
 use crate::storage::{ChunkKey, ChunkKind, StorageError};
@@ -26,20 +26,20 @@ pub(super) enum DocState {
 /// Sync state with one peer for one document.
 #[derive(Debug)]
 pub(super) struct PeerDoc {
-    sync: sync::State,
+    pub(super) sync: sync::State,
     /// We sent `request` because we had nothing.
-    we_requested: bool,
+    pub(super) we_requested: bool,
     /// They answered `doc-unavailable`.
-    they_unavailable: bool,
+    pub(super) they_unavailable: bool,
     /// They requested it while we had nothing: sync with them as soon as it arrives.
-    awaiting: bool,
+    pub(super) awaiting: bool,
     /// We already told them `doc-unavailable`.
-    told_unavailable: bool,
+    pub(super) told_unavailable: bool,
     /// Last persisted encoding of `sync`.
-    saved: Option<Vec<u8>>,
+    pub(super) saved: Option<Vec<u8>>,
     /// They sent us changes: once committed, they are owed a message with our heads (their
     /// acknowledgement), even where Automerge's sync considers the exchange finished.
-    owe_ack: bool,
+    pub(super) owe_ack: bool,
 }
 
 impl PeerDoc {
@@ -60,7 +60,7 @@ impl PeerDoc {
 }
 
 #[derive(Debug)]
-struct Inbound {
+pub(super) struct Inbound {
     conn: ConnId,
     msg: sync::Message,
     request: bool,
@@ -69,22 +69,22 @@ struct Inbound {
 /// A resident document.
 #[derive(Debug)]
 pub(super) struct DocEntry {
-    state: DocState,
-    doc: Automerge,
+    pub(super) state: DocState,
+    pub(super) doc: Automerge,
     pub(super) peers: BTreeMap<ConnId, PeerDoc>,
-    stored_sync: HashMap<StorageId, Vec<u8>>,
-    inbox: Vec<Inbound>,
-    saved_heads: Vec<ChangeHash>,
-    commit_in_flight: bool,
-    commit_failed: bool,
-    remote_pending: bool,
-    pending_tickets: Vec<Ticket>,
-    chunks: Vec<(ChunkKey, ChunkKind)>,
-    compacting: bool,
+    pub(super) stored_sync: HashMap<StorageId, Vec<u8>>,
+    pub(super) inbox: Vec<Inbound>,
+    pub(super) saved_heads: Vec<ChangeHash>,
+    pub(super) commit_in_flight: bool,
+    pub(super) commit_failed: bool,
+    pub(super) remote_pending: bool,
+    pub(super) pending_tickets: Vec<Ticket>,
+    pub(super) chunks: Vec<(ChunkKey, ChunkKind)>,
+    pub(super) compacting: bool,
     pub(super) find_waiters: Vec<Ticket>,
-    wanted: bool,
-    last_used: u64,
-    pins: usize,
+    pub(super) wanted: bool,
+    pub(super) last_used: u64,
+    pub(super) pins: usize,
 }
 
 impl DocEntry {
@@ -121,12 +121,11 @@ impl DocEntry {
         self.peers.values().any(|p| p.awaiting)
     }
 
-    fn all_committed(&self) -> bool {
+    pub(super) fn all_committed(&self) -> bool {
         !self.commit_in_flight && self.doc.get_heads() == self.saved_heads
     }
 
-
-    fn evictable(&self) -> bool {
+    pub(super) fn evictable(&self) -> bool {
         self.pins == 0
             && self.inbox.is_empty()
             && !self.compacting
@@ -167,7 +166,10 @@ fn build_doc(
     actor: &automerge::ActorId,
     chunks: &[crate::storage::Chunk],
 ) -> Result<Automerge, String> {
-    let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
+    let bytes: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.bytes.iter().copied())
+        .collect();
     let doc = if bytes.is_empty() {
         Automerge::new()
     } else {
@@ -177,6 +179,23 @@ fn build_doc(
 }
 
 impl Core {
+    /// Subscribes every established peer the policy announces `doc` to.
+    pub(super) fn announce(&mut self, doc: DocumentId) {
+        let peers: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.peer
+                    .as_ref()
+                    .is_some_and(|p| self.config.policy.announce(p, &doc))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in peers {
+            self.subscribe(conn, doc);
+        }
+    }
+
     fn ensure_loaded(&mut self, now: u64, doc: DocumentId) {
         if let Some(e) = self.docs.get_mut(&doc) {
             e.last_used = now;
@@ -195,7 +214,8 @@ impl Core {
         }
         let mut am = Automerge::new().with_actor(self.actor.clone());
         am.empty_commit(CommitOptions::default());
-        self.docs.insert(doc, DocEntry::new(DocState::Ready, am, now));
+        self.docs
+            .insert(doc, DocEntry::new(DocState::Ready, am, now));
         let ticket = self.ticket();
         self.after_local_change(now, doc, ticket);
         Ok(ticket)
@@ -303,15 +323,7 @@ impl Core {
             heads,
             origin: Origin::Local,
         });
-        let announce: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.peer.as_ref().is_some_and(|p| self.config.policy.announce(p, &doc)))
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in announce {
-            self.subscribe(conn, doc);
-        }
+        self.announce(doc);
         self.pump(now, doc);
     }
 
@@ -337,7 +349,14 @@ impl Core {
             .collect()
     }
 
-    pub(super) fn on_sync(&mut self, now: u64, conn: ConnId, doc: DocumentId, data: &[u8], request: bool) {
+    pub(super) fn on_sync(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        doc: DocumentId,
+        data: &[u8],
+        request: bool,
+    ) {
         let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
             return;
         };
@@ -372,15 +391,8 @@ impl Core {
         self.pump(now, doc);
     }
 
-    pub(super) fn on_unavailable(&mut self, conn: ConnId, doc: DocumentId) {
-        if let Some(pd) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
-            pd.they_unavailable = true;
-        }
-        self.check_availability(doc);
-    }
-
     /// Applies every queued incoming message in one batch, then commits or syncs.
-    fn pump(&mut self, now: u64, doc: DocumentId) {
+    pub(super) fn pump(&mut self, now: u64, doc: DocumentId) {
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };
@@ -427,8 +439,10 @@ impl Core {
         }
         for (peer, state) in state_writes {
             entry.stored_sync.insert(peer.clone(), state.clone());
-            self.out
-                .storage(StorageOp::PutSyncState { doc, peer, state }, PendingOp::SyncState);
+            self.out.storage(
+                StorageOp::PutSyncState { doc, peer, state },
+                PendingOp::SyncState,
+            );
         }
         for (conn, reason) in errors {
             self.protocol_error(conn, ProtocolError::SyncApply { doc, reason });
@@ -467,7 +481,8 @@ impl Core {
             tickets: std::mem::take(&mut entry.pending_tickets),
             remote: std::mem::take(&mut entry.remote_pending),
         };
-        self.out.storage(StorageOp::Append { doc, key, bytes }, pending);
+        self.out
+            .storage(StorageOp::Append { doc, key, bytes }, pending);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -526,57 +541,6 @@ impl Core {
         self.pump(now, doc);
     }
 
-    fn maybe_compact(&mut self, doc: DocumentId) {
-        let threshold = self.config.housekeeping.compact_after_increments;
-        let Some(entry) = self.docs.get_mut(&doc) else {
-            return;
-        };
-        let increments = entry
-            .chunks
-            .iter()
-            .filter(|(_, k)| *k == ChunkKind::Incremental)
-            .count();
-        if entry.compacting || increments < threshold.max(1) {
-            return;
-        }
-        let bytes = entry.doc.save();
-        let key = ChunkKey::of(&bytes);
-        let covered: Vec<ChunkKey> = entry.chunks.iter().map(|(k, _)| *k).collect();
-        entry.compacting = true;
-        self.out.storage(
-            StorageOp::Compact {
-                doc,
-                key,
-                bytes,
-                covered: covered.clone(),
-            },
-            PendingOp::Compact { key, covered },
-        );
-    }
-
-    pub(super) fn on_compacted(
-        &mut self,
-        doc: DocumentId,
-        key: ChunkKey,
-        covered: Vec<ChunkKey>,
-        result: Result<StorageReply, StorageError>,
-    ) {
-        let Some(entry) = self.docs.get_mut(&doc) else {
-            return;
-        };
-        entry.compacting = false;
-        match result {
-            Ok(_) => {
-                entry.chunks.retain(|(k, _)| !covered.contains(k) && *k != key);
-                entry.chunks.insert(0, (key, ChunkKind::Snapshot));
-            }
-            Err(e) => self.out.event(Event::StorageFailed {
-                doc,
-                error: e.to_string(),
-            }),
-        }
-    }
-
     pub(super) fn on_loaded(
         &mut self,
         now: u64,
@@ -588,7 +552,9 @@ impl Core {
             return;
         };
         let loaded = match result {
-            Ok(StorageReply::Loaded(stored)) => build_doc(&actor, &stored.chunks).map(|d| (d, stored)),
+            Ok(StorageReply::Loaded(stored)) => {
+                build_doc(&actor, &stored.chunks).map(|d| (d, stored))
+            }
             Ok(other) => Err(format!("unexpected storage reply {other:?}")),
             Err(e) => Err(e.to_string()),
         };
@@ -602,15 +568,7 @@ impl Core {
                 let has_content = entry.has_content();
                 if has_content {
                     // Offer a loaded document to the peers the policy announces to.
-                    let announce: Vec<ConnId> = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| c.peer.as_ref().is_some_and(|p| self.config.policy.announce(p, &doc)))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for conn in announce {
-                        self.subscribe(conn, doc);
-                    }
+                    self.announce(doc);
                 }
                 self.pump(now, doc);
                 self.check_availability(doc);
@@ -634,88 +592,6 @@ impl Core {
                     self.send_unavailable(conn, doc);
                 }
             }
-        }
-    }
-
-    fn send_unavailable(&mut self, conn: ConnId, doc: DocumentId) {
-        if let Some(target_id) = self.conns.get(&conn).and_then(|c| c.peer.as_ref()).map(|p| p.peer_id.clone()) {
-            self.out.send(
-                conn,
-                &Message::DocUnavailable {
-                    sender_id: self.config.peer_id.clone(),
-                    target_id,
-                    document_id: doc,
-                },
-            );
-        }
-    }
-
-    /// Resolves finds and requests for `doc`: found, still asking someone, or unavailable.
-    pub(super) fn check_availability(&mut self, doc: DocumentId) {
-        let Some(entry) = self.docs.get_mut(&doc) else {
-            return;
-        };
-        if entry.state != DocState::Ready {
-            return;
-        }
-        if entry.has_content() {
-            entry.wanted = false;
-            for ticket in std::mem::take(&mut entry.find_waiters) {
-                self.out.event(Event::FindResolved {
-                    ticket,
-                    doc,
-                    outcome: FindOutcome::Found,
-                });
-            }
-            return;
-        }
-        if !entry.is_wanted() {
-            return;
-        }
-        // Ask every peer the policy lets us ask, except those waiting on us.
-        let askable: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(id, c)| {
-                c.peer.as_ref().is_some_and(|p| self.config.policy.announce(p, &doc))
-                    && !entry.peers.get(id).is_some_and(|pd| pd.awaiting)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in &askable {
-            if let Some(c) = self.conns.get_mut(conn) {
-                c.subscribed.insert(doc);
-            }
-        }
-        self.sync_doc(0, doc);
-        let Some(entry) = self.docs.get_mut(&doc) else {
-            return;
-        };
-        let still_asking = entry
-            .peers
-            .iter()
-            .any(|(conn, pd)| pd.we_requested && !pd.they_unavailable && self.conns.contains_key(conn));
-        if still_asking {
-            return;
-        }
-        for ticket in std::mem::take(&mut entry.find_waiters) {
-            self.out.event(Event::FindResolved {
-                ticket,
-                doc,
-                outcome: FindOutcome::Unavailable,
-            });
-        }
-        let tell: Vec<ConnId> = entry
-            .peers
-            .iter_mut()
-            .filter(|(_, pd)| pd.awaiting && !pd.told_unavailable)
-            .map(|(conn, pd)| {
-                pd.told_unavailable = true;
-                *conn
-            })
-            .collect();
-        for conn in tell {
-            self.send_unavailable(conn, doc);
         }
     }
 
@@ -781,53 +657,6 @@ impl Core {
                 };
                 self.out.send(conn, &msg);
             }
-        }
-    }
-
-    pub(super) fn evict(&mut self, now: u64) {
-        for entry in self.docs.values_mut() {
-            if entry.commit_failed && !entry.commit_in_flight {
-                entry.commit_failed = false;
-            }
-        }
-        let retry: Vec<DocumentId> = self
-            .docs
-            .iter()
-            .filter(|(_, e)| e.state == DocState::Ready && !e.all_committed() && !e.commit_in_flight)
-            .map(|(d, _)| *d)
-            .collect();
-        for doc in retry {
-            self.pump(now, doc);
-        }
-        let hk = &self.config.housekeeping;
-        let mut candidates: Vec<(u64, DocumentId)> = self
-            .docs
-            .iter()
-            .filter(|(_, e)| e.evictable())
-            .map(|(d, e)| (e.last_used, *d))
-            .collect();
-        candidates.sort();
-        let mut victims = Vec::new();
-        if let Some(idle) = hk.evict_idle_ms {
-            victims.extend(
-                candidates
-                    .iter()
-                    .filter(|(used, _)| now.saturating_sub(*used) >= idle)
-                    .map(|(_, d)| *d),
-            );
-        }
-        if let Some(max) = hk.max_resident {
-            let excess = self.docs.len().saturating_sub(max);
-            for (_, d) in candidates.iter().take(excess) {
-                if !victims.contains(d) {
-                    victims.push(*d);
-                }
-            }
-        }
-        for doc in victims {
-            self.docs.remove(&doc);
-            self.out.stats.evictions += 1;
-            self.out.event(Event::Evicted { doc });
         }
     }
 }

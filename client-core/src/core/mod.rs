@@ -70,11 +70,13 @@
 //! assert!(!disk_b.load_sync(&doc).unwrap().is_empty()); // Bob stored it durably
 //! ```
 
+mod availability;
 mod config;
 mod connection;
 mod document;
 mod effects;
 mod error;
+mod housekeeping;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -82,7 +84,9 @@ use automerge::ActorId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use config::{ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, SharePolicy};
+pub use config::{
+    ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, SharePolicy,
+};
 pub use document::PeerSyncStatus;
 pub use effects::{
     CloseReason, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,

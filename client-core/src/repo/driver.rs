@@ -9,7 +9,9 @@ use automerge::ChangeHash;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use super::{DocEvent, RepoError, RepoEvent};
-use crate::core::{CloseReason, Core, Effect, Event, FindOutcome, OpId, StorageOp, StorageReply, Ticket};
+use crate::core::{
+    CloseReason, Core, Effect, Event, FindOutcome, OpId, StorageOp, StorageReply, Ticket,
+};
 use crate::id::{ConnId, DocumentId};
 use crate::storage::{Storage, StorageError};
 
@@ -186,7 +188,9 @@ impl Shared {
                 }
             }
             Event::DocChanged { doc, heads, origin } => {
-                let _ = self.doc_events(doc).send(DocEvent::Changed { heads, origin });
+                let _ = self
+                    .doc_events(doc)
+                    .send(DocEvent::Changed { heads, origin });
             }
             Event::Ephemeral {
                 doc,
@@ -214,7 +218,9 @@ impl Shared {
             }
             Event::PeerDisconnected { conn, peer_id } => {
                 tracing::info!(%conn, ?peer_id, "peer disconnected");
-                let _ = self.events.send(RepoEvent::PeerDisconnected { conn, peer_id });
+                let _ = self
+                    .events
+                    .send(RepoEvent::PeerDisconnected { conn, peer_id });
             }
             Event::Protocol { conn, error } => {
                 tracing::warn!(%conn, %error, "protocol error");
@@ -292,9 +298,10 @@ fn op_name(op: &StorageOp) -> &'static str {
 async fn execute(storage: &dyn Storage, op: StorageOp) -> Result<StorageReply, StorageError> {
     match op {
         StorageOp::Load { doc } => storage.load(&doc).await.map(StorageReply::Loaded),
-        StorageOp::Append { doc, key, bytes } => {
-            storage.append(&doc, key, &bytes).await.map(|()| StorageReply::Done)
-        }
+        StorageOp::Append { doc, key, bytes } => storage
+            .append(&doc, key, &bytes)
+            .await
+            .map(|()| StorageReply::Done),
         StorageOp::Compact {
             doc,
             key,
@@ -314,7 +321,10 @@ async fn execute(storage: &dyn Storage, op: StorageOp) -> Result<StorageReply, S
 }
 
 /// Executes storage operations in order, one at a time, reporting each result to the core.
-pub(super) async fn run_storage(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(OpId, StorageOp)>) {
+pub(super) async fn run_storage(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<(OpId, StorageOp)>,
+) {
     while let Some((id, op)) = rx.recv().await {
         tracing::trace!(?id, doc = %op.doc(), op = op_name(&op), "storage op");
         let result = execute(shared.storage.as_ref(), op).await;

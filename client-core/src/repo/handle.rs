@@ -97,7 +97,9 @@ impl DocHandle {
 
     /// The current value as JSON.
     pub fn to_json(&self) -> Result<serde_json::Value, RepoError> {
-        self.with_doc(|d| serde_json::to_value(AutoSerde::from(d)).unwrap_or(serde_json::Value::Null))
+        self.with_doc(|d| {
+            serde_json::to_value(AutoSerde::from(d)).unwrap_or(serde_json::Value::Null)
+        })
     }
 
     /// Current heads.
@@ -107,7 +109,8 @@ impl DocHandle {
 
     /// A read-only copy of the document as it was at `heads`.
     pub fn view_at(&self, heads: &[ChangeHash]) -> Result<Automerge, RepoError> {
-        self.with_doc(|d| d.fork_at(heads))?.map_err(RepoError::from)
+        self.with_doc(|d| d.fork_at(heads))?
+            .map_err(RepoError::from)
     }
 
     /// Changes (local and remote, with the new heads) and ephemeral messages of this document.
@@ -130,9 +133,8 @@ impl DocHandle {
     /// Waits until some connected peer is known to hold exactly our heads.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), RepoError> {
         let mut progress = self.shared.progress.subscribe();
-        let check = || -> Result<bool, RepoError> {
-            Ok(self.sync_status()?.iter().any(|s| s.in_sync))
-        };
+        let check =
+            || -> Result<bool, RepoError> { Ok(self.sync_status()?.iter().any(|s| s.in_sync)) };
         let wait = async {
             loop {
                 if check()? {

@@ -163,19 +163,21 @@ impl Repo {
             Some(bytes) => StorageId::new(String::from_utf8_lossy(&bytes).into_owned()),
             None => {
                 let id = StorageId::from_random(rng.random());
-                storage.put_meta(STORAGE_ID_KEY, id.as_str().as_bytes()).await?;
+                storage
+                    .put_meta(STORAGE_ID_KEY, id.as_str().as_bytes())
+                    .await?;
                 id
             }
         };
-        let peer_id = config
-            .peer_id
-            .clone()
-            .unwrap_or_else(|| PeerId::new(format!("concord-{}", hex::encode(rng.random::<[u8; 8]>()))));
+        let peer_id = config.peer_id.clone().unwrap_or_else(|| {
+            PeerId::new(format!("concord-{}", hex::encode(rng.random::<[u8; 8]>())))
+        });
         let mut core_config = CoreConfig::new(peer_id, Some(storage_id), rng.random());
         core_config.policy = config.policy.clone();
         core_config.limits = config.limits.clone();
         core_config.housekeeping = config.housekeeping.clone();
-        let (shared, storage_rx) = Shared::new(Core::new(core_config), storage, config.outgoing_queue);
+        let (shared, storage_rx) =
+            Shared::new(Core::new(core_config), storage, config.outgoing_queue);
         let tasks = vec![
             tokio::spawn(driver::run_driver(shared.clone(), config.tick)),
             tokio::spawn(driver::run_storage(shared.clone(), storage_rx)),
@@ -212,7 +214,10 @@ impl Repo {
 
     /// Our storage id.
     pub fn storage_id(&self) -> Option<StorageId> {
-        self.shared.lock().ok().and_then(|c| c.config().storage_id.clone())
+        self.shared
+            .lock()
+            .ok()
+            .and_then(|c| c.config().storage_id.clone())
     }
 
     /// The storage backend.
@@ -431,7 +436,10 @@ impl Repo {
 
     /// Connected peers (handshake complete).
     pub fn peers(&self) -> Vec<(ConnId, PeerInfo)> {
-        self.shared.lock().map(|c| c.established()).unwrap_or_default()
+        self.shared
+            .lock()
+            .map(|c| c.established())
+            .unwrap_or_default()
     }
 
     /// Waits until at least one peer is connected.
@@ -457,12 +465,18 @@ impl Repo {
 
     /// Engine counters.
     pub fn stats(&self) -> Stats {
-        self.shared.lock().map(|c| c.stats().clone()).unwrap_or_default()
+        self.shared
+            .lock()
+            .map(|c| c.stats().clone())
+            .unwrap_or_default()
     }
 
     /// Documents resident in memory.
     pub fn resident_documents(&self) -> usize {
-        self.shared.lock().map(|c| c.resident_documents()).unwrap_or(0)
+        self.shared
+            .lock()
+            .map(|c| c.resident_documents())
+            .unwrap_or(0)
     }
 
     /// Waits until every storage operation issued so far has completed.
@@ -480,7 +494,13 @@ impl Repo {
             .map(|c| c.keys().copied().collect())
             .unwrap_or_default();
         for conn in conns {
-            if let Some(slot) = self.shared.conns.lock().ok().and_then(|mut c| c.remove(&conn)) {
+            if let Some(slot) = self
+                .shared
+                .conns
+                .lock()
+                .ok()
+                .and_then(|mut c| c.remove(&conn))
+            {
                 let _ = slot.close.send(Some(CloseReason {
                     code: 1001,
                     reason: "going away".into(),
@@ -499,7 +519,11 @@ impl Repo {
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.flush()).await;
         let _ = self.shared.shutdown.send(true);
-        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
         for t in tasks {
             t.abort();
         }

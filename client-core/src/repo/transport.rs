@@ -57,13 +57,21 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
 pub(super) async fn accept(
     tcp: tokio::net::TcpStream,
     max_message: usize,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, tokio_tungstenite::tungstenite::Error> {
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
     let _ = tcp.set_nodelay(true);
     tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(max_message))).await
 }
 
 /// Keeps one connection up to the first reachable URL in `urls`.
-pub(super) async fn run_client(shared: Arc<Shared>, urls: Vec<String>, backoff: Backoff, max_message: usize) {
+pub(super) async fn run_client(
+    shared: Arc<Shared>,
+    urls: Vec<String>,
+    backoff: Backoff,
+    max_message: usize,
+) {
     if urls.is_empty() {
         return;
     }
@@ -75,7 +83,11 @@ pub(super) async fn run_client(shared: Arc<Shared>, urls: Vec<String>, backoff: 
             return;
         }
         let url = &urls[idx % urls.len()];
-        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config(max_message)), true);
+        let connect = tokio_tungstenite::connect_async_with_config(
+            url.as_str(),
+            Some(ws_config(max_message)),
+            true,
+        );
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok((ws, _))) => {
                 tracing::info!(%url, "connected");
@@ -102,8 +114,11 @@ pub(super) async fn run_client(shared: Arc<Shared>, urls: Vec<String>, backoff: 
 }
 
 /// Pumps one WebSocket until it closes.
-pub(super) async fn run_socket<S>(shared: Arc<Shared>, ws: tokio_tungstenite::WebSocketStream<S>, inbound: bool)
-where
+pub(super) async fn run_socket<S>(
+    shared: Arc<Shared>,
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    inbound: bool,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let repo = Repo {

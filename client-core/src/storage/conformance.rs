@@ -35,7 +35,10 @@ pub async fn run<S: Storage>(s: &S) {
     let other = DocumentId::from_bytes([0xC1; 16]);
 
     // Unknown documents load empty.
-    assert!(ok(s.load(&doc).await, "load unknown").is_empty(), "unknown doc must load empty");
+    assert!(
+        ok(s.load(&doc).await, "load unknown").is_empty(),
+        "unknown doc must load empty"
+    );
 
     // Appends load back in order, and appending the same key twice is a no-op.
     let mut am = Automerge::new();
@@ -53,13 +56,22 @@ pub async fn run<S: Storage>(s: &S) {
         keys.push(key);
     }
     let stored = ok(s.load(&doc).await, "load");
-    assert_eq!(stored.chunks.len(), 5, "duplicate appends must not add chunks");
+    assert_eq!(
+        stored.chunks.len(),
+        5,
+        "duplicate appends must not add chunks"
+    );
     assert_eq!(
         stored.chunks.iter().map(|c| c.key).collect::<Vec<_>>(),
         keys,
         "increments must load in insertion order"
     );
-    assert!(stored.chunks.iter().all(|c| c.kind == ChunkKind::Incremental));
+    assert!(
+        stored
+            .chunks
+            .iter()
+            .all(|c| c.kind == ChunkKind::Incremental)
+    );
     assert_eq!(reload(&stored).get_heads(), am.get_heads());
 
     // Compaction replaces exactly the covered chunks with a snapshot.
@@ -69,25 +81,49 @@ pub async fn run<S: Storage>(s: &S) {
     let late = am.save_after(&heads);
     let late_key = ChunkKey::of(&late);
     ok(s.append(&doc, late_key, &late).await, "append late");
-    let snap = Automerge::load(&stored.chunks.iter().flat_map(|c| c.bytes.clone()).collect::<Vec<_>>())
-        .unwrap()
-        .save();
+    let snap = Automerge::load(
+        &stored
+            .chunks
+            .iter()
+            .flat_map(|c| c.bytes.clone())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+    .save();
     let snap_key = ChunkKey::of(&snap);
     ok(s.compact(&doc, snap_key, &snap, &keys).await, "compact");
     let stored = ok(s.load(&doc).await, "load after compact");
-    assert_eq!(stored.chunks.len(), 2, "compaction must delete exactly the covered chunks");
-    assert_eq!(stored.chunks[0].kind, ChunkKind::Snapshot, "snapshots load first");
+    assert_eq!(
+        stored.chunks.len(),
+        2,
+        "compaction must delete exactly the covered chunks"
+    );
+    assert_eq!(
+        stored.chunks[0].kind,
+        ChunkKind::Snapshot,
+        "snapshots load first"
+    );
     assert_eq!(stored.chunks[0].key, snap_key);
-    assert_eq!(stored.chunks[1].key, late_key, "uncovered increments survive compaction");
+    assert_eq!(
+        stored.chunks[1].key, late_key,
+        "uncovered increments survive compaction"
+    );
     let reloaded = reload(&stored);
     assert_eq!(reloaded.get_heads(), am.get_heads());
     assert!(reloaded.get(ROOT, "late").unwrap().is_some());
 
     // Compacting again (a retry after a crash) is harmless; a second snapshot covers the first.
-    ok(s.compact(&doc, snap_key, &snap, &keys).await, "compact retry");
+    ok(
+        s.compact(&doc, snap_key, &snap, &keys).await,
+        "compact retry",
+    );
     let full = am.save();
     let full_key = ChunkKey::of(&full);
-    ok(s.compact(&doc, full_key, &full, &[snap_key, late_key]).await, "compact over snapshot");
+    ok(
+        s.compact(&doc, full_key, &full, &[snap_key, late_key])
+            .await,
+        "compact over snapshot",
+    );
     let stored = ok(s.load(&doc).await, "load after 2nd compact");
     assert_eq!(stored.chunks.len(), 1);
     assert_eq!(reload(&stored).get_heads(), am.get_heads());
@@ -95,8 +131,14 @@ pub async fn run<S: Storage>(s: &S) {
     // Sync state is per (doc, peer) and replaced on write.
     let (p1, p2) = (StorageId::from("peer-1"), StorageId::from("peer-2"));
     ok(s.put_sync_state(&doc, &p1, b"one").await, "put sync state");
-    ok(s.put_sync_state(&doc, &p1, b"uno").await, "replace sync state");
-    ok(s.put_sync_state(&doc, &p2, b"two").await, "put sync state 2");
+    ok(
+        s.put_sync_state(&doc, &p1, b"uno").await,
+        "replace sync state",
+    );
+    ok(
+        s.put_sync_state(&doc, &p2, b"two").await,
+        "put sync state 2",
+    );
     let stored = ok(s.load(&doc).await, "load sync states");
     assert_eq!(
         stored.sync_states,
@@ -105,14 +147,24 @@ pub async fn run<S: Storage>(s: &S) {
 
     // Documents are isolated; list names documents with chunks.
     assert!(ok(s.load(&other).await, "load other").is_empty());
-    ok(s.append(&other, ChunkKey::of(b"x"), b"x").await, "append other");
+    ok(
+        s.append(&other, ChunkKey::of(b"x"), b"x").await,
+        "append other",
+    );
     let listed = ok(s.list().await, "list");
-    assert!(listed.contains(&doc) && listed.contains(&other), "list must name both documents");
+    assert!(
+        listed.contains(&doc) && listed.contains(&other),
+        "list must name both documents"
+    );
 
     // Delete removes chunks and sync state of one document only.
     ok(s.delete(&other).await, "delete");
     assert!(ok(s.load(&other).await, "load deleted").is_empty());
-    assert!(ok(s.load(&other).await, "load deleted").sync_states.is_empty());
+    assert!(
+        ok(s.load(&other).await, "load deleted")
+            .sync_states
+            .is_empty()
+    );
     assert!(!ok(s.list().await, "list").contains(&other));
     assert!(!ok(s.load(&doc).await, "load survivor").is_empty());
 
@@ -120,10 +172,16 @@ pub async fn run<S: Storage>(s: &S) {
     assert_eq!(ok(s.get_meta("missing").await, "get meta"), None);
     ok(s.put_meta("storage_id", b"abc").await, "put meta");
     ok(s.put_meta("storage_id", b"abd").await, "replace meta");
-    assert_eq!(ok(s.get_meta("storage_id").await, "get meta"), Some(b"abd".to_vec()));
+    assert_eq!(
+        ok(s.get_meta("storage_id").await, "get meta"),
+        Some(b"abd".to_vec())
+    );
 
     // Large chunks survive intact.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    ok(s.append(&other, ChunkKey::of(&big), &big).await, "append big");
+    ok(
+        s.append(&other, ChunkKey::of(&big), &big).await,
+        "append big",
+    );
     assert_eq!(ok(s.load(&other).await, "load big").chunks[0].bytes, big);
 }

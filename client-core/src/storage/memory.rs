@@ -69,10 +69,19 @@ impl MemoryStorage {
             .filter(|c| c.kind == ChunkKind::Snapshot)
             .cloned()
             .collect();
-        chunks.extend(d.chunks.iter().filter(|c| c.kind == ChunkKind::Incremental).cloned());
+        chunks.extend(
+            d.chunks
+                .iter()
+                .filter(|c| c.kind == ChunkKind::Incremental)
+                .cloned(),
+        );
         Ok(StoredDocument {
             chunks,
-            sync_states: d.sync_states.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            sync_states: d
+                .sync_states
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -89,7 +98,12 @@ impl MemoryStorage {
     /// Synchronous [`Storage::append`].
     pub fn append_sync(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
         let mut g = self.write("append")?;
-        Self::insert(g.docs.entry(*doc).or_default(), key, ChunkKind::Incremental, bytes);
+        Self::insert(
+            g.docs.entry(*doc).or_default(),
+            key,
+            ChunkKind::Incremental,
+            bytes,
+        );
         Ok(())
     }
 
@@ -103,7 +117,8 @@ impl MemoryStorage {
     ) -> StorageResult<()> {
         let mut g = self.write("compact")?;
         let d = g.docs.entry(*doc).or_default();
-        d.chunks.retain(|c| c.key == key || !covered.contains(&c.key));
+        d.chunks
+            .retain(|c| c.key == key || !covered.contains(&c.key));
         Self::insert(d, key, ChunkKind::Snapshot, snapshot);
         if let Some(c) = d.chunks.iter_mut().find(|c| c.key == key) {
             c.kind = ChunkKind::Snapshot;
@@ -176,7 +191,9 @@ impl Storage for MemoryStorage {
     }
 
     async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
-        self.write("put_meta")?.meta.insert(key.to_owned(), value.to_vec());
+        self.write("put_meta")?
+            .meta
+            .insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 }

@@ -91,10 +91,13 @@ impl SqliteStorage {
             .connect_with(opts)
             .await
             .map_err(backend("open"))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StorageError::Backend {
-            op: "migrate",
-            message: e.to_string(),
-        })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StorageError::Backend {
+                op: "migrate",
+                message: e.to_string(),
+            })?;
         Ok(Self { pool })
     }
 
@@ -106,10 +109,13 @@ impl SqliteStorage {
             .connect_with(opts)
             .await
             .map_err(backend("open"))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StorageError::Backend {
-            op: "migrate",
-            message: e.to_string(),
-        })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StorageError::Backend {
+                op: "migrate",
+                message: e.to_string(),
+            })?;
         Ok(Self { pool })
     }
 
@@ -143,11 +149,12 @@ fn kind_of(v: i64) -> StorageResult<ChunkKind> {
 #[async_trait::async_trait]
 impl Storage for SqliteStorage {
     async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
-        let rows = sqlx::query("SELECT key, kind, data FROM chunks WHERE doc = ? ORDER BY kind DESC, id")
-            .bind(&doc.as_bytes()[..])
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend("load"))?;
+        let rows =
+            sqlx::query("SELECT key, kind, data FROM chunks WHERE doc = ? ORDER BY kind DESC, id")
+                .bind(&doc.as_bytes()[..])
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend("load"))?;
         let mut chunks = Vec::with_capacity(rows.len());
         for r in rows {
             let key: Vec<u8> = r.try_get(0).map_err(backend("load"))?;
@@ -251,7 +258,10 @@ impl Storage for SqliteStorage {
 
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend("delete"))?;
-        for table in ["DELETE FROM chunks WHERE doc = ?", "DELETE FROM sync_states WHERE doc = ?"] {
+        for table in [
+            "DELETE FROM chunks WHERE doc = ?",
+            "DELETE FROM sync_states WHERE doc = ?",
+        ] {
             sqlx::query(table)
                 .bind(&doc.as_bytes()[..])
                 .execute(&mut *tx)

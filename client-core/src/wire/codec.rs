@@ -379,7 +379,12 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             }
             put(
                 "supportedProtocolVersions",
-                Value::Array(supported_protocol_versions.iter().map(|v| text(v)).collect()),
+                Value::Array(
+                    supported_protocol_versions
+                        .iter()
+                        .map(|v| text(v))
+                        .collect(),
+                ),
             );
         }
         Message::Peer {
@@ -599,13 +604,25 @@ mod tests {
 
     #[test]
     fn bad_input_is_typed() {
-        assert!(matches!(decode(&[0xff, 0x00], MAX), Err(DecodeError::Cbor(_))));
+        assert!(matches!(
+            decode(&[0xff, 0x00], MAX),
+            Err(DecodeError::Cbor(_))
+        ));
         assert!(matches!(decode(&[], MAX), Err(DecodeError::Cbor(_))));
-        assert!(matches!(decode(&cbor(&Value::Integer(1.into())), MAX), Err(DecodeError::NotAMap)));
-        assert!(matches!(decode(&[0u8; 10], 4), Err(DecodeError::TooLarge { size: 10, max: 4 })));
+        assert!(matches!(
+            decode(&cbor(&Value::Integer(1.into())), MAX),
+            Err(DecodeError::NotAMap)
+        ));
+        assert!(matches!(
+            decode(&[0u8; 10], 4),
+            Err(DecodeError::TooLarge { size: 10, max: 4 })
+        ));
         let full = encode(&sample()[2]);
         for cut in 0..full.len() {
-            assert!(decode(&full[..cut], MAX).is_err(), "truncated at {cut} decoded");
+            assert!(
+                decode(&full[..cut], MAX).is_err(),
+                "truncated at {cut} decoded"
+            );
         }
         let unknown = Value::Map(vec![(text("type"), text("teleport"))]);
         assert_eq!(
@@ -616,24 +633,42 @@ mod tests {
             (text("type"), text("sync")),
             (text("senderId"), text("a")),
             (text("targetId"), text("b")),
-            (text("documentId"), text(&DocumentId::from_bytes([1; 16]).to_string())),
+            (
+                text("documentId"),
+                text(&DocumentId::from_bytes([1; 16]).to_string()),
+            ),
             (text("data"), Value::Bytes(vec![])),
         ]);
-        assert_eq!(decode(&cbor(&empty), MAX), Err(DecodeError::EmptyData("sync".into())));
+        assert_eq!(
+            decode(&cbor(&empty), MAX),
+            Err(DecodeError::EmptyData("sync".into()))
+        );
         let wrong = Value::Map(vec![
             (text("type"), text("leave")),
             (text("senderId"), Value::Integer(4.into())),
         ]);
-        assert!(matches!(decode(&cbor(&wrong), MAX), Err(DecodeError::WrongType { field: "senderId", .. })));
+        assert!(matches!(
+            decode(&cbor(&wrong), MAX),
+            Err(DecodeError::WrongType {
+                field: "senderId",
+                ..
+            })
+        ));
         let neg = Value::Map(vec![
             (text("type"), text("ephemeral")),
             (text("senderId"), text("a")),
             (text("targetId"), text("b")),
-            (text("documentId"), text(&DocumentId::from_bytes([1; 16]).to_string())),
+            (
+                text("documentId"),
+                text(&DocumentId::from_bytes([1; 16]).to_string()),
+            ),
             (text("sessionId"), text("s")),
             (text("count"), Value::Float(-1.5)),
             (text("data"), Value::Bytes(vec![1])),
         ]);
-        assert!(matches!(decode(&cbor(&neg), MAX), Err(DecodeError::WrongType { field: "count", .. })));
+        assert!(matches!(
+            decode(&cbor(&neg), MAX),
+            Err(DecodeError::WrongType { field: "count", .. })
+        ));
     }
 }

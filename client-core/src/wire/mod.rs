@@ -7,20 +7,31 @@ mod codec;
 mod message;
 
 pub use codec::{DecodeError, decode, encode};
-pub use message::{Message, PeerMetadata, PROTOCOL_V1, RemoteHeads};
+pub use message::{Message, PROTOCOL_V1, PeerMetadata, RemoteHeads};
 
 /// A one-line description of a frame for logs: type, document and, for sync messages, the heads,
 /// needs and number of changes inside.
 pub fn summarize(bytes: &[u8]) -> String {
     match decode(bytes, usize::MAX) {
         Ok(m) => {
-            let doc = m.document_id().map(|d| format!(" doc={d}")).unwrap_or_default();
+            let doc = m
+                .document_id()
+                .map(|d| format!(" doc={d}"))
+                .unwrap_or_default();
             let sync = match &m {
                 Message::Sync { data, .. } | Message::Request { data, .. } => {
                     automerge::sync::Message::decode(data)
                         .map(|s| {
-                            let heads: Vec<String> = s.heads.iter().map(|h| h.to_string()[..8].to_owned()).collect();
-                            format!(" heads={heads:?} need={} changes={}", s.need.len(), s.changes.len())
+                            let heads: Vec<String> = s
+                                .heads
+                                .iter()
+                                .map(|h| h.to_string()[..8].to_owned())
+                                .collect();
+                            format!(
+                                " heads={heads:?} need={} changes={}",
+                                s.need.len(),
+                                s.changes.len()
+                            )
                         })
                         .unwrap_or_else(|e| format!(" bad sync data: {e}"))
                 }

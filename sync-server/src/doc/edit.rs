@@ -37,7 +37,9 @@ async fn apply(
         .await;
     match (committed, failure) {
         (_, Some(e)) => Err(e.into()),
-        (Err(e), None) => Err(anyhow::Error::new(e).context("the change was not committed to the local replica")),
+        (Err(e), None) => {
+            Err(anyhow::Error::new(e).context("the change was not committed to the local replica"))
+        }
         (Ok(()), None) => Ok(()),
     }
 }
@@ -112,7 +114,12 @@ pub(super) async fn get(r: &Replica, url: &AutomergeUrl, path: &DocPath) -> anyh
 }
 
 /// `put URL PATH VALUE`.
-pub(super) async fn put(r: &Replica, url: &AutomergeUrl, path: &DocPath, value: &Json) -> anyhow::Result<()> {
+pub(super) async fn put(
+    r: &Replica,
+    url: &AutomergeUrl,
+    path: &DocPath,
+    value: &Json,
+) -> anyhow::Result<()> {
     write(r, url, "put", path, |tx| path::put(tx, path, value)).await
 }
 
@@ -130,10 +137,21 @@ pub(super) async fn splice(
     del: usize,
     text: &str,
 ) -> anyhow::Result<()> {
-    write(r, url, "splice text", path, |tx| path::splice_text(tx, path, pos, del, text)).await
+    write(r, url, "splice text", path, |tx| {
+        path::splice_text(tx, path, pos, del, text)
+    })
+    .await
 }
 
 /// `increment URL PATH [BY]`.
-pub(super) async fn increment(r: &Replica, url: &AutomergeUrl, path: &DocPath, by: i64) -> anyhow::Result<()> {
-    write(r, url, "increment", path, |tx| path::increment(tx, path, by)).await
+pub(super) async fn increment(
+    r: &Replica,
+    url: &AutomergeUrl,
+    path: &DocPath,
+    by: i64,
+) -> anyhow::Result<()> {
+    write(r, url, "increment", path, |tx| {
+        path::increment(tx, path, by)
+    })
+    .await
 }

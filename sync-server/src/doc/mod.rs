@@ -43,7 +43,13 @@ use replica::Replica;
 )]
 pub struct DocArgs {
     /// Directory of the local replica (the SQLite file `<DIR>/replica.db`; created if missing).
-    #[arg(long, value_name = "DIR", env = "CONCORD_DATA", default_value = "./concord-replica", global = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CONCORD_DATA",
+        default_value = "./concord-replica",
+        global = true
+    )]
     data: PathBuf,
 
     /// Sync server WebSocket URL; repeat (or comma-separate in the environment variable) for
@@ -180,7 +186,11 @@ pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-async fn dispatch(r: &Replica, command: DocCommand, timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    r: &Replica,
+    command: DocCommand,
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
     match command {
         DocCommand::Create { init } => edit::create(r, init).await?,
         DocCommand::Get { url, path } => edit::get(r, &url, &path).await?,
@@ -220,7 +230,8 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     if secs < 0.0 {
         return Err("the timeout cannot be negative".into());
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a usable number of seconds"))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{s}` is not a usable number of seconds"))
 }
 
 fn parse_server(s: &str) -> Result<String, String> {
@@ -228,7 +239,9 @@ fn parse_server(s: &str) -> Result<String, String> {
     if s.starts_with("ws://") || s.starts_with("wss://") {
         Ok(s.to_owned())
     } else {
-        Err(format!("`{s}` is not a WebSocket URL (ws://HOST:PORT/PATH or wss://...)"))
+        Err(format!(
+            "`{s}` is not a WebSocket URL (ws://HOST:PORT/PATH or wss://...)"
+        ))
     }
 }
 
@@ -241,7 +254,9 @@ fn parse_json(s: &str) -> Result<Json, String> {
 fn parse_object(s: &str) -> Result<Json, String> {
     match parse_json(s)? {
         v @ Json::Object(_) => Ok(v),
-        _ => Err(format!("`{s}` is not a JSON object (like '{{\"title\": \"groceries\"}}')")),
+        _ => Err(format!(
+            "`{s}` is not a JSON object (like '{{\"title\": \"groceries\"}}')"
+        )),
     }
 }
 
@@ -263,10 +278,15 @@ mod tests {
         let err = cli.unwrap_err().to_string();
         assert!(err.contains("is not a bs58check document id"), "{err}");
         let url = concord::DocumentId::from_bytes([1; 16]).url().to_string();
-        let cli = Cli::try_parse_from(["concord", "increment", &url, "n", "-3", "--timeout", "0.5"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["concord", "increment", &url, "n", "-3", "--timeout", "0.5"])
+                .unwrap();
         assert_eq!(cli.doc.timeout, Some(Duration::from_millis(500)));
         assert_eq!(cli.doc.servers, ["ws://127.0.0.1:3030/sync"]);
-        assert!(matches!(cli.doc.command, DocCommand::Increment { by: -3, .. }));
+        assert!(matches!(
+            cli.doc.command,
+            DocCommand::Increment { by: -3, .. }
+        ));
         assert!(Cli::try_parse_from(["concord", "create", "[1]"]).is_err());
         assert!(Cli::try_parse_from(["concord", "get", &url, "a//b"]).is_err());
         assert!(Cli::try_parse_from(["concord", "--server", "http://x", "sync"]).is_err());
@@ -277,6 +297,9 @@ mod tests {
     fn json_errors_say_how_to_quote() {
         let e = parse_json("hello").unwrap_err();
         assert!(e.contains("--string"), "{e}");
-        assert_eq!(parse_json("\"hello\"").unwrap(), Json::String("hello".into()));
+        assert_eq!(
+            parse_json("\"hello\"").unwrap(),
+            Json::String("hello".into())
+        );
     }
 }

@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use automerge::{Automerge, ReadDoc};
 use concord::{AutomergeUrl, DocHandle, Repo, RepoConfig, RepoError};
 use tokio::time::Instant;
+
+/// How long closing waits for changes received from servers to reach local storage.
+const PERSIST_WAIT: Duration = Duration::from_secs(10);
 
 /// Prints a warning for the user (always, whatever the log filter).
 pub(super) fn warn(msg: impl std::fmt::Display) {
@@ -35,6 +39,8 @@ pub(super) struct Replica {
     online: bool,
     wait: Duration,
     deadline: Option<Instant>,
+    /// Documents opened online: remote changes may still be on their way to storage at exit.
+    opened: std::sync::Mutex<Vec<DocHandle>>,
 }
 
 impl Replica {
@@ -68,6 +74,7 @@ impl Replica {
             online: !offline,
             wait,
             deadline: Instant::now().checked_add(wait),
+            opened: std::sync::Mutex::default(),
         })
     }
 
@@ -98,8 +105,9 @@ impl Replica {
 
     /// What is left of the time budget.
     pub(super) fn remaining(&self) -> Duration {
-        self.deadline
-            .map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
     }
 
     /// Finds a document: the local replica, then (online) the servers.
@@ -108,6 +116,8 @@ impl Replica {
         let found = if self.online {
             match tokio::time::timeout(self.remaining(), self.repo.find(id)).await {
                 Ok(found) => found,
+                // Still connecting: `find` waits for a first connection, then asks.
+                Err(_) if self.repo.peers().is_empty() => Err(RepoError::Unavailable(id)),
                 Err(_) => bail!(
                     "timed out after {:?} looking for document {} on {}",
                     self.wait,
@@ -119,7 +129,10 @@ impl Replica {
             self.repo.find_local(id).await
         };
         match found {
-            Ok(handle) => Ok(handle),
+            Ok(handle) => {
+                self.track(&handle);
+                Ok(handle)
+            }
             Err(RepoError::Unavailable(_)) if !self.online => bail!(
                 "document {} is not in the local replica {}; run without --offline to fetch it from a server",
                 id.url(),
@@ -137,7 +150,9 @@ impl Replica {
                 id.url(),
                 self.servers()
             ),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open document {}", id.url()))),
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("cannot open document {}", id.url())))
+            }
         }
     }
 
@@ -198,8 +213,57 @@ impl Replica {
         }
     }
 
-    /// Closes connections and lets storage writes finish.
+    /// Remembers a document whose remote changes must be saved before exit (online only).
+    pub(super) fn track(&self, handle: &DocHandle) {
+        if let (true, Ok(mut opened)) = (self.online, self.opened.lock()) {
+            opened.push(handle.clone());
+        }
+    }
+
+    /// True when local storage holds every head `handle` has in memory.
+    async fn stored(&self, handle: &DocHandle) -> anyhow::Result<bool> {
+        let heads = handle.heads()?;
+        let stored = self.repo.storage().load(&handle.id()).await?;
+        let bytes: Vec<u8> = stored.chunks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
+        if bytes.is_empty() {
+            return Ok(heads.is_empty());
+        }
+        let doc = Automerge::load(&bytes)?;
+        Ok(heads.iter().all(|h| doc.get_change_by_hash(h).is_some()))
+    }
+
+    /// Waits until changes received from servers are committed to local storage. `Repo::flush`
+    /// alone is not enough: remote changes are committed asynchronously, and a commit that is
+    /// not yet issued is not waited for.
+    async fn persist(&self, handle: &DocHandle) {
+        let end = Instant::now() + PERSIST_WAIT;
+        loop {
+            self.repo.flush().await;
+            match self.stored(handle).await {
+                Ok(true) => return,
+                Ok(false) if Instant::now() < end => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(false) => {
+                    return warn(format_args!(
+                        "changes of {} received from the server were not saved to the local replica \
+                         within {PERSIST_WAIT:?}; they will be fetched again next time",
+                        handle.url()
+                    ));
+                }
+                Err(e) => {
+                    return warn(format_args!("cannot check what is saved of {}: {e:#}", handle.url()));
+                }
+            }
+        }
+    }
+
+    /// Saves what servers sent, closes connections and lets storage writes finish.
     pub(super) async fn close(self) {
+        let opened = self.opened.lock().map(|mut o| std::mem::take(&mut *o)).unwrap_or_default();
+        for handle in &opened {
+            self.persist(handle).await;
+        }
         self.repo.shutdown().await;
     }
 }

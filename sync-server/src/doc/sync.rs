@@ -21,11 +21,14 @@ pub(super) async fn sync(r: &Replica) -> anyhow::Result<()> {
     // Keep every handle alive so that each document stays loaded (and offered) while we wait.
     let mut handles = Vec::with_capacity(ids.len());
     for id in &ids {
-        let handle = r
-            .repo()
-            .find_local(*id)
-            .await
-            .with_context(|| format!("cannot load document {} from {}", id.url(), r.db().display()))?;
+        let handle = r.repo().find_local(*id).await.with_context(|| {
+            format!(
+                "cannot load document {} from {}",
+                id.url(),
+                r.db().display()
+            )
+        })?;
+        r.track(&handle);
         handles.push(handle);
     }
     if r.repo().wait_connected(r.remaining()).await.is_err() {
@@ -43,9 +46,18 @@ pub(super) async fn sync(r: &Replica) -> anyhow::Result<()> {
         }
     }
     if !unsynced.is_empty() {
-        let shown = unsynced.iter().take(LIST_AT_MOST).cloned().collect::<Vec<_>>().join("\n  ");
+        let shown = unsynced
+            .iter()
+            .take(LIST_AT_MOST)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ");
         let more = unsynced.len().saturating_sub(LIST_AT_MOST);
-        let more = if more > 0 { format!("\n  ... and {more} more") } else { String::new() };
+        let more = if more > 0 {
+            format!("\n  ... and {more} more")
+        } else {
+            String::new()
+        };
         bail!(
             "{} of {} document(s) were not synced with {} within {:?}:\n  {shown}{more}",
             unsynced.len(),

@@ -14,7 +14,11 @@ use tokio::sync::broadcast::error::RecvError;
 use super::replica::{Replica, warn};
 
 /// The line printed for one change: the new heads, where it came from, and the document then.
-fn change_line(handle: &DocHandle, heads: &[automerge::ChangeHash], origin: &Origin) -> anyhow::Result<String> {
+fn change_line(
+    handle: &DocHandle,
+    heads: &[automerge::ChangeHash],
+    origin: &Origin,
+) -> anyhow::Result<String> {
     let value = match handle.view_at(heads) {
         Ok(view) => path::get(&view, &DocPath::root())?,
         Err(_) => Some(handle.to_json()?),
@@ -39,10 +43,15 @@ pub(super) async fn watch(
     limit: Option<Duration>,
 ) -> anyhow::Result<()> {
     if !r.online() {
-        bail!("watch needs a server: changes from other replicas arrive through it (drop --offline)");
+        bail!(
+            "watch needs a server: changes from other replicas arrive through it (drop --offline)"
+        );
     }
     if url.heads.is_some() {
-        bail!("{url} names a fixed version (`#heads`), which never changes; watch {}", url.document_id.url());
+        bail!(
+            "{url} names a fixed version (`#heads`), which never changes; watch {}",
+            url.document_id.url()
+        );
     }
     let end = limit.and_then(|l| tokio::time::Instant::now().checked_add(l));
     let handle = r.open_doc(url).await?;

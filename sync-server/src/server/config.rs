@@ -161,10 +161,22 @@ impl ServeConfig {
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             data: args.data.clone().or(file.data).unwrap_or(d.data),
             region: args.region.clone().or(file.region).unwrap_or(d.region),
-            max_message_bytes: args.max_message_bytes.or(file.max_message_bytes).unwrap_or(d.max_message_bytes),
-            outgoing_queue: args.outgoing_queue.or(file.outgoing_queue).unwrap_or(d.outgoing_queue),
-            evict_idle_secs: args.evict_idle_secs.or(file.evict_idle_secs).unwrap_or(d.evict_idle_secs),
-            max_resident: args.max_resident.or(file.max_resident).unwrap_or(d.max_resident),
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(d.max_message_bytes),
+            outgoing_queue: args
+                .outgoing_queue
+                .or(file.outgoing_queue)
+                .unwrap_or(d.outgoing_queue),
+            evict_idle_secs: args
+                .evict_idle_secs
+                .or(file.evict_idle_secs)
+                .unwrap_or(d.evict_idle_secs),
+            max_resident: args
+                .max_resident
+                .or(file.max_resident)
+                .unwrap_or(d.max_resident),
             handshake_timeout_secs: args
                 .handshake_timeout_secs
                 .or(file.handshake_timeout_secs)
@@ -173,7 +185,10 @@ impl ServeConfig {
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
         };
         if c.max_message_bytes < 1024 {
-            return Err(ConfigError::Invalid("max_message_bytes", "must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "max_message_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         if c.outgoing_queue == 0 || c.max_resident == 0 || c.ping_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -205,7 +220,11 @@ mod tests {
     fn command_line_beats_file_beats_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "region = \"eu\"\nmax_resident = 5\nbind = \"127.0.0.1:4000\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "region = \"eu\"\nmax_resident = 5\nbind = \"127.0.0.1:4000\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             region: Some("us".into()),
@@ -226,16 +245,25 @@ mod tests {
             config: Some(path),
             ..ServeArgs::default()
         };
-        assert!(matches!(ServeConfig::resolve(&args), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            ServeConfig::resolve(&args),
+            Err(ConfigError::Parse { .. })
+        ));
         let missing = ServeArgs {
             config: Some(dir.path().join("missing.toml")),
             ..ServeArgs::default()
         };
-        assert!(matches!(ServeConfig::resolve(&missing), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            ServeConfig::resolve(&missing),
+            Err(ConfigError::Read { .. })
+        ));
         let tiny = ServeArgs {
             max_message_bytes: Some(10),
             ..ServeArgs::default()
         };
-        assert!(matches!(ServeConfig::resolve(&tiny), Err(ConfigError::Invalid(..))));
+        assert!(matches!(
+            ServeConfig::resolve(&tiny),
+            Err(ConfigError::Invalid(..))
+        ));
     }
 }

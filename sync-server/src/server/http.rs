@@ -14,7 +14,11 @@ use super::metrics::set_count;
 /// `GET /healthz`: 200 while the server serves (and its storage answers).
 pub async fn healthz(State(app): State<AppState>) -> Response {
     match app.repo.storage().get_meta("storage_id").await {
-        Ok(_) => (StatusCode::OK, Json(json!({"status": "ok", "region": app.config.region}))).into_response(),
+        Ok(_) => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "region": app.config.region})),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "unavailable", "error": e.to_string()})),
@@ -29,7 +33,10 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         set_count(&app.metrics.stored_documents, docs.len());
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.render(),
     )
         .into_response()
@@ -60,7 +67,11 @@ pub async fn list_docs(State(app): State<AppState>, Query(page): Query<Page>) ->
     };
     let total = docs.len();
     let mut items = Vec::new();
-    for doc in docs.into_iter().skip(page.offset).take(page.limit.min(1000)) {
+    for doc in docs
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit.min(1000))
+    {
         let entry = match app.repo.find_local(doc).await.and_then(|h| h.heads()) {
             Ok(heads) => json!({
                 "id": doc.to_string(),
@@ -90,7 +101,9 @@ pub async fn get_doc(State(app): State<AppState>, Path(id): Path<String>) -> Res
             .into_response(),
             (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
-        Err(RepoError::Unavailable(_)) => error(StatusCode::NOT_FOUND, format!("no document {doc}")),
+        Err(RepoError::Unavailable(_)) => {
+            error(StatusCode::NOT_FOUND, format!("no document {doc}"))
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

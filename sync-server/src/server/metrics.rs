@@ -30,7 +30,12 @@ struct EngineCollector {
     repo: std::sync::OnceLock<Repo>,
 }
 
-fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+fn counter(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
     let c = ConstCounter::new(v);
     c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
 }
@@ -41,14 +46,50 @@ impl Collector for EngineCollector {
             return Ok(());
         };
         let s = repo.stats();
-        counter(&mut e, "concord_messages_in", "Protocol messages received.", s.messages_in)?;
-        counter(&mut e, "concord_messages_out", "Protocol messages sent.", s.messages_out)?;
-        counter(&mut e, "concord_bytes_in", "Protocol bytes received.", s.bytes_in)?;
-        counter(&mut e, "concord_bytes_out", "Protocol bytes sent.", s.bytes_out)?;
-        counter(&mut e, "concord_changes_applied", "Changes received and applied.", s.changes_applied)?;
-        counter(&mut e, "concord_commits", "Storage commits of document changes.", s.commits)?;
-        counter(&mut e, "concord_evictions", "Documents evicted from memory.", s.evictions)?;
-        let resident = ConstGauge::new(i64::try_from(repo.resident_documents()).unwrap_or(i64::MAX));
+        counter(
+            &mut e,
+            "concord_messages_in",
+            "Protocol messages received.",
+            s.messages_in,
+        )?;
+        counter(
+            &mut e,
+            "concord_messages_out",
+            "Protocol messages sent.",
+            s.messages_out,
+        )?;
+        counter(
+            &mut e,
+            "concord_bytes_in",
+            "Protocol bytes received.",
+            s.bytes_in,
+        )?;
+        counter(
+            &mut e,
+            "concord_bytes_out",
+            "Protocol bytes sent.",
+            s.bytes_out,
+        )?;
+        counter(
+            &mut e,
+            "concord_changes_applied",
+            "Changes received and applied.",
+            s.changes_applied,
+        )?;
+        counter(
+            &mut e,
+            "concord_commits",
+            "Storage commits of document changes.",
+            s.commits,
+        )?;
+        counter(
+            &mut e,
+            "concord_evictions",
+            "Documents evicted from memory.",
+            s.evictions,
+        )?;
+        let resident =
+            ConstGauge::new(i64::try_from(repo.resident_documents()).unwrap_or(i64::MAX));
         resident.encode(e.encode_descriptor(
             "concord_documents_resident",
             "Documents held in memory.",
@@ -78,8 +119,16 @@ impl Metrics {
         let stored_documents = Gauge::<i64, AtomicI64>::default();
         // 50 us .. ~1.6 s
         let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
-        registry.register("concord_connections", "Open WebSocket connections.", connections.clone());
-        registry.register("concord_documents_stored", "Documents in storage.", stored_documents.clone());
+        registry.register(
+            "concord_connections",
+            "Open WebSocket connections.",
+            connections.clone(),
+        );
+        registry.register(
+            "concord_documents_stored",
+            "Documents in storage.",
+            stored_documents.clone(),
+        );
         registry.register(
             "concord_storage_commit_seconds",
             "Latency of storage writes (append, compact, sync state).",
@@ -124,7 +173,9 @@ impl<S> InstrumentedStorage<S> {
     }
 
     fn observe(&self, start: Instant) {
-        self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .commit_seconds
+            .observe(start.elapsed().as_secs_f64());
     }
 }
 
@@ -141,14 +192,25 @@ impl<S: Storage> Storage for InstrumentedStorage<S> {
         r
     }
 
-    async fn compact(&self, doc: &DocumentId, key: ChunkKey, snapshot: &[u8], covered: &[ChunkKey]) -> StorageResult<()> {
+    async fn compact(
+        &self,
+        doc: &DocumentId,
+        key: ChunkKey,
+        snapshot: &[u8],
+        covered: &[ChunkKey],
+    ) -> StorageResult<()> {
         let t = Instant::now();
         let r = self.inner.compact(doc, key, snapshot, covered).await;
         self.observe(t);
         r
     }
 
-    async fn put_sync_state(&self, doc: &DocumentId, peer: &StorageId, state: &[u8]) -> StorageResult<()> {
+    async fn put_sync_state(
+        &self,
+        doc: &DocumentId,
+        peer: &StorageId,
+        state: &[u8],
+    ) -> StorageResult<()> {
         let t = Instant::now();
         let r = self.inner.put_sync_state(doc, peer, state).await;
         self.observe(t);
@@ -194,4 +256,3 @@ impl Drop for ConnectionGuard {
         self.0.connections.dec();
     }
 }
-

@@ -103,7 +103,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
     let repo_config = RepoConfig {
-        peer_id: Some(PeerId::new(format!("concord-server-{}-{nonce:08x}", config.region))),
+        peer_id: Some(PeerId::new(format!(
+            "concord-server-{}-{nonce:08x}",
+            config.region
+        ))),
         policy: Arc::new(ServerPolicy),
         limits: Limits {
             max_message_bytes: config.max_message_bytes,
@@ -120,10 +123,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     };
     let repo = Repo::open(storage, repo_config).await?;
     slot.set(repo.clone());
-    let listener = TcpListener::bind(config.bind).await.map_err(|source| ServerError::Io {
-        addr: config.bind,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::Io {
+            addr: config.bind,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         addr: config.bind,
         source,
@@ -147,7 +152,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
 impl Running {
     /// Serves until `signal` resolves, then stops accepting, closes every WebSocket with 1001,
     /// lets in-flight commits finish and returns.
-    pub async fn serve(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let Self {
             addr,
             repo,

@@ -73,7 +73,9 @@ impl TestServer {
 pub async fn client(url: &str) -> Repo {
     let mut config = RepoConfig::default().with_server(url);
     config.backoff.initial = Duration::from_millis(20);
-    let repo = Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap();
+    let repo = Repo::open(Arc::new(MemoryStorage::new()), config)
+        .await
+        .unwrap();
     repo.wait_connected(WAIT).await.unwrap();
     repo
 }
@@ -84,10 +86,20 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     // Chunked bodies: good enough for `contains` checks.
     (status, body)
 }

@@ -43,7 +43,11 @@ async fn run() -> anyhow::Result<()> {
     for i in 0u64.. {
         let key = format!("r{run}-{i}");
         // Some values are large, so commits and compactions take real time.
-        let value = if i % 7 == 0 { "x".repeat(8_000) } else { i.to_string() };
+        let value = if i % 7 == 0 {
+            "x".repeat(8_000)
+        } else {
+            i.to_string()
+        };
         doc.change(|tx| tx.put(ROOT, key.as_str(), value)).await?;
         writeln!(out, "ACK {key}")?;
         out.flush()?;

@@ -33,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
         }
         ("put", [doc, key, value]) => {
             let doc = repo.find(doc.parse::<DocumentId>()?).await?;
-            doc.change(|tx| tx.put(ROOT, key.as_str(), value.as_str())).await?;
+            doc.change(|tx| tx.put(ROOT, key.as_str(), value.as_str()))
+                .await?;
             doc.wait_synced(WAIT).await?;
             println!("OK");
         }
