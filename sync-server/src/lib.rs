@@ -1,3 +1,4 @@
 //! The Concord sync server (`concord serve`) and the `concord doc` client CLI.
+pub mod auth;
 pub mod doc;
 pub mod server;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use concord_server::auth::{self, KeyRing, TokenRequest};
 use concord_server::server::{self, LogFormat, ServeArgs, ServeConfig};
 
 /// Concord: a CRDT-based, multi-leader, offline-first sync engine.
@@ -26,6 +27,37 @@ enum Command {
     Serve(ServeArgs),
     /// Read and write documents in a local replica, syncing with servers.
     Doc(concord_server::doc::DocArgs),
+    /// Mint access tokens for clients.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a signed token granting access to documents.
+    Create(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The server's data directory (its key file is `<data>/auth-keys.json`).
+    #[arg(long, env = "CONCORD_DATA", default_value = "concord-data")]
+    data: std::path::PathBuf,
+    /// Key file (overrides `--data`).
+    #[arg(long, env = "CONCORD_AUTH_KEYS")]
+    keys: Option<std::path::PathBuf>,
+    /// Principal the token identifies.
+    #[arg(long, default_value = "cli")]
+    principal: String,
+    /// Document URL or id to grant (repeatable); all documents when absent.
+    #[arg(long = "doc")]
+    docs: Vec<String>,
+    /// Grant read access only.
+    #[arg(long)]
+    read_only: bool,
+    /// Lifetime, e.g. `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
 }
 
 fn init_logs(format: LogFormat) {
@@ -61,6 +93,14 @@ async fn shutdown_signal() {
     }
 }
 
+/// Prints a status line; a closed stdout (e.g. a supervisor that stopped reading) is not an error.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = ServeConfig::resolve(&args)?;
     init_logs(config.log_format);
@@ -69,8 +109,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let running = server::start(config).await.context("starting the server")?;
     let addr = running.addr;
     tracing::info!(%addr, data = %data.display(), %region, "listening");
-    println!("concord listening on http://{addr} (WebSocket: ws://{addr}/sync)");
+    say(&format!("concord listening on http://{addr} (WebSocket: ws://{addr}/sync)"));
+    if addr.ip().is_loopback() {
+        let dev = TokenRequest {
+            principal: "dev".into(),
+            docs: None,
+            read_only: false,
+            ttl: std::time::Duration::from_secs(24 * 3600),
+        };
+        if let Ok(token) = auth::mint(&running.keys, &dev) {
+            say(&format!("development token (full access, 24 h, loopback only): {token}"));
+            say(&format!("  e.g. export CONCORD_TOKEN={token}"));
+        }
+    }
     running.serve(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token(TokenCommand::Create(args): TokenCommand) -> anyhow::Result<ExitCode> {
+    let path = args.keys.unwrap_or_else(|| auth::default_key_file(&args.data));
+    let ring = KeyRing::load_or_create(&path)?;
+    let docs = if args.docs.is_empty() {
+        None
+    } else {
+        Some(
+            args.docs
+                .iter()
+                .map(|d| d.parse::<concord::DocumentId>().with_context(|| format!("--doc {d}")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+    };
+    let req = TokenRequest {
+        principal: args.principal,
+        docs,
+        read_only: args.read_only,
+        ttl: args.ttl,
+    };
+    say(&auth::mint(&ring, &req)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,6 +154,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Token(cmd) => token(cmd),
         Command::Doc(args) => {
             init_logs(LogFormat::Text);
             concord_server::doc::run(args).await

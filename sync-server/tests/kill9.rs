@@ -26,6 +26,15 @@ impl Drop for Server {
     }
 }
 
+fn token(data: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["token", "create", "--data", data.to_str().unwrap(), "--ttl", "10m"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn start(data: &std::path::Path, bind: &str) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
         .args(["serve", "--bind", bind, "--data", data.to_str().unwrap()])
@@ -49,7 +58,8 @@ async fn acknowledged_writes_survive_kill_9_of_the_server() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x9);
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = start(dir.path(), "127.0.0.1:0");
-    let mut config = RepoConfig::default().with_server(format!("ws://{addr}/sync"));
+    let token = token(dir.path());
+    let mut config = RepoConfig::default().with_server(format!("ws://{addr}/sync?token={token}"));
     config.backoff.initial = Duration::from_millis(20);
     config.backoff.max = Duration::from_millis(200);
     let client = Repo::open(Arc::new(MemoryStorage::new()), config)

@@ -24,8 +24,8 @@ stamp_file=node_modules/.concord-install-stamp
 want_stamp="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1) node-$(node --version)"
 if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$want_stamp" ]; then
   echo "== npm ci (tests/js)"
-  # --ignore-scripts: the only install script is cbor-extract's optional native build; cbor-x
-  # falls back to its pure-JS codec, which is what browsers use too.
+  # --ignore-scripts: the only install script is cbor-extract's check for its prebuilt binary
+  # (installed as an optional package); without it cbor-x uses its pure-JS codec, as in browsers.
   npm ci --ignore-scripts --no-audit --no-fund
   printf '%s' "$want_stamp" >"$stamp_file"
 fi

@@ -15,6 +15,8 @@ pub struct PeerInfo {
     pub metadata: PeerMetadata,
     /// Whether it dialled us (`true`) or we dialled it.
     pub inbound: bool,
+    /// What its verified credentials allow (`None`: unauthenticated).
+    pub grant: Option<super::Grant>,
 }
 
 impl PeerInfo {

@@ -25,6 +25,8 @@ pub(super) struct Conn {
     pub(super) opened_at: u64,
     pub(super) errors: u32,
     pub(super) peer: Option<PeerInfo>,
+    /// Verified credentials supplied by the transport.
+    grant: Option<super::Grant>,
     /// Documents this connection syncs with us (survives eviction of the document).
     pub(super) subscribed: BTreeSet<DocumentId>,
     /// Last ephemeral count seen per (sender, session).
@@ -43,6 +45,7 @@ impl Conn {
             opened_at: now,
             errors: 0,
             peer: None,
+            grant: None,
             subscribed: BTreeSet::new(),
             ephemeral_seen: HashMap::new(),
         }
@@ -70,7 +73,14 @@ impl Core {
 
     /// A peer dialled us and the transport is open: waits for its `join`.
     pub fn handle_accept(&mut self, now: u64, conn: ConnId) {
-        self.conns.insert(conn, Conn::new(true, now));
+        self.handle_accept_with_grant(now, conn, None);
+    }
+
+    /// Like [`Core::handle_accept`], for a peer whose credentials the transport verified.
+    pub fn handle_accept_with_grant(&mut self, now: u64, conn: ConnId, grant: Option<super::Grant>) {
+        let mut c = Conn::new(true, now);
+        c.grant = grant;
+        self.conns.insert(conn, c);
     }
 
     /// The transport closed (for any reason). Sync state with that peer is dropped; a reconnect
@@ -261,6 +271,9 @@ impl Core {
             self.close(conn, 1002, "unsupported protocol version");
             return;
         }
+        if !self.bind_peer_id(conn, &sender_id) {
+            return;
+        }
         let reply = Message::Peer {
             sender_id: self.config.peer_id.clone(),
             target_id: sender_id.clone(),
@@ -279,6 +292,7 @@ impl Core {
             peer_id: peer_id.clone(),
             metadata: metadata.clone(),
             inbound: c.inbound,
+            grant: c.grant.clone(),
         };
         c.state = ConnState::Established;
         c.peer = Some(info.clone());
@@ -298,6 +312,32 @@ impl Core {
                 self.sync_doc(now, doc);
             }
         }
+    }
+
+    /// A peer id belongs to the principal that holds it: the same principal joining again
+    /// replaces its older connection; another principal is refused.
+    fn bind_peer_id(&mut self, conn: ConnId, peer_id: &PeerId) -> bool {
+        let principal = |c: &Conn| c.grant.as_ref().map(|g| g.principal.clone());
+        let Some(mine) = self.conns.get(&conn).map(principal) else {
+            return false;
+        };
+        let holders: Vec<(ConnId, Option<String>)> = self
+            .conns
+            .iter()
+            .filter(|(id, c)| **id != conn && c.state == ConnState::Established)
+            .filter(|(_, c)| c.peer.as_ref().is_some_and(|p| &p.peer_id == peer_id))
+            .map(|(id, c)| (*id, principal(c)))
+            .collect();
+        for (other, theirs) in holders {
+            if theirs == mine {
+                self.close(other, 1008, "replaced by a newer connection with the same peer id");
+            } else {
+                self.protocol_error(conn, ProtocolError::PeerIdTaken(peer_id.clone()));
+                self.close(conn, 1008, "peer id is bound to another principal");
+                return false;
+            }
+        }
+        true
     }
 
     pub(super) fn subscribe(&mut self, conn: ConnId, doc: DocumentId) {

@@ -45,6 +45,9 @@ pub enum ProtocolError {
     /// The handshake did not complete in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// The peer id is bound to another authenticated principal.
+    #[error("peer id `{0}` is bound to another principal")]
+    PeerIdTaken(crate::id::PeerId),
     /// Too many errors on this connection: it is closed.
     #[error("too many protocol errors")]
     TooManyErrors,

@@ -70,6 +70,7 @@
 //! assert!(!disk_b.load_sync(&doc).unwrap().is_empty()); // Bob stored it durably
 //! ```
 
+mod auth;
 mod availability;
 mod config;
 mod connection;
@@ -84,6 +85,7 @@ use automerge::ActorId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub use auth::{DocScope, Grant, GrantPolicy};
 pub use config::{
     ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, SharePolicy,
 };

@@ -282,6 +282,12 @@ impl Repo {
     /// [`Repo::deliver`], sends what arrives on [`Attachment::outgoing`], closes when
     /// [`Attachment::close`] says so, and calls [`Repo::detach`] when the transport ends.
     pub fn attach(&self, inbound: bool) -> Attachment {
+        self.attach_with_grant(inbound, None)
+    }
+
+    /// Like [`Repo::attach`] for an inbound peer whose credentials the transport verified; the
+    /// core enforces the grant on every message (see [`crate::core::GrantPolicy`]).
+    pub fn attach_with_grant(&self, inbound: bool, grant: Option<crate::core::Grant>) -> Attachment {
         let conn = self.shared.new_conn();
         let (frames, outgoing) = mpsc::channel(self.shared.outgoing_queue.max(1));
         let (close_tx, close) = watch::channel(None);
@@ -297,7 +303,7 @@ impl Repo {
         if let Ok(mut core) = self.shared.lock() {
             let now = self.shared.now();
             if inbound {
-                core.handle_accept(now, conn);
+                core.handle_accept_with_grant(now, conn, grant);
             } else {
                 core.handle_connect(now, conn);
             }

@@ -67,7 +67,12 @@ pub struct DocArgs {
 
     /// Never connect: reads use the local copy, writes are committed locally and sync on a later
     /// connection.
-    #[arg(long, env = "CONCORD_OFFLINE", global = true)]
+    #[arg(
+        long,
+        env = "CONCORD_OFFLINE",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
     offline: bool,
 
     /// How long to wait for servers, in seconds (fractions allowed) [default: 10; for `watch`: no
@@ -148,10 +153,10 @@ enum DocCommand {
         #[arg(default_value_t = 1)]
         by: i64,
     },
-    /// Print one JSON line per change of the document:
-    /// `{"heads":[...],"origin":"local"|"remote","value":<document>}`.
+    /// Print one JSON line per change of the document (local or remote).
     ///
-    /// Runs until Ctrl-C, --count changes, or --timeout seconds if given. Needs a server.
+    /// Each line is `{"heads":[...],"origin":"local"|"remote","value":<document>}`, where `value`
+    /// is the whole document at those heads. Runs until Ctrl-C, --count changes, or --timeout seconds if given. Needs a server.
     Watch {
         /// The document's `automerge:` URL (or bare id).
         url: AutomergeUrl,

@@ -113,21 +113,23 @@ impl Replica {
     /// Finds a document: the local replica, then (online) the servers.
     pub(super) async fn open_doc(&self, url: &AutomergeUrl) -> anyhow::Result<DocHandle> {
         let id = url.document_id;
-        let found = if self.online {
-            match tokio::time::timeout(self.remaining(), self.repo.find(id)).await {
-                Ok(found) => found,
-                // Still connecting: `find` waits for a first connection, then asks.
-                Err(_) if self.repo.peers().is_empty() => Err(RepoError::Unavailable(id)),
-                Err(_) => bail!(
-                    "timed out after {:?} looking for document {} on {}",
-                    self.wait,
-                    id.url(),
-                    self.servers()
-                ),
-            }
-        } else {
-            self.repo.find_local(id).await
-        };
+        let mut found = self.repo.find_local(id).await;
+        if self.online && matches!(found, Err(RepoError::Unavailable(_))) {
+            // Ask only once connected: `Repo::find` can answer "unavailable" without asking a
+            // server whose handshake completes while it looks in local storage.
+            found = match self.repo.wait_connected(self.remaining()).await {
+                Err(_) => Err(RepoError::Unavailable(id)),
+                Ok(()) => match tokio::time::timeout(self.remaining(), self.repo.find(id)).await {
+                    Ok(found) => found,
+                    Err(_) => bail!(
+                        "timed out after {:?} looking for document {} on {}",
+                        self.wait,
+                        id.url(),
+                        self.servers()
+                    ),
+                },
+            };
+        }
         match found {
             Ok(handle) => {
                 self.track(&handle);
@@ -224,7 +226,11 @@ impl Replica {
     async fn stored(&self, handle: &DocHandle) -> anyhow::Result<bool> {
         let heads = handle.heads()?;
         let stored = self.repo.storage().load(&handle.id()).await?;
-        let bytes: Vec<u8> = stored.chunks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
+        let bytes: Vec<u8> = stored
+            .chunks
+            .iter()
+            .flat_map(|c| c.bytes.iter().copied())
+            .collect();
         if bytes.is_empty() {
             return Ok(heads.is_empty());
         }
@@ -252,7 +258,10 @@ impl Replica {
                     ));
                 }
                 Err(e) => {
-                    return warn(format_args!("cannot check what is saved of {}: {e:#}", handle.url()));
+                    return warn(format_args!(
+                        "cannot check what is saved of {}: {e:#}",
+                        handle.url()
+                    ));
                 }
             }
         }
@@ -260,7 +269,11 @@ impl Replica {
 
     /// Saves what servers sent, closes connections and lets storage writes finish.
     pub(super) async fn close(self) {
-        let opened = self.opened.lock().map(|mut o| std::mem::take(&mut *o)).unwrap_or_default();
+        let opened = self
+            .opened
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
         for handle in &opened {
             self.persist(handle).await;
         }

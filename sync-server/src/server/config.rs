@@ -78,6 +78,30 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Token key file (JSON, see `concord token`) [default: <data>/auth-keys.json, created if missing].
+    #[arg(long, env = "CONCORD_AUTH_KEYS")]
+    pub auth_keys: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: accept peers without a token, with full access.
+    #[arg(long, env = "CONCORD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Allowed `Origin` of browser clients (repeatable); when set, other origins are refused.
+    #[arg(long = "allow-origin", env = "CONCORD_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub allow_origins: Vec<String>,
+    /// Concurrent connections per client IP [default: 64].
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Concurrent connections per authenticated principal [default: 64].
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_PRINCIPAL")]
+    pub max_connections_per_principal: Option<usize>,
+    /// Messages per second per connection before it is closed [default: 500].
+    #[arg(long, env = "CONCORD_MAX_MESSAGES_PER_SEC")]
+    pub max_messages_per_sec: Option<u32>,
+    /// Bytes per second per connection before it is closed [default: 16777216].
+    #[arg(long, env = "CONCORD_MAX_BYTES_PER_SEC")]
+    pub max_bytes_per_sec: Option<u32>,
+    /// Close connections silent for this many seconds (pongs count) [default: 60].
+    #[arg(long, env = "CONCORD_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// The same settings as they appear in the TOML file.
@@ -94,6 +118,14 @@ struct FileConfig {
     handshake_timeout_secs: Option<u64>,
     ping_secs: Option<u64>,
     log_format: Option<LogFormat>,
+    auth_keys: Option<PathBuf>,
+    insecure_no_auth: Option<bool>,
+    allow_origins: Option<Vec<String>>,
+    max_connections_per_ip: Option<usize>,
+    max_connections_per_principal: Option<usize>,
+    max_messages_per_sec: Option<u32>,
+    max_bytes_per_sec: Option<u32>,
+    idle_timeout_secs: Option<u64>,
 }
 
 /// Resolved settings.
@@ -119,6 +151,22 @@ pub struct ServeConfig {
     pub ping_secs: u64,
     /// Log format.
     pub log_format: LogFormat,
+    /// Token key file.
+    pub auth_keys: PathBuf,
+    /// Accept unauthenticated peers (development only).
+    pub insecure_no_auth: bool,
+    /// Allowed browser origins (empty: any).
+    pub allow_origins: Vec<String>,
+    /// Connections per IP.
+    pub max_connections_per_ip: usize,
+    /// Connections per principal.
+    pub max_connections_per_principal: usize,
+    /// Messages per second per connection.
+    pub max_messages_per_sec: u32,
+    /// Bytes per second per connection.
+    pub max_bytes_per_sec: u32,
+    /// Idle timeout, seconds.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -134,6 +182,14 @@ impl Default for ServeConfig {
             handshake_timeout_secs: 10,
             ping_secs: 5,
             log_format: LogFormat::Text,
+            auth_keys: PathBuf::from("concord-data").join("auth-keys.json"),
+            insecure_no_auth: false,
+            allow_origins: Vec::new(),
+            max_connections_per_ip: 64,
+            max_connections_per_principal: 64,
+            max_messages_per_sec: 500,
+            max_bytes_per_sec: 16 << 20,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -183,16 +239,46 @@ impl ServeConfig {
                 .unwrap_or(d.handshake_timeout_secs),
             ping_secs: args.ping_secs.or(file.ping_secs).unwrap_or(d.ping_secs),
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+            auth_keys: PathBuf::new(),
+            insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+            allow_origins: if args.allow_origins.is_empty() {
+                file.allow_origins.unwrap_or_default()
+            } else {
+                args.allow_origins.clone()
+            },
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            max_connections_per_principal: args
+                .max_connections_per_principal
+                .or(file.max_connections_per_principal)
+                .unwrap_or(d.max_connections_per_principal),
+            max_messages_per_sec: args.max_messages_per_sec.or(file.max_messages_per_sec).unwrap_or(d.max_messages_per_sec),
+            max_bytes_per_sec: args.max_bytes_per_sec.or(file.max_bytes_per_sec).unwrap_or(d.max_bytes_per_sec),
+            idle_timeout_secs: args.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(d.idle_timeout_secs),
         };
+        let mut c = c;
+        c.auth_keys = args
+            .auth_keys
+            .clone()
+            .or(file.auth_keys)
+            .unwrap_or_else(|| crate::auth::default_key_file(&c.data));
         if c.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_message_bytes",
                 "must be at least 1024".into(),
             ));
         }
-        if c.outgoing_queue == 0 || c.max_resident == 0 || c.ping_secs == 0 {
+        if c.outgoing_queue == 0
+            || c.max_resident == 0
+            || c.ping_secs == 0
+            || c.max_messages_per_sec == 0
+            || c.max_bytes_per_sec < 1024
+            || c.idle_timeout_secs == 0
+        {
             return Err(ConfigError::Invalid(
-                "outgoing_queue/max_resident/ping_secs",
+                "outgoing_queue/max_resident/ping_secs/max_messages_per_sec/max_bytes_per_sec/idle_timeout_secs",
                 "must be greater than zero".into(),
             ));
         }

@@ -5,6 +5,7 @@
 //! automerge-repo clients often dial the bare host), `GET /healthz`, `GET /metrics`,
 //! `GET /admin/docs`, `GET /admin/docs/{id}`.
 
+mod admission;
 pub mod config;
 mod http;
 pub mod metrics;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use concord::core::{Housekeeping, Limits, ServerPolicy};
+use concord::core::{GrantPolicy, Housekeeping, Limits};
 use concord::storage::{SqliteConfig, SqliteStorage, StorageError};
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
@@ -43,6 +44,9 @@ pub enum ServerError {
     /// Storage failed to open.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The token keys are unusable.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The engine failed to start.
     #[error(transparent)]
     Repo(#[from] RepoError),
@@ -63,6 +67,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     config: Arc<ServeConfig>,
     shutdown: watch::Receiver<bool>,
+    keys: Option<Arc<crate::auth::KeyRing>>,
+    counts: Arc<admission::Counts>,
 }
 
 /// A server that is listening.
@@ -72,6 +78,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The engine.
     pub repo: Repo,
+    /// Token keys (to mint tokens for tests and the development token).
+    pub keys: Arc<crate::auth::KeyRing>,
     state: AppState,
     listener: TcpListener,
     shutdown_tx: watch::Sender<bool>,
@@ -94,6 +102,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         path: config.data.clone(),
         source,
     })?;
+    let keys = crate::auth::KeyRing::load_or_create(&config.auth_keys)?;
+    if config.insecure_no_auth {
+        tracing::warn!("INSECURE: --insecure-no-auth accepts peers without a token, with full access; never use it in production");
+    }
+    tracing::info!(kids = ?keys.kids(), file = %config.auth_keys.display(), "token keys loaded");
     let (metrics, slot) = Metrics::new();
     let sqlite = SqliteStorage::open(SqliteConfig::new(config.data.join("concord.db"))).await?;
     let storage = Arc::new(InstrumentedStorage::new(sqlite, metrics.clone()));
@@ -107,7 +120,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             "concord-server-{}-{nonce:08x}",
             config.region
         ))),
-        policy: Arc::new(ServerPolicy),
+        policy: Arc::new(GrantPolicy {
+            allow_anonymous: config.insecure_no_auth,
+        }),
         limits: Limits {
             max_message_bytes: config.max_message_bytes,
             handshake_timeout_ms: config.handshake_timeout_secs.saturating_mul(1000),
@@ -139,10 +154,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         metrics,
         config: Arc::new(config),
         shutdown,
+        keys: Some(Arc::new(keys)),
+        counts: Arc::default(),
     };
+    let keys = state.keys.clone().unwrap_or_default();
     Ok(Running {
         addr,
         repo,
+        keys,
         state,
         listener,
         shutdown_tx,
@@ -160,6 +179,7 @@ impl Running {
             addr,
             repo,
             state,
+            keys: _,
             listener,
             shutdown_tx,
         } = self;
@@ -169,7 +189,7 @@ impl Running {
             tracing::info!("shutting down: closing connections, finishing commits");
             let _ = shutdown_tx.send(true);
         };
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(graceful)
             .await
             .map_err(|source| ServerError::Io { addr, source })?;

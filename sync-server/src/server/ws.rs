@@ -1,27 +1,51 @@
 //! The WebSocket endpoint: one task per connection pumping frames between the socket and the
 //! engine, with keepalive pings, a write timeout for readers that stop reading, and close codes.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 
+use governor::{Quota, RateLimiter};
+
 use super::AppState;
+use super::admission::{self, Admitted};
 use super::metrics::ConnectionGuard;
 
 /// How long one frame may take to write before the peer is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `GET /sync`: upgrades to the protocol v1 WebSocket. Non-WebSocket requests get axum's
-/// rejection (400/405/426 with a message).
-pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `GET /sync`: upgrades to the protocol v1 WebSocket after admission (Origin, token,
+/// connection caps). Non-WebSocket requests get axum's rejection (400/405/426 with a message).
+pub async fn upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let admitted = match admission::admit(&app, addr, &headers, &query) {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
     let max = app.config.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| serve_socket(app, socket))
+        .on_upgrade(move |socket| serve_socket(app, socket, admitted))
+}
+
+/// Time until `expires`, or a long time when there is no expiry.
+fn until(expires: Option<SystemTime>) -> Duration {
+    expires
+        .map(|e| e.duration_since(SystemTime::now()).unwrap_or_default())
+        .unwrap_or(Duration::from_secs(365 * 24 * 3600))
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -31,9 +55,18 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn serve_socket(app: AppState, socket: WebSocket) {
+async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
     let _guard = ConnectionGuard::new(app.metrics.clone());
-    let mut att = app.repo.attach(true);
+    let Admitted { grant, expires, slots: _slots } = admitted;
+    let mut att = app.repo.attach_with_grant(true, grant);
+    let one = NonZeroU32::MIN;
+    let msgs = RateLimiter::direct(Quota::per_second(NonZeroU32::new(app.config.max_messages_per_sec).unwrap_or(one)));
+    let bytes = RateLimiter::direct(Quota::per_second(NonZeroU32::new(app.config.max_bytes_per_sec).unwrap_or(one)));
+    let expiry = tokio::time::sleep(until(expires));
+    tokio::pin!(expiry);
+    let idle_limit = Duration::from_secs(app.config.idle_timeout_secs);
+    let idle = tokio::time::sleep(idle_limit);
+    tokio::pin!(idle);
     let conn = att.conn;
     tracing::debug!(%conn, "WebSocket connected");
     let (mut sink, mut stream) = socket.split();
@@ -54,7 +87,22 @@ async fn serve_socket(app: AppState, socket: WebSocket) {
                     break "closed by engine";
                 }
             },
-            frame = stream.next() => match frame {
+            frame = stream.next() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                let size = match &frame {
+                    Some(Ok(Message::Binary(b))) => Some(b.len()),
+                    Some(Ok(Message::Text(t))) => Some(t.len()),
+                    _ => None,
+                };
+                if let Some(size) = size {
+                    let n = NonZeroU32::new(u32::try_from(size).unwrap_or(u32::MAX)).unwrap_or(one);
+                    if msgs.check().is_err() || !matches!(bytes.check_n(n), Ok(Ok(()))) {
+                        tracing::warn!(%conn, "rate limit exceeded");
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1008, "rate limit exceeded"))).await;
+                        break "rate limited";
+                    }
+                }
+                match frame {
                 Some(Ok(Message::Binary(b))) => { app.repo.deliver(conn, &b); None }
                 Some(Ok(Message::Text(t))) => { app.repo.deliver(conn, t.as_bytes()); None }
                 Some(Ok(Message::Close(_))) | None => break "peer closed",
@@ -65,7 +113,16 @@ async fn serve_socket(app: AppState, socket: WebSocket) {
                     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1009, "message too big or malformed"))).await;
                     break "socket error";
                 }
+                }
             },
+            () = &mut expiry => {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1008, "token expired"))).await;
+                break "token expired";
+            }
+            () = &mut idle => {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1001, "idle timeout"))).await;
+                break "idle timeout";
+            }
             changed = att.close.changed() => {
                 let reason = att.close.borrow().clone();
                 match reason {

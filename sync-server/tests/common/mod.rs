@@ -17,6 +17,9 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub repo: Repo,
+    pub keys: Arc<concord_server::auth::KeyRing>,
+    /// A full-access token.
+    pub token: String,
     stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<()>,
     pub dir: tempfile::TempDir,
@@ -28,11 +31,13 @@ impl TestServer {
         let mut config = ServeConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             data: dir.path().to_owned(),
+            auth_keys: dir.path().join("auth-keys.json"),
             ..ServeConfig::default()
         };
         tweak(&mut config);
         let running = server::start(config).await.unwrap();
-        let (addr, repo) = (running.addr, running.repo.clone());
+        let (addr, repo, keys) = (running.addr, running.repo.clone(), running.keys.clone());
+        let token = mint(&keys, "tester", None, false);
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             running
@@ -45,13 +50,26 @@ impl TestServer {
         Self {
             addr,
             repo,
+            keys,
+            token,
             stop: Some(stop),
             task,
             dir,
         }
     }
 
+    /// The sync URL with the full-access token.
     pub fn url(&self) -> String {
+        self.url_with(&self.token)
+    }
+
+    /// The sync URL with a given token.
+    pub fn url_with(&self, token: &str) -> String {
+        format!("ws://{}/sync?token={token}", self.addr)
+    }
+
+    /// The sync URL without a token.
+    pub fn bare_url(&self) -> String {
         format!("ws://{}/sync", self.addr)
     }
 
@@ -67,6 +85,25 @@ impl TestServer {
         let _ = tokio::time::timeout(WAIT, &mut self.task).await;
         self.dir
     }
+}
+
+/// Mints a token with the server's key.
+pub fn mint(
+    keys: &concord_server::auth::KeyRing,
+    principal: &str,
+    docs: Option<Vec<concord::DocumentId>>,
+    read_only: bool,
+) -> String {
+    concord_server::auth::mint(
+        keys,
+        &concord_server::auth::TokenRequest {
+            principal: principal.into(),
+            docs,
+            read_only,
+            ttl: Duration::from_secs(3600),
+        },
+    )
+    .unwrap()
 }
 
 /// A client repo (memory storage) connected to `url`.

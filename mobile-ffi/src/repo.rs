@@ -1,0 +1,261 @@
+//! `Repo`: a replica (one SQLite file) and its server connection.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use concord::repo::RepoEvent;
+use concord::{AutomergeUrl, RepoConfig};
+
+use crate::config::{validate_server_url, with_token};
+use crate::dispatch::{self, Control, Subscription};
+use crate::doc::DocHandle;
+use crate::error::{ConcordError, Result};
+use crate::listeners::{SyncStatus, SyncStatusListener, drop_oldest};
+use crate::runtime::{block_on, run};
+
+/// The longest wait accepted (longer timeouts are clamped to this).
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A wait of `ms` milliseconds, clamped to [`MAX_WAIT`].
+pub(crate) fn wait_ms(ms: u64) -> Duration {
+    Duration::from_millis(ms).min(MAX_WAIT)
+}
+
+/// What a `Repo` and its `DocHandle`s share.
+pub(crate) struct RepoInner {
+    pub(crate) repo: concord::Repo,
+    /// Server URLs as given (without the token).
+    servers: Vec<String>,
+    token: Option<String>,
+    closed: AtomicBool,
+    pub(crate) subscriptions: Mutex<Vec<Weak<Control>>>,
+}
+
+impl RepoInner {
+    /// `Closed` once `shutdown` was called: the engine's tasks are gone and a wait would hang.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ConcordError::Closed("the repo is shut down".to_owned()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn has_servers(&self) -> bool {
+        !self.servers.is_empty()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        !self.repo.peers().is_empty()
+    }
+}
+
+impl Drop for RepoInner {
+    /// A repo dropped without `shutdown` (the app let go of every object) stops its engine.
+    fn drop(&mut self) {
+        dispatch::cancel_all(&self.subscriptions);
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            let repo = self.repo.clone();
+            let _ = crate::runtime::spawn(async move { repo.shutdown().await });
+        }
+    }
+}
+
+/// A replica: documents stored in one SQLite file, synced with the given servers.
+///
+/// Writes never wait for the network: they resolve once committed to the local file, and sync
+/// when a server is reachable (reconnecting with backoff by itself). Open one `Repo` per file.
+#[derive(uniffi::Object)]
+pub struct Repo {
+    inner: Arc<RepoInner>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo")
+            .field("servers", &self.inner.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validates and opens (on the engine runtime).
+async fn open_repo(path: String, servers: Vec<String>, token: Option<String>) -> Result<Repo> {
+    if path.is_empty() {
+        return Err(ConcordError::InvalidArgument(
+            "the SQLite path is empty".to_owned(),
+        ));
+    }
+    for url in &servers {
+        validate_server_url(url)?;
+    }
+    let token = token.filter(|t| !t.is_empty());
+    let mut config = RepoConfig {
+        servers: servers
+            .iter()
+            .map(|u| with_token(u, token.as_deref()))
+            .collect(),
+        ..RepoConfig::default()
+    };
+    config.backoff.initial = Duration::from_millis(100);
+    config.backoff.max = Duration::from_secs(5);
+    let repo = concord::Repo::open_sqlite(path, config).await?;
+    Ok(Repo {
+        inner: Arc::new(RepoInner {
+            repo,
+            servers,
+            token,
+            closed: AtomicBool::new(false),
+            subscriptions: Mutex::new(Vec::new()),
+        }),
+    })
+}
+
+#[uniffi::export(async_runtime = "tokio")]
+impl Repo {
+    /// Opens (creating if missing) the replica at `path`, blocking the calling thread until the
+    /// file is open (not until a server answers). Do not call it on a UI thread; prefer `open`.
+    /// `servers`: `ws://` or `wss://` URLs, tried in order; empty for an offline repo.
+    /// `token`: appended to the URLs as a `token` query parameter (not checked by servers yet).
+    #[uniffi::constructor(default(token = None))]
+    pub fn new(path: String, servers: Vec<String>, token: Option<String>) -> Result<Arc<Self>> {
+        block_on(open_repo(path, servers, token)).map(Arc::new)
+    }
+
+    /// Opens (creating if missing) the replica at `path`; see the constructor.
+    #[uniffi::constructor(default(token = None))]
+    pub async fn open(
+        path: String,
+        servers: Vec<String>,
+        token: Option<String>,
+    ) -> Result<Arc<Self>> {
+        run(open_repo(path, servers, token)).await.map(Arc::new)
+    }
+
+    /// Creates a new, empty document; resolves once it is committed locally.
+    pub async fn create(&self) -> Result<Arc<DocHandle>> {
+        self.inner.check_open()?;
+        let inner = self.inner.clone();
+        run(async move {
+            let handle = inner.repo.create().await?;
+            Ok(Arc::new(DocHandle::new(inner, handle)))
+        })
+        .await
+    }
+
+    /// Opens a document by URL (`automerge:...`, a bare id or a legacy UUID): local storage
+    /// first, then the servers (waiting up to 5 s for a first connection). `NotFound` when no one
+    /// has it, `Network` when it is not local and no server was reachable.
+    pub async fn find(&self, url: String) -> Result<Arc<DocHandle>> {
+        self.inner.check_open()?;
+        let id = url.trim().parse::<AutomergeUrl>()?.document_id;
+        let inner = self.inner.clone();
+        run(async move {
+            match inner.repo.find(id).await {
+                Ok(handle) => Ok(Arc::new(DocHandle::new(inner, handle))),
+                Err(concord::RepoError::Unavailable(_))
+                    if inner.has_servers() && !inner.is_connected() =>
+                {
+                    Err(ConcordError::Network(format!(
+                        "document {} is not stored locally and no server ({}) was reachable",
+                        id.url(),
+                        inner.servers.join(", ")
+                    )))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// The URLs of every document stored in this replica.
+    pub async fn document_urls(&self) -> Result<Vec<String>> {
+        self.inner.check_open()?;
+        let inner = self.inner.clone();
+        run(async move {
+            let ids = inner.repo.storage().list().await.map_err(concord::RepoError::from)?;
+            Ok(ids.iter().map(|id| id.url().to_string()).collect())
+        })
+        .await
+    }
+
+    /// This replica's peer id on the wire.
+    pub fn peer_id(&self) -> String {
+        self.inner.repo.peer_id().to_string()
+    }
+
+    /// The server URLs as given (without the token).
+    pub fn servers(&self) -> Vec<String> {
+        self.inner.servers.clone()
+    }
+
+    /// True when a token was given.
+    pub fn has_token(&self) -> bool {
+        self.inner.token.is_some()
+    }
+
+    /// True while a server connection has completed its handshake.
+    pub fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// Waits until a server connection is up. `Network` at once when no server is configured.
+    pub async fn wait_connected(&self, timeout_ms: u64) -> Result<()> {
+        self.inner.check_open()?;
+        if !self.inner.has_servers() {
+            return Err(ConcordError::Network(
+                "this repo has no server URLs (opened offline)".to_owned(),
+            ));
+        }
+        let inner = self.inner.clone();
+        run(async move { Ok(inner.repo.wait_connected(wait_ms(timeout_ms)).await?) }).await
+    }
+
+    /// Calls `listener` with `Connected`/`Disconnected` as the server connection comes and goes
+    /// (first with the status at subscription time).
+    pub fn subscribe_sync_status(
+        &self,
+        listener: Arc<dyn SyncStatusListener>,
+    ) -> Result<Arc<Subscription>> {
+        self.inner.check_open()?;
+        let source = self.inner.repo.events();
+        let now = match self.inner.repo.peers().first() {
+            Some((_, peer)) => SyncStatus::Connected {
+                peer_id: peer.peer_id.to_string(),
+            },
+            None => SyncStatus::Disconnected { peer_id: None },
+        };
+        dispatch::start(
+            source,
+            vec![now],
+            |event| match event {
+                RepoEvent::PeerConnected { peer_id, .. } => Some(SyncStatus::Connected {
+                    peer_id: peer_id.to_string(),
+                }),
+                RepoEvent::PeerDisconnected { peer_id, .. } => Some(SyncStatus::Disconnected {
+                    peer_id: peer_id.map(|p| p.to_string()),
+                }),
+                _ => None,
+            },
+            drop_oldest,
+            move |status| listener.on_status(status),
+            &self.inner.subscriptions,
+        )
+    }
+
+    /// Closes the server connection, lets pending local commits finish, cancels every
+    /// subscription and stops the engine. Every later call on this repo or its documents fails
+    /// with `Closed`. Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        dispatch::cancel_all(&self.inner.subscriptions);
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let repo = self.inner.repo.clone();
+        run(async move {
+            repo.flush().await;
+            repo.shutdown().await;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,116 @@
+//! Admission at the WebSocket upgrade: Origin allowlist, token verification, connection caps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use concord::core::Grant;
+use serde_json::json;
+
+use super::AppState;
+use crate::auth::{self, AuthError};
+
+/// Live connection counts per key (`ip:...`, `principal:...`).
+#[derive(Debug, Default)]
+pub struct Counts(Mutex<HashMap<String, usize>>);
+
+/// Holds one slot of a count until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    counts: Arc<Counts>,
+    key: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.counts.0.lock() {
+            if let Some(n) = m.get_mut(&self.key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
+impl Counts {
+    fn take(self: &Arc<Self>, key: String, max: usize) -> Option<Slot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+/// What an admitted connection carries.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Verified rights (`None` in development mode without a token).
+    pub grant: Option<Grant>,
+    /// When the token expires.
+    pub expires: Option<SystemTime>,
+    /// Connection-count slots, released when the connection ends.
+    pub slots: Vec<Slot>,
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    let message = message.into();
+    tracing::info!(%status, %message, "connection refused");
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// Decides whether a WebSocket upgrade may proceed.
+pub fn admit(
+    app: &AppState,
+    addr: SocketAddr,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Admitted, Response> {
+    let cfg = &app.config;
+    if !cfg.allow_origins.is_empty() {
+        if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            if !cfg.allow_origins.iter().any(|a| a == origin) {
+                return Err(refuse(StatusCode::FORBIDDEN, format!("origin {origin} is not allowed")));
+            }
+        }
+    }
+    let token = bearer(headers).or_else(|| query.get("token").cloned());
+    let (grant, expires) = match (token, &app.keys) {
+        (Some(t), Some(keys)) => match auth::verify(keys, &t) {
+            Ok((g, exp)) => (Some(g), Some(exp)),
+            Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
+        },
+        (Some(_), None) | (None, _) if cfg.insecure_no_auth => (None, None),
+        (Some(_), None) => return Err(refuse(StatusCode::UNAUTHORIZED, "tokens are not configured")),
+        (None, _) => return Err(refuse(StatusCode::UNAUTHORIZED, AuthError::Missing.to_string())),
+    };
+    let mut slots = Vec::new();
+    match app.counts.take(format!("ip:{}", addr.ip()), cfg.max_connections_per_ip) {
+        Some(s) => slots.push(s),
+        None => return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address")),
+    }
+    if let Some(g) = &grant {
+        match app.counts.take(format!("principal:{}", g.principal), cfg.max_connections_per_principal) {
+            Some(s) => slots.push(s),
+            None => return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections for this principal")),
+        }
+    }
+    Ok(Admitted { grant, expires, slots })
+}
