@@ -242,9 +242,8 @@ where
 
 /// Cancels every live subscription of a registry.
 pub(crate) fn cancel_all(registry: &Mutex<Vec<Weak<Control>>>) {
-    let subs: Vec<Weak<Control>> = std::mem::take(
-        &mut *registry.lock().unwrap_or_else(PoisonError::into_inner),
-    );
+    let subs: Vec<Weak<Control>> =
+        std::mem::take(&mut *registry.lock().unwrap_or_else(PoisonError::into_inner));
     for control in subs.iter().filter_map(Weak::upgrade) {
         control.cancel();
     }
@@ -290,7 +289,7 @@ mod tests {
         }
         assert!(t.elapsed() < Duration::from_secs(1));
         // The listener is stuck on the first event; the queue holds 64, the rest are dropped.
-        assert!(wait_until(|| sub.dropped() >= 500 - 1 - 64 as u64));
+        assert!(wait_until(|| sub.dropped() >= 500 - 1 - 64));
         drop(held);
         assert!(wait_until(|| sub.delivered() + sub.dropped() == 500));
         sub.cancel();

@@ -55,7 +55,8 @@ fn parse_json(json: &str) -> Result<Json> {
 }
 
 fn index(what: &str, n: u64) -> Result<usize> {
-    usize::try_from(n).map_err(|_| ConcordError::InvalidArgument(format!("{what} {n} is too large")))
+    usize::try_from(n)
+        .map_err(|_| ConcordError::InvalidArgument(format!("{what} {n} is too large")))
 }
 
 impl Edit {
@@ -72,9 +73,11 @@ impl Edit {
                 Parsed::Put(path, value)
             }
             Edit::Delete { path } => Parsed::Delete(parse_path(&path)?),
-            Edit::Insert { path, index: i, json } => {
-                Parsed::Insert(parse_path(&path)?, index("index", i)?, parse_json(&json)?)
-            }
+            Edit::Insert {
+                path,
+                index: i,
+                json,
+            } => Parsed::Insert(parse_path(&path)?, index("index", i)?, parse_json(&json)?),
             Edit::SpliceText {
                 path,
                 pos,
@@ -110,7 +113,12 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, edit: &Parsed) -> Result<()> {
 
 /// Inserts `value` before `index` of the list at `list_path`. client-core's `path` module has no
 /// insert, so this inserts a null placeholder and overwrites it with `path::put`.
-fn insert<T: Transactable>(tx: &mut T, list_path: &DocPath, index: usize, value: &Json) -> Result<()> {
+fn insert<T: Transactable>(
+    tx: &mut T,
+    list_path: &DocPath,
+    index: usize,
+    value: &Json,
+) -> Result<()> {
     let (list, len) = match resolve(&*tx, list_path)? {
         Some((AmValue::Object(ObjType::List), id)) => {
             let len = tx.length(&id);
@@ -156,11 +164,44 @@ mod tests {
             json: json.into(),
         };
         run(&mut d, put("", r#"{"items": ["a", "c"], "title": "hi"}"#))?;
-        run(&mut d, Edit::Insert { path: "items".into(), index: 1, json: r#"{"b": 1}"#.into() })?;
-        run(&mut d, Edit::Insert { path: "items".into(), index: 3, json: "\"d\"".into() })?;
-        run(&mut d, Edit::SpliceText { path: "title".into(), pos: 2, delete: 0, text: "!".into() })?;
-        run(&mut d, Edit::Increment { path: "n".into(), by: 2 })?;
-        run(&mut d, Edit::Delete { path: "items/0".into() })?;
+        run(
+            &mut d,
+            Edit::Insert {
+                path: "items".into(),
+                index: 1,
+                json: r#"{"b": 1}"#.into(),
+            },
+        )?;
+        run(
+            &mut d,
+            Edit::Insert {
+                path: "items".into(),
+                index: 3,
+                json: "\"d\"".into(),
+            },
+        )?;
+        run(
+            &mut d,
+            Edit::SpliceText {
+                path: "title".into(),
+                pos: 2,
+                delete: 0,
+                text: "!".into(),
+            },
+        )?;
+        run(
+            &mut d,
+            Edit::Increment {
+                path: "n".into(),
+                by: 2,
+            },
+        )?;
+        run(
+            &mut d,
+            Edit::Delete {
+                path: "items/0".into(),
+            },
+        )?;
         assert_eq!(
             json_at(&d, "")?,
             Some(json!({"items": [{"b": 1}, "c", "d"], "title": "hi!", "n": 2}))
@@ -171,21 +212,105 @@ mod tests {
     #[test]
     fn bad_edits_map_to_kinds() -> Result<()> {
         let mut d = AutoCommit::new();
-        run(&mut d, Edit::Put { path: "l".into(), json: "[]".into() })?;
-        run(&mut d, Edit::Put { path: "t".into(), json: "\"x\"".into() })?;
+        run(
+            &mut d,
+            Edit::Put {
+                path: "l".into(),
+                json: "[]".into(),
+            },
+        )?;
+        run(
+            &mut d,
+            Edit::Put {
+                path: "t".into(),
+                json: "\"x\"".into(),
+            },
+        )?;
         let cases = [
-            (Edit::Put { path: "a//b".into(), json: "1".into() }, "InvalidPath"),
-            (Edit::Put { path: "a".into(), json: "{".into() }, "InvalidJson"),
-            (Edit::Put { path: "".into(), json: "[1]".into() }, "InvalidJson"),
-            (Edit::Delete { path: "nope".into() }, "NotFound"),
+            (
+                Edit::Put {
+                    path: "a//b".into(),
+                    json: "1".into(),
+                },
+                "InvalidPath",
+            ),
+            (
+                Edit::Put {
+                    path: "a".into(),
+                    json: "{".into(),
+                },
+                "InvalidJson",
+            ),
+            (
+                Edit::Put {
+                    path: "".into(),
+                    json: "[1]".into(),
+                },
+                "InvalidJson",
+            ),
+            (
+                Edit::Delete {
+                    path: "nope".into(),
+                },
+                "NotFound",
+            ),
             (Edit::Delete { path: "".into() }, "InvalidPath"),
-            (Edit::Insert { path: "l".into(), index: 5, json: "1".into() }, "InvalidArgument"),
-            (Edit::Insert { path: "t".into(), index: 0, json: "1".into() }, "WrongType"),
-            (Edit::Insert { path: "zz".into(), index: 0, json: "1".into() }, "NotFound"),
-            (Edit::SpliceText { path: "t".into(), pos: 9, delete: 0, text: "".into() }, "InvalidArgument"),
-            (Edit::SpliceText { path: "l".into(), pos: 0, delete: 0, text: "".into() }, "WrongType"),
-            (Edit::Increment { path: "t".into(), by: 1 }, "WrongType"),
-            (Edit::Increment { path: "t/0".into(), by: 1 }, "InvalidPath"),
+            (
+                Edit::Insert {
+                    path: "l".into(),
+                    index: 5,
+                    json: "1".into(),
+                },
+                "InvalidArgument",
+            ),
+            (
+                Edit::Insert {
+                    path: "t".into(),
+                    index: 0,
+                    json: "1".into(),
+                },
+                "WrongType",
+            ),
+            (
+                Edit::Insert {
+                    path: "zz".into(),
+                    index: 0,
+                    json: "1".into(),
+                },
+                "NotFound",
+            ),
+            (
+                Edit::SpliceText {
+                    path: "t".into(),
+                    pos: 9,
+                    delete: 0,
+                    text: "".into(),
+                },
+                "InvalidArgument",
+            ),
+            (
+                Edit::SpliceText {
+                    path: "l".into(),
+                    pos: 0,
+                    delete: 0,
+                    text: "".into(),
+                },
+                "WrongType",
+            ),
+            (
+                Edit::Increment {
+                    path: "t".into(),
+                    by: 1,
+                },
+                "WrongType",
+            ),
+            (
+                Edit::Increment {
+                    path: "t/0".into(),
+                    by: 1,
+                },
+                "InvalidPath",
+            ),
         ];
         for (edit, kind) in cases {
             let shown = format!("{edit:?}");

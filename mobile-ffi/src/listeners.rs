@@ -105,7 +105,10 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for ConcordError {
 }
 
 /// Overflow policy for changes: merge `new` into the newest queued change.
-pub(crate) fn coalesce_change(queue: &mut std::collections::VecDeque<ChangeEvent>, new: ChangeEvent) -> bool {
+pub(crate) fn coalesce_change(
+    queue: &mut std::collections::VecDeque<ChangeEvent>,
+    new: ChangeEvent,
+) -> bool {
     match queue.back_mut() {
         Some(last) => {
             last.heads = new.heads;

@@ -78,6 +78,19 @@ impl std::fmt::Debug for Repo {
     }
 }
 
+/// `concord::Repo::open_sqlite`, whose future is not `Send` (it keeps a `rand::ThreadRng` across
+/// an await), so it cannot be spawned on the runtime: it runs on a blocking-pool thread with the
+/// runtime's handle instead.
+async fn open_sqlite(path: String, config: RepoConfig) -> Result<concord::Repo> {
+    let handle = tokio::runtime::Handle::current();
+    let opened = tokio::task::spawn_blocking(move || {
+        handle.block_on(concord::Repo::open_sqlite(path, config))
+    })
+    .await
+    .map_err(|e| ConcordError::Internal(format!("opening the repo failed: {e}")))?;
+    Ok(opened?)
+}
+
 /// Validates and opens (on the engine runtime).
 async fn open_repo(path: String, servers: Vec<String>, token: Option<String>) -> Result<Repo> {
     if path.is_empty() {
@@ -98,7 +111,7 @@ async fn open_repo(path: String, servers: Vec<String>, token: Option<String>) ->
     };
     config.backoff.initial = Duration::from_millis(100);
     config.backoff.max = Duration::from_secs(5);
-    let repo = concord::Repo::open_sqlite(path, config).await?;
+    let repo = open_sqlite(path, config).await?;
     Ok(Repo {
         inner: Arc::new(RepoInner {
             repo,
@@ -172,7 +185,12 @@ impl Repo {
         self.inner.check_open()?;
         let inner = self.inner.clone();
         run(async move {
-            let ids = inner.repo.storage().list().await.map_err(concord::RepoError::from)?;
+            let ids = inner
+                .repo
+                .storage()
+                .list()
+                .await
+                .map_err(concord::RepoError::from)?;
             Ok(ids.iter().map(|id| id.url().to_string()).collect())
         })
         .await

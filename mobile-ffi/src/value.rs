@@ -223,7 +223,9 @@ mod tests {
         assert_eq!(get(&d, &p("missing")?)?, None);
         assert_eq!(get(&d, &p("todos/7")?)?, None);
         assert_eq!(get(&d, &p("todos/7/title")?)?, None);
-        assert!(matches!(get(&d, &DocPath::root())?, Some(Value::Map { entries }) if entries.len() == 4));
+        assert!(
+            matches!(get(&d, &DocPath::root())?, Some(Value::Map { entries }) if entries.len() == 4)
+        );
         Ok(())
     }
 

@@ -35,7 +35,11 @@ async fn health_metrics_and_admin_api() {
         assert!(body.contains(line), "metrics lack `{line}`:\n{body}");
     }
 
-    let (status, body) = http_get(server.addr, "/admin/docs").await;
+    assert_eq!(http_get(server.addr, "/admin/docs").await.0, 401, "the admin API needs a token");
+    let reader = common::mint(&server.keys, "reader", Some(vec![doc.id()]), true);
+    assert_eq!(http_get(server.addr, &format!("/admin/docs?token={reader}")).await.0, 403);
+    let t = server.token.clone();
+    let (status, body) = http_get(server.addr, &format!("/admin/docs?token={t}")).await;
     assert_eq!(status, 200);
     assert!(body.contains(&doc.id().to_string()), "{body}");
     let heads = doc.heads().unwrap();
@@ -44,13 +48,13 @@ async fn health_metrics_and_admin_api() {
         "admin list shows the heads: {body}"
     );
 
-    let (status, body) = http_get(server.addr, &format!("/admin/docs/{}", doc.id())).await;
+    let (status, body) = http_get(server.addr, &format!("/admin/docs/{}?token={t}", doc.id())).await;
     assert_eq!(status, 200);
     assert!(body.contains("\"title\":\"hello\""), "{body}");
-    assert_eq!(http_get(server.addr, "/admin/docs/not-an-id").await.0, 400);
+    assert_eq!(http_get(server.addr, &format!("/admin/docs/not-an-id?token={t}")).await.0, 400);
     let unknown = concord::DocumentId::from_bytes([9; 16]);
     assert_eq!(
-        http_get(server.addr, &format!("/admin/docs/{unknown}"))
+        http_get(server.addr, &format!("/admin/docs/{unknown}?token={t}"))
             .await
             .0,
         404

@@ -187,6 +187,8 @@ fn offline_edits_of_two_replicas_merge_after_sync() {
         " and eggs",
     ]);
     a.ok(&["--offline", "put", &url, "from_a", "[1, 2.5, null]"]);
+    a.ok(&["--offline", "put", &url, "gone", "{}"]);
+    a.ok(&["--offline", "delete", &url, "gone"]);
     b.ok(&["--offline", "increment", &url, "visits"]);
     b.ok(&["--offline", "increment", &url, "visits", "2"]);
     b.ok(&["--offline", "put", "--string", &url, "from_b", "plain text"]);
@@ -386,5 +388,27 @@ fn bad_input_fails_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("showing the local copy"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+
+    // Options also come from the environment.
+    let out = Command::new(concord_bin())
+        .env("CONCORD_DATA", &r.data)
+        .env("CONCORD_OFFLINE", "1")
+        .env("CONCORD_SERVER", format!("{server},{server}"))
+        .env("CONCORD_TIMEOUT", "0.5")
+        .env("CONCORD_LOG", "warn")
+        .args(["doc", "get", &url, "n"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 }

@@ -39,8 +39,7 @@ fn parses_and_displays_paths() {
 
 #[test]
 fn reads_subtrees_scalars_and_absent_values() {
-    let d =
-        doc(json!({"todos": [{"title": "milk", "done": false}], "n": 3, "x": 1.5, "z": null}));
+    let d = doc(json!({"todos": [{"title": "milk", "done": false}], "n": 3, "x": 1.5, "z": null}));
     assert_eq!(
         get(&d, &p("todos/0")).unwrap(),
         Some(json!({"title": "milk", "done": false}))

@@ -8,6 +8,7 @@ use super::replica::Replica;
 /// At most this many unsynced documents are named in the error.
 const LIST_AT_MOST: usize = 20;
 
+/// Syncs every document of the replica; an error names those a server did not confirm in time.
 pub(super) async fn sync(r: &Replica) -> anyhow::Result<()> {
     if !r.online() {
         bail!("sync needs a server (drop --offline)");
@@ -20,16 +21,15 @@ pub(super) async fn sync(r: &Replica) -> anyhow::Result<()> {
         .with_context(|| format!("cannot list the documents of {}", r.db().display()))?;
     // Keep every handle alive so that each document stays loaded (and offered) while we wait.
     let mut handles = Vec::with_capacity(ids.len());
+    let mut unsynced = Vec::new();
     for id in &ids {
-        let handle = r.repo().find_local(*id).await.with_context(|| {
-            format!(
-                "cannot load document {} from {}",
-                id.url(),
-                r.db().display()
-            )
-        })?;
-        r.track(&handle);
-        handles.push(handle);
+        match r.repo().find_local(*id).await {
+            Ok(handle) => {
+                r.track(&handle);
+                handles.push(handle);
+            }
+            Err(e) => unsynced.push(format!("{} (cannot load it: {e})", id.url())),
+        }
     }
     if r.repo().wait_connected(r.remaining()).await.is_err() {
         bail!(
@@ -39,27 +39,21 @@ pub(super) async fn sync(r: &Replica) -> anyhow::Result<()> {
             ids.len()
         );
     }
-    let mut unsynced = Vec::new();
     for handle in &handles {
         if handle.wait_synced(r.remaining()).await.is_err() {
             unsynced.push(handle.url().to_string());
         }
     }
     if !unsynced.is_empty() {
-        let shown = unsynced
+        let mut list = unsynced
             .iter()
             .take(LIST_AT_MOST)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n  ");
-        let more = unsynced.len().saturating_sub(LIST_AT_MOST);
-        let more = if more > 0 {
-            format!("\n  ... and {more} more")
-        } else {
-            String::new()
-        };
+            .fold(String::new(), |acc, u| acc + "\n  " + u);
+        if unsynced.len() > LIST_AT_MOST {
+            list += &format!("\n  ... and {} more", unsynced.len() - LIST_AT_MOST);
+        }
         bail!(
-            "{} of {} document(s) were not synced with {} within {:?}:\n  {shown}{more}",
+            "{} of {} document(s) were not synced with {} within {:?}:{list}",
             unsynced.len(),
             ids.len(),
             r.servers(),

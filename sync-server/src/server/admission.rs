@@ -76,6 +76,24 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
+/// Admin endpoints need a token granting every document (or development mode).
+pub fn admit_admin(app: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Response> {
+    if app.config.insecure_no_auth {
+        return Ok(());
+    }
+    let Some(token) = bearer(headers).or_else(|| query.get("token").cloned()) else {
+        return Err(refuse(StatusCode::UNAUTHORIZED, AuthError::Missing.to_string()));
+    };
+    let Some(keys) = &app.keys else {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "tokens are not configured"));
+    };
+    match auth::verify(keys, &token) {
+        Ok((g, _)) if g.docs == concord::core::DocScope::All => Ok(()),
+        Ok(_) => Err(refuse(StatusCode::FORBIDDEN, "the admin API needs a token for all documents")),
+        Err(e) => Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
+    }
+}
+
 /// Decides whether a WebSocket upgrade may proceed.
 pub fn admit(
     app: &AppState,

@@ -1,8 +1,10 @@
 //! Plain HTTP around the sync endpoint: health, metrics and a read-only admin API.
 
 use axum::Json;
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use concord::{DocumentId, RepoError};
 use serde::Deserialize;
@@ -48,6 +50,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Paging of the document list.
 #[derive(Debug, Deserialize)]
+#[allow(dead_code)]
 pub struct Page {
     #[serde(default)]
     offset: usize,
@@ -60,7 +63,15 @@ fn default_limit() -> usize {
 }
 
 /// `GET /admin/docs?offset=&limit=`: stored documents with their heads.
-pub async fn list_docs(State(app): State<AppState>, Query(page): Query<Page>) -> Response {
+pub async fn list_docs(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Query(page): Query<Page>,
+) -> Response {
+    if let Err(r) = super::admission::admit_admin(&app, &headers, &query) {
+        return r;
+    }
     let docs = match app.repo.storage().list().await {
         Ok(d) => d,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -86,7 +97,15 @@ pub async fn list_docs(State(app): State<AppState>, Query(page): Query<Page>) ->
 }
 
 /// `GET /admin/docs/{id}`: one document as JSON with its heads.
-pub async fn get_doc(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn get_doc(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = super::admission::admit_admin(&app, &headers, &query) {
+        return r;
+    }
     let doc: DocumentId = match id.parse() {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

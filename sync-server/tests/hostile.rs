@@ -1,0 +1,411 @@
+//! Hostile peers against a real `concord serve` process on 127.0.0.1. Every case ends in a typed
+//! error or a close code within a bounded time; a canary client on the same server keeps syncing
+//! after each case; nothing already stored is lost; server memory stays bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::sync::SyncDoc;
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ROOT};
+use concord::storage::MemoryStorage;
+use concord::wire::{self, Message, PeerMetadata};
+use concord::{DocHandle, DocumentId, PeerId, Repo, RepoConfig};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const WAIT: Duration = Duration::from_secs(5);
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    child: Child,
+    addr: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data", data.path().to_str().unwrap()])
+            .args(["--handshake-timeout-secs", "1", "--idle-timeout-secs", "3", "--ping-secs", "10"])
+            .args(["--max-messages-per-sec", "100", "--max-connections-per-principal", "8"])
+            .args(["--max-connections-per-ip", "32", "--max-message-bytes", "65536"])
+            .args(["--allow-origin", "https://app.example"])
+            .env("CONCORD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+        let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+        Self { child, addr, data }
+    }
+
+    fn token(&self, principal: &str, docs: &[DocumentId], read_only: bool, ttl: &str) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        cmd.args(["token", "create", "--data", self.data.path().to_str().unwrap(), "--principal", principal, "--ttl", ttl]);
+        for d in docs {
+            cmd.args(["--doc", &d.to_string()]);
+        }
+        if read_only {
+            cmd.arg("--read-only");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn url(&self, token: &str) -> String {
+        format!("ws://{}/sync?token={token}", self.addr)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+    }
+}
+
+/// Connects; on refusal returns the HTTP status.
+async fn dial(url: &str, origin: Option<&str>) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("unexpected dial error {e}"),
+    }
+}
+
+async fn send(ws: &mut Socket, m: &Message) {
+    let _ = ws.send(Ws::Binary(wire::encode(m).into())).await;
+}
+
+/// Next protocol message, or the close code (`None`: dropped without a close frame).
+async fn next(ws: &mut Socket) -> Result<Message, Option<CloseCode>> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Ws::Binary(b)))) => return Ok(wire::decode(&b, usize::MAX).unwrap()),
+            Ok(Some(Ok(Ws::Close(f)))) => return Err(f.map(|f| f.code)),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => return Err(None),
+            Err(_) => panic!("nothing within {WAIT:?}"),
+        }
+    }
+}
+
+/// Reads until the connection closes; returns the close code and the error messages seen.
+async fn until_closed(ws: &mut Socket) -> (Option<CloseCode>, Vec<String>) {
+    let mut errors = Vec::new();
+    loop {
+        match next(ws).await {
+            Ok(Message::Error { message, .. }) => errors.push(message),
+            Ok(_) => {}
+            Err(code) => return (code, errors),
+        }
+    }
+}
+
+async fn join(ws: &mut Socket, id: &str) -> Result<PeerId, Option<CloseCode>> {
+    send(ws, &Message::Join { sender_id: PeerId::from(id), peer_metadata: Some(PeerMetadata::default()), supported_protocol_versions: vec!["1".into()] }).await;
+    loop {
+        match next(ws).await? {
+            Message::Peer { sender_id, .. } => return Ok(sender_id),
+            Message::Error { .. } => {}
+            other => panic!("expected peer, got {other:?}"),
+        }
+    }
+}
+
+fn sync_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge, request: bool) -> Message {
+    let data = am.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode();
+    let (sender_id, target_id, document_id) = (PeerId::from(from), to.clone(), doc);
+    if request {
+        Message::Request { sender_id, target_id, document_id, data }
+    } else {
+        Message::Sync { sender_id, target_id, document_id, data }
+    }
+}
+
+/// A sync message that carries all of `am`'s changes.
+fn changes_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge) -> Message {
+    let mut msg = automerge::sync::Message::decode(&am.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
+    let _ = &mut msg;
+    // Build the message by syncing against an empty peer state that claims to have nothing.
+    let mut theirs = automerge::sync::State::new();
+    let mut empty = Automerge::new();
+    let mut ours = automerge::sync::State::new();
+    let m1 = am.generate_sync_message(&mut ours).unwrap();
+    empty.receive_sync_message(&mut theirs, m1).unwrap();
+    let m2 = empty.generate_sync_message(&mut theirs).unwrap();
+    let mut am2 = am.clone();
+    am2.receive_sync_message(&mut ours, m2).unwrap();
+    let m3 = am2.generate_sync_message(&mut ours).unwrap();
+    Message::Sync { sender_id: PeerId::from(from), target_id: to.clone(), document_id: doc, data: m3.encode() }
+}
+
+struct Canary {
+    repo: Repo,
+    doc: DocHandle,
+    round: i64,
+}
+
+impl Canary {
+    async fn check(&mut self, case: &str) {
+        self.round += 1;
+        let r = self.round;
+        self.doc.change(|tx| tx.put(ROOT, "round", r)).await.unwrap();
+        self.doc.wait_synced(Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("canary stopped syncing after `{case}`: {e}"));
+        println!("ok: {case}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
+    let server = Server::start();
+    let admin = server.token("canary", &[], false, "1h");
+    let mut config = RepoConfig::default().with_server(server.url(&admin));
+    config.backoff.initial = Duration::from_millis(20);
+    let repo = Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap();
+    repo.wait_connected(WAIT).await.unwrap();
+    let doc = repo.create().await.unwrap();
+    doc.change(|tx| tx.put(ROOT, "secret", "canary data")).await.unwrap();
+    let mut canary = Canary { repo, doc, round: 0 };
+    canary.check("setup").await;
+    let d = canary.doc.id();
+    let rss_start = server.rss_kib();
+    let mut cases = 0;
+
+    // 1-4: credentials.
+    assert_eq!(dial(&format!("ws://{}/sync", server.addr), None).await.err(), Some(401));
+    assert_eq!(dial(&server.url("garbage.token.here"), None).await.err(), Some(401));
+    let other_keys = tempfile::tempdir().unwrap();
+    let forged = String::from_utf8(Command::new(env!("CARGO_BIN_EXE_concord")).args(["token", "create", "--data", other_keys.path().to_str().unwrap()]).output().unwrap().stdout).unwrap();
+    assert_eq!(dial(&server.url(forged.trim()), None).await.err(), Some(401), "token signed with another key");
+    let mut parts: Vec<String> = admin.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    assert_eq!(dial(&server.url(&parts.join(".")), None).await.err(), Some(401), "tampered token");
+    cases += 4;
+    canary.check("bad credentials").await;
+
+    // 5: bad Origin.
+    assert_eq!(dial(&server.url(&admin), Some("https://evil.example")).await.err(), Some(403));
+    assert!(dial(&server.url(&admin), Some("https://app.example")).await.is_ok());
+    cases += 1;
+
+    // 6-7: read-only token: can read, cannot write.
+    let reader = server.token("reader", &[d], true, "1h");
+    let mut ws = dial(&server.url(&reader), None).await.unwrap();
+    let sid = join(&mut ws, "reader-peer").await.unwrap();
+    send(&mut ws, &sync_msg("reader-peer", &sid, d, &Automerge::new(), true)).await;
+    assert!(matches!(next(&mut ws).await, Ok(Message::Sync { .. })), "a reader gets the document");
+    let mut evil = Automerge::new();
+    evil.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "secret", "overwritten").map(|_| ())).unwrap();
+    send(&mut ws, &changes_msg("reader-peer", &sid, d, &evil)).await;
+    let mut refused = false;
+    for _ in 0..5 {
+        if let Ok(Message::Error { message, .. }) = next(&mut ws).await {
+            refused |= message.contains("read-only");
+            if refused {
+                break;
+            }
+        }
+    }
+    assert!(refused, "a read-only peer's changes are refused with an error");
+    cases += 2;
+    canary.check("read-only write").await;
+    assert_eq!(canary.doc.to_json().unwrap()["secret"], "canary data", "nothing was applied");
+
+    // 8: a document outside the grant is unavailable (no existence leak).
+    let other = DocumentId::from_bytes([0x77; 16]);
+    let narrow = server.token("narrow", &[other], false, "1h");
+    let mut ws = dial(&server.url(&narrow), None).await.unwrap();
+    let sid = join(&mut ws, "narrow-peer").await.unwrap();
+    send(&mut ws, &sync_msg("narrow-peer", &sid, d, &Automerge::new(), true)).await;
+    assert!(matches!(next(&mut ws).await, Ok(Message::DocUnavailable { document_id, .. }) if document_id == d));
+    cases += 1;
+
+    // 9-10: peer-id takeover by another principal is refused; the same principal replaces itself.
+    let alice = server.token("alice", &[], false, "1h");
+    let mallory = server.token("mallory", &[], false, "1h");
+    let mut a1 = dial(&server.url(&alice), None).await.unwrap();
+    join(&mut a1, "alice-phone").await.unwrap();
+    let mut m = dial(&server.url(&mallory), None).await.unwrap();
+    let (code, errors) = {
+        send(&mut m, &Message::Join { sender_id: PeerId::from("alice-phone"), peer_metadata: None, supported_protocol_versions: vec!["1".into()] }).await;
+        until_closed(&mut m).await
+    };
+    assert_eq!(code, Some(CloseCode::Policy));
+    assert!(errors.iter().any(|e| e.contains("bound to another principal")), "{errors:?}");
+    let mut a2 = dial(&server.url(&alice), None).await.unwrap();
+    join(&mut a2, "alice-phone").await.unwrap();
+    assert_eq!(until_closed(&mut a1).await.0, Some(CloseCode::Policy), "the older connection is replaced");
+    cases += 2;
+    canary.check("peer id takeover").await;
+
+    // 11: connections per principal.
+    let mut held = Vec::new();
+    let flood = server.token("flood", &[], false, "1h");
+    let mut refused_at = None;
+    for i in 0..12 {
+        match dial(&server.url(&flood), None).await {
+            Ok(ws) => held.push(ws),
+            Err(status) => {
+                assert_eq!(status, 429);
+                refused_at = Some(i);
+                break;
+            }
+        }
+    }
+    assert_eq!(refused_at, Some(8), "the 9th connection of one principal is refused");
+    drop(held);
+    cases += 1;
+    canary.check("connection flood").await;
+
+    // 12: message-rate flood.
+    let mut ws = dial(&server.url(&admin), None).await.unwrap();
+    let sid = join(&mut ws, "chatty").await.unwrap();
+    for _ in 0..400 {
+        send(&mut ws, &sync_msg("chatty", &sid, d, &Automerge::new(), true)).await;
+    }
+    let (code, _) = until_closed(&mut ws).await;
+    assert_eq!(code, Some(CloseCode::Policy), "rate limit closes with 1008");
+    cases += 1;
+    canary.check("rate flood").await;
+
+    // 13: slowloris handshake.
+    let mut ws = dial(&server.url(&admin), None).await.unwrap();
+    let started = std::time::Instant::now();
+    let (code, _) = until_closed(&mut ws).await;
+    assert_eq!(code, Some(CloseCode::Policy));
+    assert!(started.elapsed() < Duration::from_secs(4), "handshake timeout took {:?}", started.elapsed());
+    cases += 1;
+
+    // 14: idle connection.
+    let mut ws = dial(&server.url(&admin), None).await.unwrap();
+    join(&mut ws, "sleepy").await.unwrap();
+    let (code, _) = until_closed(&mut ws).await;
+    assert_eq!(code, Some(CloseCode::Away), "idle connections close with 1001");
+    cases += 1;
+
+    // 15: token expiring during the connection.
+    let short = server.token("short", &[], false, "2s");
+    let mut ws = dial(&server.url(&short), None).await.unwrap();
+    join(&mut ws, "short-lived").await.unwrap();
+    let (code, _) = until_closed(&mut ws).await;
+    assert_eq!(code, Some(CloseCode::Policy), "an expired token ends the connection");
+    cases += 1;
+    canary.check("expiry").await;
+
+    // 16-19: malformed frames.
+    let mut ws = dial(&server.url(&admin), None).await.unwrap();
+    let sid = join(&mut ws, "fuzzy").await.unwrap();
+    for junk in [vec![0xff], vec![0xbf, 0x61], b"\x82\xa1".to_vec()] {
+        ws.send(Ws::Binary(junk.into())).await.unwrap();
+        assert!(matches!(next(&mut ws).await, Ok(Message::Error { .. })), "garbage/truncated frame answered with an error");
+    }
+    let unknown = ciborium_map(&[("type", "teleport"), ("senderId", "fuzzy")]);
+    ws.send(Ws::Binary(unknown.into())).await.unwrap();
+    assert!(matches!(next(&mut ws).await, Ok(Message::Error { message, .. }) if message.contains("unknown message type")));
+    send(&mut ws, &Message::Sync { sender_id: PeerId::from("fuzzy"), target_id: sid.clone(), document_id: d, data: vec![0x42, 0xff, 0xff] }).await;
+    assert!(matches!(next(&mut ws).await, Ok(Message::Error { .. })), "undecodable sync data");
+    cases += 4;
+    canary.check("malformed frames").await;
+
+    // 20: duplicate (actor, seq) with different content.
+    let actor = ActorId::from([9u8; 16]);
+    let mut first = Automerge::new().with_actor(actor.clone());
+    first.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "x", 1).map(|_| ())).unwrap();
+    let mut second = Automerge::new().with_actor(actor);
+    second.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "x", 2).map(|_| ())).unwrap();
+    let target = DocumentId::from_bytes([0x55; 16]);
+    send(&mut ws, &changes_msg("fuzzy", &sid, target, &first)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&mut ws, &changes_msg("fuzzy", &sid, target, &second)).await;
+    let mut apply_error = false;
+    for _ in 0..6 {
+        match tokio::time::timeout(Duration::from_secs(2), next(&mut ws)).await {
+            Ok(Ok(Message::Error { message, .. })) => {
+                apply_error = message.contains("could not be applied");
+                if apply_error {
+                    break;
+                }
+            }
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(apply_error, "a conflicting duplicate of (actor, seq) is refused");
+    cases += 1;
+    canary.check("duplicate seq").await;
+
+    // 21: oversized message.
+    let _ = ws.send(Ws::Binary(vec![0u8; 100_000].into())).await;
+    let (code, _) = until_closed(&mut ws).await;
+    assert!(code.is_none() || code == Some(CloseCode::Size), "oversized: {code:?}");
+    cases += 1;
+    canary.check("oversized").await;
+
+    // 22: a flood of changes whose dependencies never arrive.
+    let mut ws = dial(&server.url(&admin), None).await.unwrap();
+    let sid = join(&mut ws, "orphans").await.unwrap();
+    let mut base = Automerge::new();
+    base.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "base", 0).map(|_| ())).unwrap();
+    for i in 0..50i64 {
+        let mut fork = base.fork();
+        fork.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", i).map(|_| ())).unwrap();
+        let orphan = fork.get_last_local_change().unwrap();
+        let mut msg = automerge::sync::Message::decode(&fork.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
+        msg.changes = automerge::sync::ChunkList::from(vec![orphan.raw_bytes().to_vec()]);
+        send(&mut ws, &Message::Sync { sender_id: PeerId::from("orphans"), target_id: sid.clone(), document_id: DocumentId::from_bytes([0x66; 16]), data: msg.encode() }).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    cases += 1;
+    canary.check("orphan changes").await;
+
+    // 23: a non-WebSocket request to the sync endpoint.
+    let body = reqwest_like_get(&server.addr, "/sync").await;
+    assert!(body.starts_with("HTTP/1.1 4"), "{body}");
+    cases += 1;
+
+    // Nothing stored was lost, and memory stayed bounded.
+    let fresh = Repo::open(Arc::new(MemoryStorage::new()), RepoConfig::default().with_server(server.url(&admin))).await.unwrap();
+    fresh.wait_connected(WAIT).await.unwrap();
+    let again = fresh.find(d).await.unwrap();
+    assert_eq!(again.to_json().unwrap()["secret"], "canary data");
+    let rss_end = server.rss_kib();
+    println!("{cases} hostile cases; server RSS {rss_start} KiB -> {rss_end} KiB");
+    assert!(cases >= 20);
+    assert!(rss_end < rss_start + 200 * 1024, "server memory grew from {rss_start} to {rss_end} KiB");
+    fresh.shutdown().await;
+    canary.repo.shutdown().await;
+}
+
+fn ciborium_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let v = ciborium::Value::Map(pairs.iter().map(|(k, v)| (ciborium::Value::Text((*k).into()), ciborium::Value::Text((*v).into()))).collect());
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&v, &mut out).unwrap();
+    out
+}
+
+async fn reqwest_like_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
