@@ -64,10 +64,25 @@ pub struct Admitted {
     pub slots: Vec<Slot>,
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    let message = message.into();
-    tracing::info!(%status, %message, "connection refused");
-    (status, Json(json!({ "error": message }))).into_response()
+/// Why a request was refused: an HTTP status and a message for the client.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        tracing::info!(status = %self.status, message = %self.message, "request refused");
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -77,7 +92,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Admin endpoints need a token granting every document (or development mode).
-pub fn admit_admin(app: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Response> {
+pub fn admit_admin(app: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Refusal> {
     if app.config.insecure_no_auth {
         return Ok(());
     }
@@ -100,7 +115,7 @@ pub fn admit(
     addr: SocketAddr,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<Admitted, Response> {
+) -> Result<Admitted, Refusal> {
     let cfg = &app.config;
     if !cfg.allow_origins.is_empty() {
         if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {

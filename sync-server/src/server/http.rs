@@ -70,7 +70,7 @@ pub async fn list_docs(
     Query(page): Query<Page>,
 ) -> Response {
     if let Err(r) = super::admission::admit_admin(&app, &headers, &query) {
-        return r;
+        return r.into_response();
     }
     let docs = match app.repo.storage().list().await {
         Ok(d) => d,
@@ -104,7 +104,7 @@ pub async fn get_doc(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(r) = super::admission::admit_admin(&app, &headers, &query) {
-        return r;
+        return r.into_response();
     }
     let doc: DocumentId = match id.parse() {
         Ok(d) => d,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
 use governor::{Quota, RateLimiter};
@@ -32,7 +32,7 @@ pub async fn upgrade(
 ) -> Response {
     let admitted = match admission::admit(&app, addr, &headers, &query) {
         Ok(a) => a,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let max = app.config.max_message_bytes;
     ws.max_message_size(max)
