@@ -67,3 +67,4 @@ pub mod sim;
 #[cfg(feature = "native")]
 pub use repo::{DocHandle, Repo, RepoConfig, RepoError};
 pub mod path;
+pub mod policy;

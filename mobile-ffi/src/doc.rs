@@ -47,6 +47,11 @@ impl DocHandle {
         Self { repo, handle }
     }
 
+    /// The engine's handle.
+    pub(crate) fn inner(&self) -> &concord::DocHandle {
+        &self.handle
+    }
+
     fn with_doc<T>(&self, f: impl FnOnce(&automerge::Automerge) -> Result<T>) -> Result<T> {
         self.repo.check_open()?;
         self.handle.with_doc(f)?

@@ -24,6 +24,7 @@ pub mod doc;
 pub mod edit;
 pub mod error;
 pub mod listeners;
+mod persist;
 pub mod repo;
 pub mod runtime;
 pub mod value;

@@ -1,7 +1,7 @@
 //! `Repo`: a replica (one SQLite file) and its server connection.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use concord::repo::RepoEvent;
@@ -30,6 +30,8 @@ pub(crate) struct RepoInner {
     token: Option<String>,
     closed: AtomicBool,
     pub(crate) subscriptions: Mutex<Vec<Weak<Control>>>,
+    /// Handles given out, for `shutdown` to wait until their documents are stored.
+    open_docs: Mutex<Vec<Weak<DocHandle>>>,
 }
 
 impl RepoInner {
@@ -47,6 +49,15 @@ impl RepoInner {
 
     pub(crate) fn is_connected(&self) -> bool {
         !self.repo.peers().is_empty()
+    }
+
+    /// Wraps an engine handle for the app and remembers it for `shutdown`.
+    fn adopt(self: &Arc<Self>, handle: concord::DocHandle) -> Arc<DocHandle> {
+        let doc = Arc::new(DocHandle::new(self.clone(), handle));
+        let mut open = self.open_docs.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|w| w.strong_count() > 0);
+        open.push(Arc::downgrade(&doc));
+        doc
     }
 }
 
@@ -119,6 +130,7 @@ async fn open_repo(path: String, servers: Vec<String>, token: Option<String>) ->
             token,
             closed: AtomicBool::new(false),
             subscriptions: Mutex::new(Vec::new()),
+            open_docs: Mutex::new(Vec::new()),
         }),
     })
 }
@@ -150,7 +162,7 @@ impl Repo {
         let inner = self.inner.clone();
         run(async move {
             let handle = inner.repo.create().await?;
-            Ok(Arc::new(DocHandle::new(inner, handle)))
+            Ok(inner.adopt(handle))
         })
         .await
     }
@@ -164,7 +176,7 @@ impl Repo {
         let inner = self.inner.clone();
         run(async move {
             match inner.repo.find(id).await {
-                Ok(handle) => Ok(Arc::new(DocHandle::new(inner, handle))),
+                Ok(handle) => Ok(inner.adopt(handle)),
                 Err(concord::RepoError::Unavailable(_))
                     if inner.has_servers() && !inner.is_connected() =>
                 {
@@ -260,18 +272,19 @@ impl Repo {
         )
     }
 
-    /// Closes the server connection, lets pending local commits finish, cancels every
-    /// subscription and stops the engine. Every later call on this repo or its documents fails
+    /// Waits (up to 5 s) until changes received for open documents are stored locally, closes
+    /// the server connection, lets pending local commits finish, cancels every subscription and
+    /// stops the engine. Every later call on this repo or its documents fails
     /// with `Closed`. Idempotent.
     pub async fn shutdown(&self) -> Result<()> {
         dispatch::cancel_all(&self.inner.subscriptions);
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let repo = self.inner.repo.clone();
+        let inner = self.inner.clone();
         run(async move {
-            repo.flush().await;
-            repo.shutdown().await;
+            crate::persist::persist_open(&inner.repo, &inner.open_docs).await;
+            inner.repo.shutdown().await;
             Ok(())
         })
         .await

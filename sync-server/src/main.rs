@@ -61,8 +61,12 @@ struct TokenArgs {
 }
 
 fn init_logs(format: LogFormat) {
+    init_logs_with(format, "info");
+}
+
+fn init_logs_with(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -156,7 +160,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Token(cmd) => token(cmd),
         Command::Doc(args) => {
-            init_logs(LogFormat::Text);
+            init_logs_with(LogFormat::Text, "warn");
             concord_server::doc::run(args).await
         }
     };

@@ -45,8 +45,8 @@ async function waitCliSees(replica, server, url, want, label) {
   }
 }
 
-test("e: the Rust CLI reads and edits a document a JS client created, and the JS client sees the edits", { timeout: TEST_TIMEOUT_MS }, () =>
-  withHarness(async h => {
+test("e: the Rust CLI reads and edits a document a JS client created, and the JS client sees the edits", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
     const server = await h.server();
     const replica = await h.tempDir("concord-js-replica-");
     const alice = h.client(server);
@@ -83,8 +83,8 @@ test("e: the Rust CLI reads and edits a document a JS client created, and the JS
   }),
 );
 
-test("e: a document the Rust CLI created and edited is found and read by a fresh JS client, and JS edits reach the CLI", { timeout: TEST_TIMEOUT_MS }, () =>
-  withHarness(async h => {
+test("e: a document the Rust CLI created and edited is found and read by a fresh JS client, and JS edits reach the CLI", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
     const server = await h.server();
     const replica = await h.tempDir("concord-js-replica-");
 

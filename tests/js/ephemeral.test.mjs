@@ -29,8 +29,8 @@ async function setup(h) {
 
 const fromPeer = (got, repo) => got.filter(m => m.senderId === repo.peerId);
 
-test("d: an ephemeral message from one JS client reaches the other clients of that document only", { timeout: TEST_TIMEOUT_MS }, () =>
-  withHarness(async h => {
+test("d: an ephemeral message from one JS client reaches the other clients of that document only", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
     const { server, alice, bob, ha, hb, other } = await setup(h);
     const headsBefore = sortedHeads(ha.heads());
     const toBob = inbox(hb);
@@ -77,8 +77,8 @@ test("d: an ephemeral message from one JS client reaches the other clients of th
 // peers, i.e. back to the server; the relayed copy arrives on another connection, passes the
 // per-connection check and is forwarded back to the original sender, which then sees its own
 // message as an `ephemeral-message` event (and every client's relay is fanned out again).
-test("d: the sender of an ephemeral message does not get it back", { timeout: TEST_TIMEOUT_MS, todo: "server echoes relayed ephemeral messages (per-connection dedup)" }, () =>
-  withHarness(async h => {
+test("d: the sender of an ephemeral message does not get it back", { timeout: TEST_TIMEOUT_MS, todo: "server echoes relayed ephemeral messages (per-connection dedup)" }, t =>
+  withHarness(t, async h => {
     const { alice, bob, ha, hb } = await setup(h);
     const toAlice = inbox(ha);
     const toBob = inbox(hb);

@@ -1,6 +1,7 @@
 // Shared harness for the JS interop tests: starts a real `concord serve` on port 0 with a temporary
-// data directory, connects stock automerge-repo clients to it, runs the `concord doc` CLI, and
-// tears everything down. Every wait is bounded (WAIT_MS); nothing loops forever.
+// data directory, mints an access token for it with `concord token create`, connects stock
+// automerge-repo clients to it (token in the URL, as browsers must), runs the `concord doc` CLI,
+// and tears everything down. Every wait is bounded; nothing loops forever.
 
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -24,13 +25,19 @@ export const TEST_TIMEOUT_MS = 45_000;
 
 const LISTENING = /concord listening on (http:\/\/\S+) \(WebSocket: (ws:\/\/\S+)\)/;
 
+/** Every server process still running, killed on exit whatever happened (safety net). */
+const live = new Set();
+process.on("exit", () => {
+  for (const proc of live) proc.kill("SIGKILL");
+});
+
 /** The child's environment: ours without the CONCORD_* settings, so only explicit flags count. */
-function childEnv() {
+function childEnv(extra = {}) {
   const env = { NO_COLOR: "1" };
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith("CONCORD_") || k === "CONCORD_LOG") env[k] = v;
   }
-  return env;
+  return { ...env, ...extra };
 }
 
 /** Rejects after `ms` with a message naming what was awaited. */
@@ -64,18 +71,62 @@ export const sleep = ms => new Promise(r => setTimeout(r, ms));
 /** A deep copy of a document as plain JSON (what both sides must agree on). */
 export const plain = doc => JSON.parse(JSON.stringify(doc));
 
-/** A running `concord serve` process. */
+/**
+ * Runs `concord ARGS...` to completion; resolves to `{code, stdout, stderr}`. Killed after `ms`
+ * (then rejects).
+ */
+export function runConcord(args, { ms = WAIT_MS, env = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(CONCORD_BIN, args, { env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    proc.stdout.setEncoding("utf8").on("data", c => (stdout += c));
+    proc.stderr.setEncoding("utf8").on("data", c => (stderr += c));
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`timed out after ${ms} ms: concord ${args.join(" ")}\nstderr: ${stderr}`));
+    }, ms);
+    proc.once("error", e => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${CONCORD_BIN}: ${e.message}`));
+    });
+    proc.once("close", code => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Like `runConcord` but fails unless the command exits 0; returns stdout. */
+export async function runConcordOk(args, opts) {
+  const r = await runConcord(args, opts);
+  if (r.code !== 0) {
+    throw new Error(`concord ${args.join(" ")} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  }
+  return r.stdout;
+}
+
+/** A running `concord serve` process, with a full-access token minted for the tests. */
 export class Server {
   constructor(proc, httpUrl, wsUrl, dataDir, logs) {
     this.proc = proc;
     this.httpUrl = httpUrl;
+    /** The WebSocket URL as printed (no token). */
     this.wsUrl = wsUrl;
     this.dataDir = dataDir;
     this.logs = logs;
+    /** A token for every document, read and write (set by `start`). */
+    this.token = undefined;
     this.exited = new Promise(resolve => {
       if (proc.exitCode !== null || proc.signalCode !== null) resolve({ code: proc.exitCode, signal: proc.signalCode });
       else proc.once("exit", (code, signal) => resolve({ code, signal }));
     });
+    this.exited.then(() => live.delete(proc));
+  }
+
+  /** The WebSocket URL with the token as a query parameter (how browsers authenticate). */
+  get syncUrl() {
+    return `${this.wsUrl}?token=${encodeURIComponent(this.token)}`;
   }
 
   /** The last lines the server wrote to stderr (for failure messages). */
@@ -83,13 +134,17 @@ export class Server {
     return this.logs.join("").split("\n").slice(-n).join("\n");
   }
 
-  /** Starts `concord serve --bind 127.0.0.1:0 --data DIR` and waits for its "listening" line. */
+  /**
+   * Starts `concord serve --bind 127.0.0.1:0 --data DIR`, waits for its "listening" line, then
+   * mints a token with `concord token create` (the server has created its key file by then).
+   */
   static async start(dataDir) {
     const logs = [];
     const proc = spawn(CONCORD_BIN, ["serve", "--bind", "127.0.0.1:0", "--data", dataDir], {
       env: childEnv(),
       stdio: ["ignore", "pipe", "pipe"],
     });
+    live.add(proc);
     proc.stderr.setEncoding("utf8");
     proc.stderr.on("data", chunk => {
       logs.push(chunk);
@@ -108,14 +163,19 @@ export class Server {
         if (m) resolve(m);
       });
     });
-    let m;
+    const server = new Server(proc, undefined, undefined, dataDir, logs);
     try {
-      m = await withTimeout(listening, "concord serve to print its listening line");
+      const m = await withTimeout(listening, "concord serve to print its listening line");
+      server.httpUrl = m[1];
+      server.wsUrl = m[2];
+      const out = await runConcordOk(["token", "create", "--data", dataDir, "--principal", "js-interop-tests", "--ttl", "1h"]);
+      server.token = out.trim().split(/\s+/).pop();
+      if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(server.token)) throw new Error(`unexpected token output: ${out}`);
     } catch (e) {
       proc.kill("SIGKILL");
       throw e;
     }
-    return new Server(proc, m[1], m[2], dataDir, logs);
+    return server;
   }
 
   /** SIGTERM, then waits for the exit (SIGKILL after WAIT_MS). Returns the exit status. */
@@ -153,19 +213,22 @@ export async function waitServerHas(repo, handle, label = "the server to acknowl
   }, label);
 }
 
-/** `GET /admin/docs/{id}` of the server: `{status, body}`. */
+/** `GET /admin/docs/{id}` of the server (with its all-documents token): `{status, body}`. */
 export async function adminDoc(server, documentId) {
-  const res = await withTimeout(fetch(`${server.httpUrl}/admin/docs/${documentId}`), "GET /admin/docs/{id}");
+  const res = await withTimeout(
+    fetch(`${server.httpUrl}/admin/docs/${documentId}`, { headers: { authorization: `Bearer ${server.token}` } }),
+    "GET /admin/docs/{id}",
+  );
   return { status: res.status, body: await res.json() };
 }
 
 /**
- * A fresh in-memory automerge-repo client connected to `wsUrl` over its own WebSocket.
+ * A fresh in-memory automerge-repo client connected to `url` over its own WebSocket.
  * `wrapSend(send)`, if given, returns the adapter's outgoing-message function (to observe or delay
  * messages).
  */
-export function jsClient(wsUrl, wrapSend) {
-  const adapter = new BrowserWebSocketClientAdapter(wsUrl);
+export function jsClient(url, wrapSend) {
+  const adapter = new BrowserWebSocketClientAdapter(url);
   if (wrapSend) adapter.send = wrapSend(adapter.send.bind(adapter));
   return new Repo({ network: [adapter] });
 }
@@ -176,7 +239,7 @@ export const waitConnected = repo =>
 
 /**
  * Resources of one test, released in reverse order by `cleanup()` (JS clients before servers, so
- * the clients' reconnect timers do not outlive the test).
+ * the clients' reconnect timers do not outlive the test). `cleanup()` is idempotent.
  */
 export class Harness {
   constructor() {
@@ -197,8 +260,9 @@ export class Harness {
     return s;
   }
 
+  /** A JS client of `server`, authenticated with the server's token in the URL. */
   client(server, wrapSend) {
-    const repo = jsClient(server.wsUrl, wrapSend);
+    const repo = jsClient(server.syncUrl, wrapSend);
     this.repos.push(repo);
     return repo;
   }
@@ -235,11 +299,14 @@ export class Harness {
 }
 
 /**
- * Runs `body(harness)` and always cleans up. Cleanup errors surface only when the body succeeded
- * (a failing body's own error is the interesting one).
+ * Runs `body(harness)` for the test `t` and always cleans up: when the body settles, and also when
+ * the test is aborted (timeout, cancellation) while the body still hangs. Cleanup errors surface
+ * only when the body succeeded (a failing body's own error is the interesting one).
  */
-export async function withHarness(body) {
+export async function withHarness(t, body) {
   const h = new Harness();
+  const onAbort = () => void h.cleanup().catch(() => {});
+  t?.signal?.addEventListener("abort", onAbort, { once: true });
   let failed = false;
   try {
     return await body(h);
@@ -250,6 +317,7 @@ export async function withHarness(body) {
     }
     throw e;
   } finally {
+    t?.signal?.removeEventListener("abort", onAbort);
     try {
       await h.cleanup();
     } catch (e) {
@@ -259,30 +327,12 @@ export async function withHarness(body) {
 }
 
 /**
- * Runs `concord doc ARGS...` against `server` with replica directory `dataDir`; resolves to
- * `{code, stdout, stderr}` (kills the child after `ms`).
+ * Runs `concord doc ARGS...` against `server` (token in the URL) with replica directory
+ * `dataDir`; resolves to `{code, stdout, stderr}`.
  */
 export function concordDoc(dataDir, server, args, ms = WAIT_MS) {
-  const full = ["doc", "--data", dataDir, "--server", server.wsUrl, "--timeout", "10", ...args];
-  return new Promise((resolve, reject) => {
-    const proc = spawn(CONCORD_BIN, full, { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    proc.stdout.setEncoding("utf8").on("data", c => (stdout += c));
-    proc.stderr.setEncoding("utf8").on("data", c => (stderr += c));
-    const timer = setTimeout(() => {
-      proc.kill("SIGKILL");
-      reject(new Error(`timed out after ${ms} ms: concord ${full.join(" ")}\nstderr: ${stderr}`));
-    }, ms);
-    proc.once("error", e => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    proc.once("exit", code => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  const full = ["doc", "--data", dataDir, "--server", server.syncUrl, "--timeout", "10", ...args];
+  return runConcord(full, { ms });
 }
 
 /** Like `concordDoc` but fails unless the command exits 0; returns stdout. */

@@ -8,8 +8,8 @@ import { Counter } from "@automerge/automerge-repo";
 
 import { TEST_TIMEOUT_MS, plain, sortedHeads, waitFor, waitServerHas, withHarness } from "./harness.mjs";
 
-test("c: every document written before a SIGTERM restart is served to a fresh JS client after it", { timeout: TEST_TIMEOUT_MS }, () =>
-  withHarness(async h => {
+test("c: every document written before a SIGTERM restart is served to a fresh JS client after it", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
     const data = await h.tempDir("concord-js-restart-");
     const first = await h.server(data);
     const alice = h.client(first);

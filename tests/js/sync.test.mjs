@@ -21,8 +21,8 @@ import {
   withTimeout,
 } from "./harness.mjs";
 
-test("a: a document created by one JS client is found by a fresh JS client, and edits flow both ways", { timeout: TEST_TIMEOUT_MS }, () =>
-  withHarness(async h => {
+test("a: a document created by one JS client is found by a fresh JS client, and edits flow both ways", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
     const server = await h.server();
     const alice = h.client(server);
 
@@ -78,8 +78,8 @@ test("a: a document created by one JS client is found by a fresh JS client, and 
   }),
 );
 
-test("a: a document requested before its creator synced it is delivered once it arrives", { timeout: TEST_TIMEOUT_MS }, () =>
-  withHarness(async h => {
+test("a: a document requested before its creator synced it is delivered once it arrives", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
     const server = await h.server();
     const alice = h.client(server);
     const bob = h.client(server);
@@ -105,8 +105,8 @@ test("a: a document requested before its creator synced it is delivered once it 
 // doc-unavailable at once, and a stock JS `repo.find(url)` rejects ("Document ... is unavailable").
 // Deterministic here: alice's sync messages that carry changes are held back for 1 s, so bob's
 // request reaches the server after alice's offer (heads only) and before her changes.
-test("a: a request arriving while the creator's first sync is in flight waits for it (strict find)", { timeout: TEST_TIMEOUT_MS, todo: "server answers doc-unavailable although a peer offered the document" }, () =>
-  withHarness(async h => {
+test("a: a request arriving while the creator's first sync is in flight waits for it (strict find)", { timeout: TEST_TIMEOUT_MS, todo: "server answers doc-unavailable although a peer offered the document" }, t =>
+  withHarness(t, async h => {
     const server = await h.server();
     let target;
     let offered;
@@ -139,8 +139,8 @@ test("a: a request arriving while the creator's first sync is in flight waits fo
   }),
 );
 
-test("b: two JS clients editing concurrently converge to identical values", { timeout: TEST_TIMEOUT_MS }, () =>
-  withHarness(async h => {
+test("b: two JS clients editing concurrently converge to identical values", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
     const server = await h.server();
     const alice = h.client(server);
     const bob = h.client(server);

@@ -1,5 +1,6 @@
 //! The `concord doc` CLI as a real process: two replicas (separate `--data` directories) sync
-//! through a listening peer process (`test-peer`) over WebSockets on 127.0.0.1.
+//! through a real `concord serve` process (authenticated with its development token) over
+//! WebSockets on 127.0.0.1.
 //!
 //! The `concord` binary belongs to another package (`concord-server`), so cargo does not build it
 //! for these tests on its own: each run first calls `cargo build -p concord-server --bin concord`
@@ -61,12 +62,24 @@ fn concord_bin() -> &'static Path {
     })
 }
 
-/// A listening peer process (server policy, SQLite); dropped = killed.
+/// A real `concord serve` process on 127.0.0.1 (dropped = killed). Returns its sync URL carrying
+/// the development token it prints.
 fn peer(dir: &Path) -> (Proc, String) {
-    let db = dir.join("peer.db");
-    let mut p = Proc::spawn(env!("CARGO_BIN_EXE_test-peer"), &[db.to_str().unwrap()]).unwrap();
-    let url = p.expect("LISTEN ").expect("test-peer prints its URL");
-    (p, format!("{url}/sync"))
+    let data = dir.join("server");
+    let mut p = Proc::spawn(
+        concord_bin().to_str().unwrap(),
+        &["serve", "--bind", "127.0.0.1:0", "--data", data.to_str().unwrap()],
+    )
+    .unwrap();
+    let listening = p.expect("concord listening on ").expect("the server prints its address");
+    let ws = listening
+        .split("WebSocket: ")
+        .nth(1)
+        .map(|r| r.trim_end_matches(')').to_owned())
+        .expect("a WebSocket URL");
+    let token = p.expect("development token").expect("the server prints a development token");
+    let token = token.rsplit(' ').next().unwrap().to_owned();
+    (p, format!("{ws}?token={token}"))
 }
 
 /// One CLI replica: a data directory and the server it talks to.

@@ -125,6 +125,11 @@ impl DocEntry {
         !self.commit_in_flight && self.doc.get_heads() == self.saved_heads
     }
 
+    /// Nothing pending: every change it holds is committed and no message waits.
+    pub(super) fn is_settled(&self) -> bool {
+        self.inbox.is_empty() && (self.state != DocState::Ready || self.all_committed())
+    }
+
     pub(super) fn evictable(&self) -> bool {
         self.pins == 0
             && self.inbox.is_empty()

@@ -218,9 +218,10 @@ impl Core {
         self.docs.len()
     }
 
-    /// True when the core waits for no storage operation and has no queued effect.
+    /// True when the core waits for no storage operation, has no queued effect, and holds
+    /// nothing that is not committed (no pending incoming change, no failed commit to retry).
     pub fn is_idle(&self) -> bool {
-        self.out.ops.is_empty() && self.out.effects.is_empty()
+        self.out.ops.is_empty() && self.out.effects.is_empty() && self.docs.values().all(DocEntry::is_settled)
     }
 
     fn ticket(&mut self) -> Ticket {

@@ -380,11 +380,11 @@ impl Repo {
     /// but none is connected yet, waits up to `connect_wait` for one before giving up.
     pub async fn find(&self, url: impl Into<AutomergeUrl>) -> Result<DocHandle, RepoError> {
         let doc = url.into().document_id;
+        // If no peer was connected when we started, "unavailable" may mean "nobody was asked"
+        // (a handshake can complete while storage is read): ask again once a server is there.
+        let asked_someone = !self.peers().is_empty();
         let mut outcome = self.find_once(doc).await?;
-        if outcome == FindOutcome::Unavailable
-            && !self.config.servers.is_empty()
-            && self.peers().is_empty()
-        {
+        if outcome == FindOutcome::Unavailable && !self.config.servers.is_empty() && !asked_someone {
             let _ = self.wait_connected(self.config.connect_wait).await;
             outcome = self.find_once(doc).await?;
         }
@@ -485,10 +485,19 @@ impl Repo {
             .unwrap_or(0)
     }
 
-    /// Waits until every storage operation issued so far has completed.
+    /// Waits until everything the engine holds is committed: no storage operation pending or
+    /// queued, no incoming change waiting to be applied.
     pub async fn flush(&self) {
-        let mut idle = self.shared.storage_idle.subscribe();
-        let _ = idle.wait_for(|i| *i).await;
+        let mut progress = self.shared.progress.subscribe();
+        loop {
+            let idle = self.shared.lock().map(|c| c.is_idle()).unwrap_or(true);
+            if idle && *self.shared.storage_idle.borrow() {
+                return;
+            }
+            if progress.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Closes every connection (code 1001), lets in-flight storage operations finish, and stops.

@@ -96,7 +96,12 @@ pub(super) async fn run_client(
                 tracing::info!(%url, "connection ended");
             }
             Ok(Err(e)) => {
-                tracing::warn!(%url, error = %e, "connect failed");
+                // Loud once per outage, quiet while retrying.
+                if attempt == 0 {
+                    tracing::warn!(%url, error = %e, "connect failed; retrying with backoff");
+                } else {
+                    tracing::debug!(%url, error = %e, attempt, "connect failed");
+                }
                 idx += 1;
             }
             Err(_) => {

@@ -75,6 +75,11 @@ pub struct DocArgs {
     )]
     offline: bool,
 
+    /// Access token for the servers (`concord serve` prints a development token; `concord token
+    /// create` mints others). Sent as the `token` query parameter.
+    #[arg(long, env = "CONCORD_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+
     /// How long to wait for servers, in seconds (fractions allowed) [default: 10; for `watch`: no
     /// limit].
     #[arg(long, value_name = "SECS", env = "CONCORD_TIMEOUT", value_parser = parse_timeout, global = true)]
@@ -174,15 +179,28 @@ enum DocCommand {
 /// Default wait for servers when `--timeout` is not given.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Adds `token` to a server URL as the `token` query parameter.
+fn with_token(url: String, token: Option<&str>) -> String {
+    match token {
+        Some(t) if !t.is_empty() => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}token={t}")
+        }
+        _ => url,
+    }
+}
+
 /// Runs one `concord doc` command.
 pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
     let DocArgs {
         data,
         servers,
         offline,
+        token,
         timeout,
         command,
     } = args;
+    let servers = servers.into_iter().map(|s| with_token(s, token.as_deref())).collect();
     // `watch` bounds only its start-up by the default; its watching is unbounded unless given.
     let wait = timeout.unwrap_or(DEFAULT_TIMEOUT);
     let replica = Replica::open(&data, servers, offline, wait).await?;
