@@ -359,20 +359,33 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     cases += 1;
     canary.check("oversized").await;
 
-    // 22: a flood of changes whose dependencies never arrive.
+    // 22: a flood of changes whose dependencies never arrive is capped (default 256 per document).
     let mut ws = dial(&server.url(&admin), None).await.unwrap();
     let sid = join(&mut ws, "orphans").await.unwrap();
     let mut base = Automerge::new();
     base.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "base", 0).map(|_| ())).unwrap();
-    for i in 0..50i64 {
-        let mut fork = base.fork();
-        fork.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", i).map(|_| ())).unwrap();
-        let orphan = fork.get_last_local_change().unwrap();
-        let mut msg = automerge::sync::Message::decode(&fork.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
-        msg.changes = automerge::sync::ChunkList::from(vec![orphan.raw_bytes().to_vec()]);
-        send(&mut ws, &Message::Sync { sender_id: PeerId::from("orphans"), target_id: sid.clone(), document_id: DocumentId::from_bytes([0x66; 16]), data: msg.encode() }).await;
-        tokio::time::sleep(Duration::from_millis(15)).await;
+    let orphan_doc = DocumentId::from_bytes([0x66; 16]);
+    let mut capped = false;
+    'flood: for round in 0..20i64 {
+        let mut chunks = Vec::new();
+        for i in 0..20i64 {
+            let mut fork = base.fork();
+            fork.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", round * 100 + i).map(|_| ())).unwrap();
+            chunks.push(fork.get_last_local_change().unwrap().raw_bytes().to_vec());
+        }
+        let mut msg = automerge::sync::Message::decode(&base.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
+        msg.changes = automerge::sync::ChunkList::from(chunks);
+        send(&mut ws, &Message::Sync { sender_id: PeerId::from("orphans"), target_id: sid.clone(), document_id: orphan_doc, data: msg.encode() }).await;
+        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(150), next(&mut ws)).await {
+            if let Message::Error { message, .. } = m {
+                if message.contains("missing dependencies") {
+                    capped = true;
+                    break 'flood;
+                }
+            }
+        }
     }
+    assert!(capped, "changes with missing dependencies are capped with an error");
     cases += 1;
     canary.check("orphan changes").await;
 

@@ -79,6 +79,9 @@ pub struct Limits {
     pub max_protocol_errors: u32,
     /// Milliseconds a connection may take to complete the handshake.
     pub handshake_timeout_ms: u64,
+    /// Changes whose dependencies are missing that a document may hold queued; a message that
+    /// would exceed it is refused before Automerge queues anything.
+    pub max_missing_deps: usize,
 }
 
 impl Default for Limits {
@@ -87,6 +90,7 @@ impl Default for Limits {
             max_message_bytes: 1 << 20,
             max_protocol_errors: 64,
             handshake_timeout_ms: 10_000,
+            max_missing_deps: 256,
         }
     }
 }

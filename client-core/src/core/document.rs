@@ -6,7 +6,7 @@ use std::fmt::Display;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transaction};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::{
     Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp, StorageReply,
@@ -85,6 +85,8 @@ pub(super) struct DocEntry {
     pub(super) wanted: bool,
     pub(super) last_used: u64,
     pub(super) pins: usize,
+    /// Changes accepted whose dependencies were missing (an upper bound of Automerge's queue).
+    pub(super) queued_orphans: usize,
 }
 
 impl DocEntry {
@@ -106,6 +108,7 @@ impl DocEntry {
             wanted: false,
             last_used: now,
             pins: 0,
+            queued_orphans: 0,
         }
     }
 
@@ -126,8 +129,11 @@ impl DocEntry {
     }
 
     /// Nothing pending: every change it holds is committed and no message waits.
+    /// (A document whose last commit failed counts as settled: the failure was reported, and a
+    /// retry happens on the next tick.)
     pub(super) fn is_settled(&self) -> bool {
-        self.inbox.is_empty() && (self.state != DocState::Ready || self.all_committed())
+        self.inbox.is_empty()
+            && (self.state != DocState::Ready || self.all_committed() || (self.commit_failed && !self.commit_in_flight))
     }
 
     pub(super) fn evictable(&self) -> bool {
@@ -165,6 +171,28 @@ fn peer_doc<'a>(
 ) -> &'a mut PeerDoc {
     let stored = storage.and_then(|s| stored_sync.get(s));
     peers.entry(conn).or_insert_with(|| PeerDoc::new(stored))
+}
+
+/// How many changes of `msg` depend on changes that are neither in `doc` nor in `msg` (whole
+/// document chunks are self-contained and count as zero).
+fn orphan_changes(doc: &Automerge, msg: &sync::Message) -> usize {
+    let changes: Vec<automerge::Change> = msg
+        .changes
+        .iter()
+        .filter_map(|bytes| automerge::Change::try_from(bytes).ok())
+        .collect();
+    if changes.is_empty() {
+        return 0;
+    }
+    let in_msg: std::collections::HashSet<ChangeHash> = changes.iter().map(automerge::Change::hash).collect();
+    changes
+        .iter()
+        .filter(|c| {
+            c.deps()
+                .iter()
+                .any(|d| !in_msg.contains(d) && doc.get_change_meta_by_hash(d).is_none())
+        })
+        .count()
 }
 
 fn build_doc(
@@ -405,6 +433,7 @@ impl Core {
             return;
         }
         let inbox = std::mem::take(&mut entry.inbox);
+        let max_missing = self.config.limits.max_missing_deps;
         let before = entry.doc.get_heads();
         let mut errors = Vec::new();
         let mut state_writes = Vec::new();
@@ -423,12 +452,24 @@ impl Core {
                 continue;
             }
             pd.awaiting = false;
+            if changes > 0 {
+                let orphans = orphan_changes(&entry.doc, &msg);
+                if orphans > 0 {
+                    let queued = entry.queued_orphans + orphans;
+                    if queued > max_missing {
+                        pd.sync = sync::State::new();
+                        errors.push((conn, ProtocolError::TooManyMissingDeps { doc, count: queued, limit: max_missing }));
+                        continue;
+                    }
+                    entry.queued_orphans = queued;
+                }
+            }
             pd.owe_ack |= changes > 0;
             match entry.doc.receive_sync_message(&mut pd.sync, msg) {
                 Ok(()) => self.out.stats.changes_applied += changes,
                 Err(e) => {
                     pd.sync = sync::State::new();
-                    errors.push((conn, e.to_string()));
+                    errors.push((conn, ProtocolError::SyncApply { doc, reason: e.to_string() }));
                 }
             }
             if let Some(sid) = storage {
@@ -442,6 +483,9 @@ impl Core {
         if entry.doc.get_heads() != before {
             entry.remote_pending = true;
         }
+        if entry.queued_orphans > 0 && entry.doc.get_missing_deps(&[]).is_empty() {
+            entry.queued_orphans = 0; // their dependencies arrived: Automerge applied them
+        }
         for (peer, state) in state_writes {
             entry.stored_sync.insert(peer.clone(), state.clone());
             self.out.storage(
@@ -449,8 +493,8 @@ impl Core {
                 PendingOp::SyncState,
             );
         }
-        for (conn, reason) in errors {
-            self.protocol_error(conn, ProtocolError::SyncApply { doc, reason });
+        for (conn, error) in errors {
+            self.protocol_error(conn, error);
         }
         if check {
             self.check_availability(doc);

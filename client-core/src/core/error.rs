@@ -36,6 +36,16 @@ pub enum ProtocolError {
         /// Automerge's error.
         reason: String,
     },
+    /// The message carries more changes with unknown dependencies than the document may queue.
+    #[error("sync message for {doc} refused: {count} changes with missing dependencies (limit {limit})")]
+    TooManyMissingDeps {
+        /// The document.
+        doc: DocumentId,
+        /// Orphans it would leave queued.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The peer may not write this document; its changes were refused.
     #[error("changes to {0} refused: read-only access")]
     WriteDenied(DocumentId),
