@@ -1,10 +1,12 @@
 //! Opening options: server URL validation and the access token.
 //!
-//! Token: the server does not check tokens yet (authentication arrives with a later issue). The
-//! token is stored on the `Repo` and appended to every server URL as a `token` query parameter
-//! (`ws://host/sync?token=...`, percent-encoded), the form the server will accept because browsers
-//! cannot set WebSocket headers. Today's server ignores the parameter, so passing a token is
-//! harmless and forward compatible. Treat URLs with tokens as secrets: do not log them.
+//! Token: stored on the `Repo` and appended to every server URL as a percent-encoded `token`
+//! query parameter (`ws://host/sync?token=...`), the form `concord serve` accepts from every
+//! client (browsers cannot set WebSocket headers). The server verifies it at the WebSocket
+//! upgrade and denies clients without a valid token unless it runs with `--insecure-no-auth`; on
+//! loopback it prints a development token at startup. A refused connection is retried with
+//! backoff like any other failure (the engine does not report *why* a connection failed: see the
+//! README's API gaps). Treat URLs with tokens as secrets: do not log them.
 
 use crate::error::{ConcordError, Result};
 

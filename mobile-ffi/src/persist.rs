@@ -10,7 +10,7 @@
 use std::sync::{PoisonError, Weak};
 use std::time::Duration;
 
-use automerge::Automerge;
+use automerge::{Automerge, ReadDoc};
 use concord::Repo;
 
 use crate::doc::DocHandle;

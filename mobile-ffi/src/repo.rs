@@ -54,7 +54,10 @@ impl RepoInner {
     /// Wraps an engine handle for the app and remembers it for `shutdown`.
     fn adopt(self: &Arc<Self>, handle: concord::DocHandle) -> Arc<DocHandle> {
         let doc = Arc::new(DocHandle::new(self.clone(), handle));
-        let mut open = self.open_docs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .open_docs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         open.retain(|w| w.strong_count() > 0);
         open.push(Arc::downgrade(&doc));
         doc
@@ -140,7 +143,7 @@ impl Repo {
     /// Opens (creating if missing) the replica at `path`, blocking the calling thread until the
     /// file is open (not until a server answers). Do not call it on a UI thread; prefer `open`.
     /// `servers`: `ws://` or `wss://` URLs, tried in order; empty for an offline repo.
-    /// `token`: appended to the URLs as a `token` query parameter (not checked by servers yet).
+    /// `token`: sent to the servers as a `token` query parameter of the WebSocket URL.
     #[uniffi::constructor(default(token = None))]
     pub fn new(path: String, servers: Vec<String>, token: Option<String>) -> Result<Arc<Self>> {
         block_on(open_repo(path, servers, token)).map(Arc::new)

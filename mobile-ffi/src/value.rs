@@ -34,10 +34,11 @@ pub enum Value {
     Counter { value: i64 },
     /// A timestamp, milliseconds since the Unix epoch.
     Timestamp { millis: i64 },
-    /// A map (a JSON object).
-    Map { entries: HashMap<String, Value> },
-    /// A list (a JSON array).
-    List { items: Vec<Value> },
+    /// A map (a JSON object). Named `Object` because `Map` would shadow the Kotlin collection
+    /// type inside the generated sealed class.
+    Object { entries: HashMap<String, Value> },
+    /// A list (a JSON array). Named `Array` for the same reason.
+    Array { items: Vec<Value> },
     /// A scalar of a type this version does not know.
     Unknown { type_code: u8, bytes: Vec<u8> },
 }
@@ -52,7 +53,7 @@ fn to_value<R: ReadDoc>(doc: &R, value: &AmValue<'_>, id: &ObjId) -> Result<Valu
                     entries.insert(key, to_value(doc, &v, &child)?);
                 }
             }
-            Value::Map { entries }
+            Value::Object { entries }
         }
         AmValue::Object(ObjType::List) => {
             let len = doc.length(id);
@@ -62,7 +63,7 @@ fn to_value<R: ReadDoc>(doc: &R, value: &AmValue<'_>, id: &ObjId) -> Result<Valu
                     items.push(to_value(doc, &v, &child)?);
                 }
             }
-            Value::List { items }
+            Value::Array { items }
         }
         AmValue::Object(ObjType::Text) => Value::Text {
             value: doc.text(id)?,
@@ -224,7 +225,7 @@ mod tests {
         assert_eq!(get(&d, &p("todos/7")?)?, None);
         assert_eq!(get(&d, &p("todos/7/title")?)?, None);
         assert!(
-            matches!(get(&d, &DocPath::root())?, Some(Value::Map { entries }) if entries.len() == 4)
+            matches!(get(&d, &DocPath::root())?, Some(Value::Object { entries }) if entries.len() == 4)
         );
         Ok(())
     }

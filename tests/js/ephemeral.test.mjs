@@ -70,14 +70,14 @@ test("d: an ephemeral message from one JS client reaches the other clients of th
   }),
 );
 
-// KNOWN BUG (marked todo so the suite stays green; remove `todo` once fixed): the server
+// Regression test (fixed: ephemeral dedup is per replica, client-core/src/core/connection.rs): the server
 // de-duplicates ephemeral messages per connection (client-core/src/core/connection.rs,
 // `Conn::ephemeral_seen`) instead of per repo as automerge-repo does (NetworkSubsystem
 // `#ephemeralSessionCounts`). JS clients relay every ephemeral message they receive to their other
 // peers, i.e. back to the server; the relayed copy arrives on another connection, passes the
 // per-connection check and is forwarded back to the original sender, which then sees its own
 // message as an `ephemeral-message` event (and every client's relay is fanned out again).
-test("d: the sender of an ephemeral message does not get it back", { timeout: TEST_TIMEOUT_MS, todo: "server echoes relayed ephemeral messages (per-connection dedup)" }, t =>
+test("d: the sender of an ephemeral message does not get it back", { timeout: TEST_TIMEOUT_MS }, t =>
   withHarness(t, async h => {
     const { alice, bob, ha, hb } = await setup(h);
     const toAlice = inbox(ha);

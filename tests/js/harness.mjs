@@ -238,6 +238,25 @@ export const waitConnected = repo =>
   waitFor(() => Object.keys(repo.peerMetadataByPeerId).length > 0, "the JS client to complete its handshake");
 
 /**
+ * `repo.shutdown()`, bounded. A repo whose adapter has not started connecting yet (a test that
+ * failed within a tick of creating it) throws synchronously from the adapter's `disconnect()`;
+ * then retry shortly, once it has.
+ */
+async function shutdownRepo(repo) {
+  let lastError;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      await withTimeout(Promise.resolve().then(() => repo.shutdown()), "repo.shutdown()", 5_000);
+      return;
+    } catch (e) {
+      lastError = e;
+      await sleep(50);
+    }
+  }
+  throw lastError;
+}
+
+/**
  * Resources of one test, released in reverse order by `cleanup()` (JS clients before servers, so
  * the clients' reconnect timers do not outlive the test). `cleanup()` is idempotent.
  */
@@ -270,7 +289,7 @@ export class Harness {
   /** Shuts one client down (and forgets it). */
   async closeClient(repo) {
     this.repos = this.repos.filter(r => r !== repo);
-    await withTimeout(repo.shutdown(), "repo.shutdown()", 5_000).catch(() => {});
+    await shutdownRepo(repo);
   }
 
   /** Finds `url` in `repo`, bounded. */
@@ -286,7 +305,7 @@ export class Harness {
   async cleanup() {
     const errors = [];
     for (const repo of this.repos.splice(0).reverse()) {
-      await withTimeout(repo.shutdown(), "repo.shutdown()", 5_000).catch(e => errors.push(e));
+      await shutdownRepo(repo).catch(e => errors.push(e));
     }
     for (const s of this.servers.splice(0).reverse()) {
       await s.stop().catch(e => errors.push(e));
@@ -327,11 +346,11 @@ export async function withHarness(t, body) {
 }
 
 /**
- * Runs `concord doc ARGS...` against `server` (token in the URL) with replica directory
- * `dataDir`; resolves to `{code, stdout, stderr}`.
+ * Runs `concord doc ARGS...` against `server` (with `--token`) with replica directory `dataDir`;
+ * resolves to `{code, stdout, stderr}`.
  */
 export function concordDoc(dataDir, server, args, ms = WAIT_MS) {
-  const full = ["doc", "--data", dataDir, "--server", server.syncUrl, "--timeout", "10", ...args];
+  const full = ["doc", "--data", dataDir, "--server", server.wsUrl, "--token", server.token, "--timeout", "10", ...args];
   return runConcord(full, { ms });
 }
 

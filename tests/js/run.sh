@@ -9,6 +9,7 @@
 #   cargo build -p concord-server
 # Debugging: CONCORD_TEST_VERBOSE=1 streams the servers' logs; CONCORD_LOG=concord=trace logs frames.
 set -euo pipefail
+caller_dir="$PWD"
 cd "$(dirname "$0")"
 
 command -v node >/dev/null || { echo "run.sh: node (>= 20) is required" >&2; exit 1; }
@@ -30,14 +31,22 @@ if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$want_stamp" ]; then
   printf '%s' "$want_stamp" >"$stamp_file"
 fi
 
+if [ -n "${CONCORD_BIN:-}" ] && [ "${CONCORD_BIN#/}" = "$CONCORD_BIN" ]; then
+  CONCORD_BIN="$caller_dir/$CONCORD_BIN" # relative to where run.sh was called from
+fi
 if [ -z "${CONCORD_BIN:-}" ]; then
   if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-    CONCORD_BIN="$CARGO_TARGET_DIR/debug/concord"
+    case "$CARGO_TARGET_DIR" in
+      /*) CONCORD_BIN="$CARGO_TARGET_DIR/debug/concord" ;;
+      *) CONCORD_BIN="$caller_dir/$CARGO_TARGET_DIR/debug/concord" ;;
+    esac
   else
     CONCORD_BIN="$PWD/../../target/debug/concord"
   fi
 fi
-CONCORD_BIN="$(cd "$(dirname "$CONCORD_BIN")" 2>/dev/null && pwd)/$(basename "$CONCORD_BIN")" || true
+if bin_dir="$(cd "$(dirname "$CONCORD_BIN")" 2>/dev/null && pwd)"; then
+  CONCORD_BIN="$bin_dir/$(basename "$CONCORD_BIN")" # absolute: the tests resolve it from their own dir
+fi
 if [ ! -x "$CONCORD_BIN" ]; then
   echo "run.sh: no concord binary at $CONCORD_BIN (build it: cargo build -p concord-server, or set CONCORD_BIN)" >&2
   exit 1

@@ -96,16 +96,16 @@ test("a: a document requested before its creator synced it is delivered once it 
   }),
 );
 
-// KNOWN BUG (marked todo so the suite stays green; remove `todo` once fixed). A peer that has
+// Regression test (fixed in client-core/src/core/availability.rs). A peer that has
 // offered a document (sent sync with non-empty heads) is still being synced from, so a request for
 // that document must wait for it, not be answered doc-unavailable. automerge-repo's DocSynchronizer
 // marks such a peer "has" and only sends doc-unavailable when every peer is "unavailable" or "wants";
-// Concord's `check_availability` (client-core/src/core/document.rs) only counts peers *it* requested
+// Concord's `check_availability` (client-core/src/core/availability.rs) only counts peers *it* requested
 // from (`we_requested`), so with ServerPolicy (never requests from inbound clients) it answers
 // doc-unavailable at once, and a stock JS `repo.find(url)` rejects ("Document ... is unavailable").
 // Deterministic here: alice's sync messages that carry changes are held back for 1 s, so bob's
 // request reaches the server after alice's offer (heads only) and before her changes.
-test("a: a request arriving while the creator's first sync is in flight waits for it (strict find)", { timeout: TEST_TIMEOUT_MS, todo: "server answers doc-unavailable although a peer offered the document" }, t =>
+test("a: a request arriving while the creator's first sync is in flight waits for it (strict find)", { timeout: TEST_TIMEOUT_MS }, t =>
   withHarness(t, async h => {
     const server = await h.server();
     let target;

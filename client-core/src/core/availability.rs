@@ -74,8 +74,11 @@ impl Core {
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };
+        // Someone may still deliver it: a peer we asked that has not said no, or a peer that
+        // offered it (announced non-empty heads) and is still connected.
         let still_asking = entry.peers.iter().any(|(conn, pd)| {
-            pd.we_requested && !pd.they_unavailable && self.conns.contains_key(conn)
+            let offered = pd.sync.their_heads.as_ref().is_some_and(|h| !h.is_empty());
+            (pd.we_requested || offered) && !pd.they_unavailable && self.conns.contains_key(conn)
         });
         if still_asking {
             return;

@@ -1,10 +1,13 @@
 //! Connections: the join/peer handshake, message dispatch and teardown.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use super::{CloseReason, Core, Effect, Event, PeerInfo, ProtocolError};
 use crate::id::{ConnId, DocumentId, PeerId};
 use crate::wire::{self, Message, PROTOCOL_V1, PeerMetadata};
+
+/// Ephemeral (sender, session) counters remembered before the table is reset.
+const EPHEMERAL_SESSIONS_KEPT: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ConnState {
@@ -29,8 +32,6 @@ pub(super) struct Conn {
     grant: Option<super::Grant>,
     /// Documents this connection syncs with us (survives eviction of the document).
     pub(super) subscribed: BTreeSet<DocumentId>,
-    /// Last ephemeral count seen per (sender, session).
-    ephemeral_seen: HashMap<(PeerId, String), u64>,
 }
 
 impl Conn {
@@ -47,7 +48,6 @@ impl Conn {
             peer: None,
             grant: None,
             subscribed: BTreeSet::new(),
-            ephemeral_seen: HashMap::new(),
         }
     }
 }
@@ -388,19 +388,22 @@ impl Core {
         if !allowed {
             return;
         }
+        // Deduplicate per replica, not per connection: peers relay ephemeral messages to each
+        // other, so the same message can come back on another connection.
         let key = (sender_id.clone(), session_id.clone());
-        if c.ephemeral_seen
-            .get(&key)
-            .is_some_and(|last| *last >= count)
-        {
+        if self.ephemeral_seen.get(&key).is_some_and(|last| *last >= count) {
             return;
         }
-        c.ephemeral_seen.insert(key, count);
+        if self.ephemeral_seen.len() >= EPHEMERAL_SESSIONS_KEPT {
+            self.ephemeral_seen.clear();
+        }
+        self.ephemeral_seen.insert(key, count);
         let targets: Vec<(ConnId, PeerId)> = self
             .conns
             .iter()
             .filter(|(id, other)| **id != conn && other.subscribed.contains(&doc))
             .filter_map(|(id, other)| other.peer.as_ref().map(|p| (*id, p.peer_id.clone())))
+            .filter(|(_, peer)| *peer != sender_id)
             .collect();
         for (to, target_id) in targets {
             let fwd = Message::Ephemeral {

@@ -173,6 +173,8 @@ pub struct Core {
     actor: ActorId,
     session_id: String,
     ephemeral_count: u64,
+    /// Last ephemeral count seen per (sender, session), across all connections.
+    ephemeral_seen: HashMap<(crate::id::PeerId, String), u64>,
     next_ticket: u64,
     conns: BTreeMap<ConnId, Conn>,
     docs: HashMap<DocumentId, DocEntry>,
@@ -190,6 +192,7 @@ impl Core {
             actor,
             session_id,
             ephemeral_count: 0,
+            ephemeral_seen: HashMap::new(),
             next_ticket: 0,
             conns: BTreeMap::new(),
             docs: HashMap::new(),

@@ -23,6 +23,7 @@ use serde_json::Value as Json;
 use super::error::PolicyError;
 use super::schema::Policy;
 use super::view::{View, describe};
+use super::write::put_fresh;
 use crate::path::{self, DocPath};
 
 /// The members of the set whose concurrent containers are `values`, sorted.
@@ -141,7 +142,7 @@ pub(crate) fn add<T: Transactable>(
     let Some((pick, others)) = ids.split_last() else {
         return Ok(());
     };
-    tx.put(pick, element, true)?;
+    put_fresh(tx, pick, Prop::Map(element.to_owned()), ScalarValue::Boolean(true))?;
     // Remove-wins: a `false` left in another concurrent map would still veto membership.
     if matches!(policy, Policy::RemoveWinsSet) {
         for id in others {
@@ -169,7 +170,7 @@ pub(crate) fn remove<T: Transactable>(
             // The tombstone must exist even for an element we never saw: a concurrent add of it
             // elsewhere is then dropped. It goes in the pick, and in every map holding it.
             if present || i + 1 == ids.len() {
-                tx.put(id, element, false)?;
+                put_fresh(tx, id, Prop::Map(element.to_owned()), ScalarValue::Boolean(false))?;
             }
         } else if present {
             tx.delete(id, element)?;

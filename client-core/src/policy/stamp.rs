@@ -23,7 +23,7 @@
 //! would contradict the convention other clients read it with; neither holds the counter that
 //! makes an HLC causal.
 
-use automerge::transaction::{CommitOptions, Transaction};
+use automerge::transaction::{CommitOptions, Transactable, Transaction};
 use automerge::{AutoCommit, Automerge, ChangeHash, ChangeMetadata, ObjId};
 
 use super::hlc::{Hlc, HlcTimestamp, Observed};

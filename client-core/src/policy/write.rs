@@ -7,7 +7,7 @@
 //! whatever is there, for every policy.
 
 use automerge::transaction::Transactable;
-use automerge::{ObjType, ScalarValue, Value};
+use automerge::{AutomergeError, ObjId, ObjType, Prop, ScalarValue, Value};
 use serde_json::Value as Json;
 
 use super::IntoPath;
@@ -15,7 +15,7 @@ use super::counter;
 use super::error::PolicyError;
 use super::schema::{Policy, Schema};
 use super::sets;
-use super::view::{View, describe};
+use super::view::{Slot, View, describe};
 use crate::path::{self, DocPath};
 
 fn wrong_policy(
@@ -95,7 +95,7 @@ impl Schema {
                 }
                 Ok(())
             }
-            _ => Ok(path::put(tx, &path, value)?),
+            _ => put_register(tx, &path, value),
         }
     }
 
@@ -182,7 +182,17 @@ impl Schema {
             }
             Policy::Counter => {
                 let n = value.as_i64().ok_or_else(|| mismatch("an integer"))?;
-                put_scalar(tx, &path, ScalarValue::counter(n))
+                match View::now(&*tx).slot(&path)? {
+                    Slot::At { parent, prop } => {
+                        put_fresh(tx, &parent, prop, ScalarValue::counter(n))?;
+                        Ok(())
+                    }
+                    Slot::Root => Err(path::PathError::Root("cannot hold a counter").into()),
+                    Slot::Missing => Err(path::PathError::NotFound {
+                        at: path.to_string(),
+                    }
+                    .into()),
+                }
             }
             Policy::Text if !value.is_string() => Err(mismatch("a string")),
             _ if value.is_null() => {
@@ -191,38 +201,60 @@ impl Schema {
                 }
                 Ok(())
             }
-            _ => Ok(path::put(tx, &path, value)?),
+            _ => put_register(tx, &path, value),
         }
     }
 }
 
-/// Puts a scalar (one `path::put` cannot express, such as a counter) at `path`.
-fn put_scalar<T: Transactable>(
-    tx: &mut T,
-    path: &DocPath,
-    value: ScalarValue,
-) -> Result<(), PolicyError> {
-    path::put(tx, path, &Json::Null)?;
-    let parent = DocPath::from_segments(
-        path.segments()
-            .iter()
-            .take(path.segments().len().saturating_sub(1))
-            .cloned(),
-    );
-    let Some(last) = path.segments().last() else {
-        return Err(path::PathError::Root("cannot hold a counter").into());
-    };
-    let view = View::now(&*tx);
-    let target = match view.slot(path)? {
-        super::view::Slot::At { parent, prop } => Some((parent, prop)),
-        _ => None,
-    };
-    let Some((obj, prop)) = target else {
-        return Err(path::PathError::NotFound {
-            at: format!("{parent}/{last}"),
+/// The Automerge scalar for a JSON scalar (`None` for strings, arrays and objects, which
+/// [`path::put`] stores as new objects, so always as new operations).
+fn json_scalar(value: &Json) -> Option<ScalarValue> {
+    match value {
+        Json::Null => Some(ScalarValue::Null),
+        Json::Bool(b) => Some(ScalarValue::Boolean(*b)),
+        Json::Number(n) => Some(match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ScalarValue::Int(i),
+            (None, Some(u)) => ScalarValue::Uint(u),
+            (None, None) => ScalarValue::F64(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Json::String(_) | Json::Array(_) | Json::Object(_) => None,
+    }
+}
+
+/// A register write that is always a new operation (so it carries this change's HLC time).
+fn put_register<T: Transactable>(tx: &mut T, path: &DocPath, value: &Json) -> Result<(), PolicyError> {
+    if let Some(scalar) = json_scalar(value) {
+        if let Slot::At { parent, prop } = View::now(&*tx).slot(path)? {
+            put_fresh(tx, &parent, prop, scalar)?;
+            return Ok(());
         }
-        .into());
-    };
-    tx.put(&obj, prop, value)?;
-    Ok(())
+    }
+    Ok(path::put(tx, path, value)?)
+}
+
+/// Puts `value` at `prop` of `obj` as a new operation even when it equals the current value.
+///
+/// Automerge 0.12 elides a put of the value already there (or turns it into a delete of the other
+/// conflicting values): no new operation, so no new HLC time, and a set's "re-add" would not
+/// survive a concurrent remove. Writing a different placeholder first, in the same change, makes
+/// the final put a fresh operation whose only predecessor is the placeholder.
+pub(crate) fn put_fresh<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    prop: Prop,
+    value: ScalarValue,
+) -> Result<(), AutomergeError> {
+    let same = matches!(
+        tx.get(obj, prop.clone())?,
+        Some((Value::Scalar(s), _)) if s.as_ref() == &value
+    );
+    if same {
+        let placeholder = if value == ScalarValue::Null {
+            ScalarValue::Boolean(false)
+        } else {
+            ScalarValue::Null
+        };
+        tx.put(obj, prop.clone(), placeholder)?;
+    }
+    tx.put(obj, prop, value)
 }

@@ -5,6 +5,7 @@ loopback, when authentication is on) a development token, which the tests pass t
 """
 
 import asyncio
+import ctypes
 import os
 import queue
 import re
@@ -16,6 +17,15 @@ import time
 
 LISTENING = re.compile(r"concord listening on http://(\S+) \(WebSocket: (ws://\S+)\)")
 DEV_TOKEN = re.compile(r"development token [^:]*: (\S+)")
+
+
+def _die_with_parent():
+    """Runs in the child before exec: SIGTERM it when this test process dies (Linux), so a killed
+    test run leaves no server behind."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 class Server:
@@ -36,12 +46,14 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            preexec_fn=_die_with_parent,
         )
         lines = queue.Queue()
 
         def pump():
-            for line in self.proc.stdout:
-                lines.put(line)
+            with self.proc.stdout:
+                for line in self.proc.stdout:
+                    lines.put(line)
 
         threading.Thread(target=pump, daemon=True).start()
         deadline = time.monotonic() + timeout

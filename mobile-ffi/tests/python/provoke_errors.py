@@ -141,6 +141,10 @@ async def main():
             print(f"FAILED {f}")
         sys.exit(1)
     print(f"ALL GROUPS RAISED ConcordError ({len(raised)} cases)")
+    # Let the engine threads leave their last callbacks into Python (async completions) before
+    # the interpreter finalizes: a thread that re-takes the GIL during finalization is killed
+    # with pthread_exit, which aborts when it unwinds through Rust frames. See the README.
+    await asyncio.sleep(0.2)
 
 
 asyncio.run(main())
