@@ -159,3 +159,10 @@ async fn a_failed_commit_is_reported_not_acknowledged() {
     assert!(matches!(err, RepoError::CommitFailed(_)), "{err:?}");
     c.shutdown().await;
 }
+
+#[test]
+fn repo_futures_are_send() {
+    fn assert_send<T: Send>(_: T) {}
+    let storage: Arc<dyn concord::storage::Storage> = Arc::new(MemoryStorage::new());
+    assert_send(Repo::open(storage, RepoConfig::default()));
+}

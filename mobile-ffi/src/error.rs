@@ -65,6 +65,7 @@ impl From<RepoError> for ConcordError {
             RepoError::Closed => Self::Closed(msg),
             RepoError::Timeout(..) => Self::Timeout(msg),
             RepoError::Core(core) => core_error(core, msg),
+            RepoError::Policy(p) => p.into(),
             _ => Self::Internal(msg),
         }
     }

@@ -25,6 +25,7 @@ pub mod edit;
 pub mod error;
 pub mod listeners;
 mod persist;
+pub mod policy;
 pub mod repo;
 pub mod runtime;
 pub mod value;

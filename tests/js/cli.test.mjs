@@ -130,3 +130,32 @@ test("e: a document the Rust CLI created and edited is found and read by a fresh
     );
   }),
 );
+
+test("g: a document written with conflict policies reads as plain JSON for a stock JS client", { timeout: TEST_TIMEOUT_MS }, t =>
+  withHarness(t, async h => {
+    const server = await h.server();
+    const eu = await h.tempDir("concord-js-eu-");
+    const us = await h.tempDir("concord-js-us-");
+    const url = (await concordDocOk(eu, server, ["create", '{"name": "Alice", "cart": {}}'])).trim();
+    await concordDocOk(us, server, ["get", url]);
+    // Concurrent offline renames (HLC-stamped changes), synced, then settled with `resolve`.
+    await concordDocOk(eu, server, ["--offline", "put", url, "name", '"Alice Smith"']);
+    await concordDocOk(us, server, ["--offline", "put", url, "name", '"Alice Jones"']);
+    await concordDocOk(eu, server, ["sync"]);
+    await concordDocOk(us, server, ["sync"]);
+    await concordDocOk(eu, server, ["sync"]);
+    const resolvedName = JSON.parse(await concordDocOk(eu, server, ["--policy", "name=lww", "get", "--resolved", url, "name"]));
+    await concordDocOk(eu, server, ["--policy", "name=lww", "resolve", url, "name", JSON.stringify(resolvedName)]);
+    await concordDocOk(eu, server, ["--policy", "cart=add-wins-set", "resolve", url, "cart", '["milk"]']);
+    const expected = JSON.parse(await concordDocOk(eu, server, ["get", url]));
+    assert.deepEqual(expected, { name: resolvedName, cart: { milk: true } });
+
+    const js = h.client(server);
+    const handle = await h.find(js, url);
+    await waitFor(() => isDeepStrictEqual(plain(handle.doc()), expected), "the JS client to read the same plain JSON").catch(e => {
+      e.message += `\nJS value: ${JSON.stringify(plain(handle.doc()))}`;
+      throw e;
+    });
+    assert.equal(typeof handle.doc().name, "string", "a policy-managed string is a plain string for JS");
+  }),
+);

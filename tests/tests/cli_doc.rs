@@ -425,3 +425,47 @@ fn bad_input_fails_with_a_clear_message() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 }
+
+/// The replication seed's example: two datacenters rename the same user concurrently. Under
+/// `lww` the later write wins on every replica; `conflicts` lists both with their HLC times;
+/// `resolve` settles it everywhere.
+#[test]
+fn two_datacenters_rename_concurrently_and_policies_settle_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, server) = peer(dir.path());
+    let (eu, us) = (
+        Replica::new(dir.path(), "eu", &server),
+        Replica::new(dir.path(), "us", &server),
+    );
+    let url = eu.ok(&["create", r#"{"name": "Alice"}"#]).trim().to_owned();
+    assert_eq!(us.get(&[&url, "name"]), json!("Alice"));
+
+    // Offline, each datacenter renames her; "us" writes a little later.
+    eu.ok(&["--offline", "put", &url, "name", r#""Alice Smith""#]);
+    std::thread::sleep(Duration::from_millis(20));
+    us.ok(&["--offline", "put", &url, "name", r#""Alice Jones""#]);
+    eu.ok(&["sync"]);
+    us.ok(&["sync"]);
+    eu.ok(&["sync"]);
+
+    // Both names are there as concurrent candidates, with who and when.
+    let listed: Value = serde_json::from_str(&eu.ok(&["conflicts", &url, "name"])).unwrap();
+    let values: Vec<&Value> = listed.as_array().unwrap().iter().map(|c| &c["value"]).collect();
+    assert_eq!(values.len(), 2, "{listed}");
+    assert!(values.contains(&&json!("Alice Smith")) && values.contains(&&json!("Alice Jones")), "{listed}");
+
+    // Last writer wins (by HLC), identically on both replicas.
+    for r in [&eu, &us] {
+        assert_eq!(r.get(&["--policy", "name=lww", "--resolved", &url, "name"]), json!("Alice Jones"));
+    }
+
+    // Someone settles it: the conflict is gone on every replica.
+    eu.ok(&["--policy", "name=keep-conflicts", "resolve", &url, "name", r#""Alice Smith-Jones""#]);
+    us.ok(&["sync"]);
+    for r in [&eu, &us] {
+        assert_eq!(r.get(&[&url, "name"]), json!("Alice Smith-Jones"));
+        let left: Value = serde_json::from_str(&r.ok(&["conflicts", &url, "name"])).unwrap();
+        assert_eq!(left.as_array().map(Vec::len), Some(0), "no conflict left: {left}");
+    }
+    eu.fails(&["--policy", "name=no-such-policy", "get", "--resolved", &url]);
+}

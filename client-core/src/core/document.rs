@@ -307,12 +307,42 @@ impl Core {
         }
     }
 
-    /// Applies a local change. Returns the closure's value and, if the document changed, a ticket
-    /// that resolves ([`Event::Committed`]) once the change is durable. Readers see it at once.
+    /// Applies a local change, committed with default options (no HLC stamp). See
+    /// [`Core::change_stamped`] for changes that last-writer-wins policies order.
     pub fn change<R, E: Display>(
         &mut self,
         now: u64,
         doc: &DocumentId,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Option<Ticket>), CoreError> {
+        self.change_with(now, doc, CommitOptions::default(), f)
+    }
+
+    /// Applies a local change stamped with this replica's hybrid logical clock: `wall_ms` is the
+    /// physical time input (milliseconds since the Unix epoch, from the driver); the clock first
+    /// observes the document's changes it has not seen, never goes backwards and tolerates skew
+    /// (see [`crate::policy::Hlc`]). The stamp is the change's message and time.
+    pub fn change_stamped<R, E: Display>(
+        &mut self,
+        now: u64,
+        wall_ms: u64,
+        doc: &DocumentId,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Option<Ticket>), CoreError> {
+        let options = match self.docs.get(doc) {
+            Some(entry) if entry.state == DocState::Ready => self.clock.stamp(*doc, &entry.doc, wall_ms),
+            _ => CommitOptions::default(),
+        };
+        self.change_with(now, doc, options, f)
+    }
+
+    /// Applies a local change committed with `options`. Returns the closure's value and, if the document changed, a ticket
+    /// that resolves ([`Event::Committed`]) once the change is durable. Readers see it at once.
+    pub fn change_with<R, E: Display>(
+        &mut self,
+        now: u64,
+        doc: &DocumentId,
+        options: CommitOptions,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Option<Ticket>), CoreError> {
         let entry = self.docs.get_mut(doc).ok_or(CoreError::NotLoaded(*doc))?;
@@ -335,7 +365,7 @@ impl Core {
                 return Err(CoreError::Change(e.to_string()));
             }
         };
-        tx.commit();
+        tx.commit_with(options);
         if entry.doc.get_heads() == before {
             return Ok((value, None));
         }

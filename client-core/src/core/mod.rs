@@ -173,6 +173,8 @@ pub struct Core {
     actor: ActorId,
     session_id: String,
     ephemeral_count: u64,
+    /// Hybrid logical clock stamping local changes (`change_stamped`).
+    clock: crate::policy::ReplicaClock,
     /// Last ephemeral count seen per (sender, session), across all connections.
     ephemeral_seen: HashMap<(crate::id::PeerId, String), u64>,
     next_ticket: u64,
@@ -189,6 +191,7 @@ impl Core {
         let session_id = hex::encode(rng.random::<[u8; 8]>());
         Self {
             config,
+            clock: crate::policy::ReplicaClock::new(crate::policy::Hlc::new(actor.clone())),
             actor,
             session_id,
             ephemeral_count: 0,

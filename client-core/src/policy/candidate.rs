@@ -63,6 +63,19 @@ impl Candidate {
         })
     }
 
+    /// The candidate as JSON, for CLIs and bindings:
+    /// `{"value", "actor", "hlc": {"ms", "counter"}, "stamped", "change", "op"}` (hex ids).
+    pub fn to_json(&self) -> Json {
+        serde_json::json!({
+            "value": self.value,
+            "actor": self.actor.to_hex_string(),
+            "hlc": {"ms": self.hlc.ms, "counter": self.hlc.counter},
+            "stamped": self.stamped,
+            "change": self.change.to_string(),
+            "op": self.op_id,
+        })
+    }
+
     /// The order every policy uses: HLC, then change hash (only equal when two stamps collide,
     /// e.g. two unstamped changes of one actor), then op id.
     pub fn cmp_time(&self, other: &Self) -> Ordering {

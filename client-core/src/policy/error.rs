@@ -40,7 +40,7 @@ pub enum PolicyError {
     /// The path does not lead anywhere in this document (it goes below a scalar or text, or uses
     /// a non-numeric segment on a list), or a write's parents are missing.
     #[error(transparent)]
-    Path(#[from] PathError),
+    Path(Box<PathError>),
     /// The value at the path does not fit the policy registered for it (e.g. `Counter` on a
     /// string).
     #[error("`{path}` has policy {policy}, which needs {expected}, but it holds {found}")]
@@ -98,5 +98,18 @@ pub enum PolicyError {
     },
     /// Automerge rejected the operation.
     #[error("automerge: {0}")]
-    Automerge(#[from] AutomergeError),
+    Automerge(Box<AutomergeError>),
+}
+
+// The two wrapped errors are boxed to keep `Result<_, PolicyError>` small.
+impl From<PathError> for PolicyError {
+    fn from(e: PathError) -> Self {
+        PolicyError::Path(Box::new(e))
+    }
+}
+
+impl From<AutomergeError> for PolicyError {
+    fn from(e: AutomergeError) -> Self {
+        PolicyError::Automerge(Box::new(e))
+    }
 }

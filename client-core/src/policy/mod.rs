@@ -9,16 +9,19 @@
 //! Policies never change the document's shape: values stay plain JSON for every other Automerge
 //! client (a set is a map of `element -> true`, a counter an Automerge counter, a register its
 //! value). What a policy needs beyond the values, it reads from the change graph: which change
-//! wrote each concurrent value ([`Automerge::hash_for_opid`]) and that change's HLC stamp, carried
-//! in its commit message (see [`stamp`](mod@stamp) for the encoding and why).
+//! wrote each concurrent value
+//! ([`Automerge::hash_for_opid`](automerge::Automerge::hash_for_opid)) and that change's HLC
+//! stamp, carried in its commit message (see [`stamp`](mod@stamp) for the encoding and why).
 //!
 //! - Reads: [`Schema::resolved`] (deterministic: same heads, same value, whatever the arrival
 //!   order), [`candidates`] / [`conflicts`] (who wrote what, when, in which change),
-//!   [`history`] (losing values stay findable), [`new_conflicts`] ("a conflict appeared").
+//!   [`history`](fn@history) (losing values stay findable), [`new_conflicts`] ("a conflict
+//!   appeared"; [`watch_conflicts`] streams them for a `DocHandle`).
 //! - Writes: [`Schema::put`], [`Schema::add`], [`Schema::remove`], [`Schema::increment`],
 //!   [`Schema::resolve`] (supersedes every candidate), [`Schema::restore`], [`text::mark`].
-//! - Time: [`Hlc`] (sans-IO: physical time is an argument), [`change`] (a transaction committed
-//!   with an HLC stamp), [`observe_changes`] (merge the stamps of received changes).
+//! - Time: [`Hlc`](hlc) (sans-IO: physical time is an argument), [`change`] (a transaction
+//!   committed with an HLC stamp), [`observe_changes`] (merge the stamps of received changes),
+//!   [`ReplicaClock`] (one clock for a replica's many documents).
 //!
 //! ```
 //! use automerge::{ActorId, Automerge};
@@ -27,7 +30,7 @@
 //!
 //! let schema = Schema::new()
 //!     .with("name", Policy::Lww)?
-//!     .with("cart/items", Policy::AddWinsSet)?;
+//!     .with("tags", Policy::AddWinsSet)?;
 //!
 //! // Two datacenters with clocks a minute apart edit a shared document offline.
 //! let mut eu = Automerge::new().with_actor(ActorId::from([1; 16]));
@@ -39,7 +42,7 @@
 //!
 //! policy::change(&mut eu, &mut eu_clock, 1_000_500, |tx| schema.put(tx, "name", &json!("Alice Smith")))?;
 //! policy::change(&mut us, &mut us_clock, 941_000, |tx| schema.put(tx, "name", &json!("Alice Jones")))?;
-//! policy::change(&mut us, &mut us_clock, 941_001, |tx| schema.add(tx, "cart/items", "milk"))?;
+//! policy::change(&mut us, &mut us_clock, 941_001, |tx| schema.add(tx, "tags", "vip"))?;
 //!
 //! eu.merge(&mut us)?;
 //! us.merge(&mut eu)?;
@@ -47,7 +50,7 @@
 //! assert_eq!(schema.resolved(&eu, "name")?, json!("Alice Smith"));
 //! assert_eq!(schema.resolved(&us, "name")?, json!("Alice Smith"));
 //! assert_eq!(policy::conflicts(&us, "name")?.len(), 2); // the loser is still listed
-//! assert_eq!(schema.resolved(&us, "cart/items")?, json!(["milk"]));
+//! assert_eq!(schema.resolved(&us, "tags")?, json!(["vip"]));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -65,10 +68,11 @@
 //! concurrently created sets are merged element by element.
 
 mod candidate;
+mod clock;
 mod counter;
 mod error;
 mod history;
-mod hlc;
+pub mod hlc;
 mod notify;
 mod resolve;
 mod schema;
@@ -76,9 +80,12 @@ mod sets;
 pub mod stamp;
 pub mod text;
 mod view;
+#[cfg(feature = "native")]
+mod watch;
 mod write;
 
 pub use candidate::Candidate;
+pub use clock::ReplicaClock;
 pub use error::{PolicyError, SchemaError};
 pub use history::{HistoryEntry, history};
 pub use hlc::{DEFAULT_MAX_DRIFT_MS, Hlc, HlcTimestamp, Observed};
@@ -86,6 +93,8 @@ pub use notify::{ConflictEvent, conflicted_paths, new_conflicts};
 pub use resolve::{candidates, candidates_at, conflicts};
 pub use schema::{Pattern, Policy, Resolver, Schema, Segment};
 pub use stamp::{ChangeStamp, change, commit, commit_options, observe_changes};
+#[cfg(feature = "native")]
+pub use watch::{ConflictStream, watch_conflicts};
 
 use crate::path::{DocPath, PathError};
 

@@ -57,7 +57,10 @@ pub fn new_conflicts(
 }
 
 /// Every `KeepConflicts` path currently in conflict (the app's "needs attention" list).
-pub fn conflicted_paths(doc: &Automerge, schema: &Schema) -> Result<Vec<ConflictEvent>, PolicyError> {
+pub fn conflicted_paths(
+    doc: &Automerge,
+    schema: &Schema,
+) -> Result<Vec<ConflictEvent>, PolicyError> {
     let heads = doc.get_heads();
     new_conflicts(doc, &[], &heads, schema)
 }
@@ -111,7 +114,12 @@ fn expand(view: View<'_>, segments: &[Segment]) -> Vec<(DocPath, ObjId, Prop)> {
     out
 }
 
-fn literal_prop(view: View<'_>, obj: &ObjId, otype: ObjType, literal: &str) -> Option<(String, Prop)> {
+fn literal_prop(
+    view: View<'_>,
+    obj: &ObjId,
+    otype: ObjType,
+    literal: &str,
+) -> Option<(String, Prop)> {
     match otype {
         ObjType::Map | ObjType::Table => Some((literal.to_owned(), Prop::Map(literal.to_owned()))),
         ObjType::List => {

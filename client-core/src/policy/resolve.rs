@@ -64,7 +64,9 @@ impl Schema {
             return Ok(absent(policy));
         };
         match policy {
-            Policy::Causal | Policy::KeepConflicts => self.resolve_value(view, path, &pick.0, &pick.1),
+            Policy::Causal | Policy::KeepConflicts => {
+                self.resolve_value(view, path, &pick.0, &pick.1)
+            }
             Policy::Text => {
                 for (v, _) in &values {
                     if !matches!(v, Value::Object(ObjType::Text)) {
@@ -154,7 +156,10 @@ fn absent(policy: &Policy) -> Json {
 }
 
 /// The last-writer-wins order of one value: its change's HLC, then the change hash, then the op.
-fn time_key(doc: &Automerge, id: &ObjId) -> (Option<super::HlcTimestamp>, Option<ChangeHash>, ObjId) {
+fn time_key(
+    doc: &Automerge,
+    id: &ObjId,
+) -> (Option<super::HlcTimestamp>, Option<ChangeHash>, ObjId) {
     match op_stamp(doc, id) {
         Some(s) => (Some(s.hlc), Some(s.hash), id.clone()),
         None => (None, None, id.clone()),

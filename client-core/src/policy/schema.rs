@@ -114,7 +114,9 @@ impl FromStr for Policy {
 /// It is called only when there are at least two concurrent candidates, sorted by
 /// `(hlc, change hash)` ascending; whatever it returns is the resolved value (it may be one of
 /// the candidates' values or a merge of them). An `Err` or a panic is reported as a
-/// [`PolicyError`](super::PolicyError) by the read; the document is not affected.
+/// [`PolicyError`](super::PolicyError) by the read; the document is not affected. (Panics are
+/// caught with `catch_unwind`, which needs the default `panic = "unwind"`; the default panic hook
+/// still prints them.)
 pub trait Resolver: Send + Sync {
     /// A name for errors and debugging.
     fn name(&self) -> &str;
@@ -323,7 +325,10 @@ mod tests {
             .unwrap()
             .with("todos/0/*", Policy::Counter)
             .unwrap();
-        assert_eq!(s.policy_for(&path("todos/0/title")).name(), "keep-conflicts");
+        assert_eq!(
+            s.policy_for(&path("todos/0/title")).name(),
+            "keep-conflicts"
+        );
         assert_eq!(s.policy_for(&path("todos/0/done")).name(), "counter");
         assert_eq!(s.policy_for(&path("todos/1/title")).name(), "lww");
         assert_eq!(s.policy_for(&path("notes/1/title")).name(), "text");
@@ -332,7 +337,15 @@ mod tests {
     #[test]
     fn malformed_patterns_are_rejected_with_a_reason() {
         for bad in [
-            "", "/", "todos//title", "todos/", "to*dos", "**", "a/**/b", "a/~2", "a/ b",
+            "",
+            "/",
+            "todos//title",
+            "todos/",
+            "to*dos",
+            "**",
+            "a/**/b",
+            "a/~2",
+            "a/ b",
         ] {
             let err = Schema::new().register(bad, Policy::Lww).unwrap_err();
             assert!(

@@ -142,7 +142,12 @@ pub(crate) fn add<T: Transactable>(
     let Some((pick, others)) = ids.split_last() else {
         return Ok(());
     };
-    put_fresh(tx, pick, Prop::Map(element.to_owned()), ScalarValue::Boolean(true))?;
+    put_fresh(
+        tx,
+        pick,
+        Prop::Map(element.to_owned()),
+        ScalarValue::Boolean(true),
+    )?;
     // Remove-wins: a `false` left in another concurrent map would still veto membership.
     if matches!(policy, Policy::RemoveWinsSet) {
         for id in others {
@@ -170,7 +175,12 @@ pub(crate) fn remove<T: Transactable>(
             // The tombstone must exist even for an element we never saw: a concurrent add of it
             // elsewhere is then dropped. It goes in the pick, and in every map holding it.
             if present || i + 1 == ids.len() {
-                put_fresh(tx, id, Prop::Map(element.to_owned()), ScalarValue::Boolean(false))?;
+                put_fresh(
+                    tx,
+                    id,
+                    Prop::Map(element.to_owned()),
+                    ScalarValue::Boolean(false),
+                )?;
             }
         } else if present {
             tx.delete(id, element)?;

@@ -168,7 +168,9 @@ pub fn observe_changes(
     let mut clamped = 0;
     for meta in doc.get_changes_meta(since) {
         let stamp = ChangeStamp::from_meta(&meta);
-        if stamp.stamped && hlc.observe(&stamp.hlc, physical_ms) != Observed::Merged {
+        // Unstamped changes are observed through their `time` fallback too (a lower bound of
+        // when they were made), so whatever is written after seeing them sorts after them.
+        if stamp.hlc.ms > 0 && hlc.observe(&stamp.hlc, physical_ms) != Observed::Merged {
             clamped += 1;
         }
     }
@@ -213,7 +215,10 @@ mod tests {
         let mut tx = doc.transaction();
         tx.put(ROOT, "k", 2).unwrap();
         let (h, _) = tx.commit_with(CommitOptions::default().with_time(1_700_000_000_555));
-        assert_eq!(change_stamp(&doc, &h.unwrap()).unwrap().hlc.ms, 1_700_000_000_555);
+        assert_eq!(
+            change_stamp(&doc, &h.unwrap()).unwrap().hlc.ms,
+            1_700_000_000_555
+        );
     }
 
     #[test]

@@ -102,7 +102,10 @@ fn counters_sum_concurrent_creations_without_double_counting() {
     b.edit(|tx| schema.increment(tx, "counters/likes", 10));
     sync(&mut a, &mut b);
     assert_eq!(conflicts(&a.doc, "counters/likes").unwrap().len(), 2);
-    assert_eq!(schema.resolved(&a.doc, "counters/likes").unwrap(), json!(11));
+    assert_eq!(
+        schema.resolved(&a.doc, "counters/likes").unwrap(),
+        json!(11)
+    );
     // An increment after seeing both hits both counters; it still counts once.
     let mut c = a.fork(4, 0);
     a.edit(|tx| schema.increment(tx, "counters/likes", 100));
@@ -112,16 +115,24 @@ fn counters_sum_concurrent_creations_without_double_counting() {
     sync(&mut a, &mut c);
     sync(&mut a, &mut b);
     for r in [&a, &b] {
-        assert_eq!(schema.resolved(&r.doc, "counters/likes").unwrap(), json!(1116));
+        assert_eq!(
+            schema.resolved(&r.doc, "counters/likes").unwrap(),
+            json!(1116)
+        );
         assert_eq!(
             schema.resolved(&r.doc, "counters").unwrap(),
             json!({"likes": 1116})
         );
     }
     // At earlier heads, later increments do not count.
-    let at = schema.resolved_at(&a.doc, "counters/likes", &c_heads).unwrap();
+    let at = schema
+        .resolved_at(&a.doc, "counters/likes", &c_heads)
+        .unwrap();
     assert_eq!(at, json!(1011));
-    assert_eq!(schema.resolved(&a.doc, "counters/absent").unwrap(), json!(0));
+    assert_eq!(
+        schema.resolved(&a.doc, "counters/absent").unwrap(),
+        json!(0)
+    );
 }
 
 #[test]
@@ -150,7 +161,10 @@ fn add_wins_keeps_a_concurrent_re_add_and_remove_wins_drops_it() {
     });
     sync(&mut a, &mut b);
     for r in [&a, &b] {
-        assert_eq!(schema.resolved(&r.doc, "aw").unwrap(), json!(["eggs", "milk"]));
+        assert_eq!(
+            schema.resolved(&r.doc, "aw").unwrap(),
+            json!(["eggs", "milk"])
+        );
         assert_eq!(schema.resolved(&r.doc, "rw").unwrap(), json!(["eggs"]));
     }
     // Plain JSON for other clients.
@@ -158,13 +172,18 @@ fn add_wins_keeps_a_concurrent_re_add_and_remove_wins_drops_it() {
     assert_eq!(plain, json!({"eggs": true, "milk": true}));
     // Re-adding after seeing the remove brings it back under remove-wins.
     a.edit(|tx| schema.add(tx, "rw", "milk"));
-    assert_eq!(schema.resolved(&a.doc, "rw").unwrap(), json!(["eggs", "milk"]));
+    assert_eq!(
+        schema.resolved(&a.doc, "rw").unwrap(),
+        json!(["eggs", "milk"])
+    );
     assert_eq!(schema.resolved(&a.doc, "absent").unwrap(), Json::Null);
 }
 
 #[test]
 fn concurrently_created_sets_merge_element_by_element() {
-    let schema = Schema::new().with("cart/items", Policy::AddWinsSet).unwrap();
+    let schema = Schema::new()
+        .with("cart/items", Policy::AddWinsSet)
+        .unwrap();
     let mut a = Replica::new(1, 0);
     a.edit(|tx| Ok(path::put(tx, &"cart".parse()?, &json!({}))?));
     let mut b = a.fork(2, 0);
@@ -177,7 +196,10 @@ fn concurrently_created_sets_merge_element_by_element() {
     );
     // Removing reaches the element whichever map holds it.
     a.edit(|tx| schema.remove(tx, "cart/items", "pear"));
-    assert_eq!(schema.resolved(&a.doc, "cart/items").unwrap(), json!(["apple"]));
+    assert_eq!(
+        schema.resolved(&a.doc, "cart/items").unwrap(),
+        json!(["apple"])
+    );
 }
 
 #[test]
@@ -193,17 +215,28 @@ fn keep_conflicts_lists_both_and_resolve_settles_everywhere() {
     let events = new_conflicts(&a.doc, &before, &after, &schema).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].path.to_string(), "/name");
-    let mut values: Vec<Json> = events[0].candidates.iter().map(|c| c.value.clone()).collect();
+    let mut values: Vec<Json> = events[0]
+        .candidates
+        .iter()
+        .map(|c| c.value.clone())
+        .collect();
     values.sort_by_key(Json::to_string);
     assert_eq!(values, vec![json!("Alice Jones"), json!("Alice Smith")]);
-    assert!(new_conflicts(&a.doc, &after, &after, &schema).unwrap().is_empty());
+    assert!(
+        new_conflicts(&a.doc, &after, &after, &schema)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(conflicted_paths(&b.doc, &schema).unwrap().len(), 1);
 
     b.edit(|tx| schema.resolve(tx, "name", &json!("Alice Smith-Jones")));
     sync(&mut a, &mut b);
     for r in [&a, &b] {
         assert!(conflicts(&r.doc, "name").unwrap().is_empty());
-        assert_eq!(schema.resolved(&r.doc, "name").unwrap(), json!("Alice Smith-Jones"));
+        assert_eq!(
+            schema.resolved(&r.doc, "name").unwrap(),
+            json!("Alice Smith-Jones")
+        );
     }
     assert!(conflicted_paths(&a.doc, &schema).unwrap().is_empty());
 }
@@ -356,7 +389,10 @@ fn text_merges_characters_and_carries_marks() {
     );
     let marks = text::marks(&a.doc, "body").unwrap();
     assert_eq!(marks.len(), 1);
-    assert_eq!((marks[0].start, marks[0].end, marks[0].name.as_str()), (0, 5, "bold"));
+    assert_eq!(
+        (marks[0].start, marks[0].end, marks[0].name.as_str()),
+        (0, 5, "bold")
+    );
 }
 
 #[test]
@@ -383,11 +419,36 @@ fn resolving_the_root_applies_every_policy() {
     assert_eq!(raw["todos"][0]["tags"], json!({"shop": true}));
     assert_eq!(raw["todos"][0]["likes"], json!(2));
     let counter = a.doc.get(
-        a.doc.get(a.doc.get(ROOT, "todos").unwrap().unwrap().1, 0).unwrap().unwrap().1,
+        a.doc
+            .get(a.doc.get(ROOT, "todos").unwrap().unwrap().1, 0)
+            .unwrap()
+            .unwrap()
+            .1,
         "likes",
     );
     assert!(matches!(
         counter.unwrap().unwrap().0,
         automerge::Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Counter(_))
     ));
+}
+
+#[test]
+fn rewriting_the_same_value_is_a_fresh_write_with_a_new_time() {
+    let schema = Schema::new().with("n", Policy::Lww).unwrap();
+    let mut a = Replica::new(1, 1_000);
+    a.edit(|tx| schema.put(tx, "n", &json!(5)));
+    let mut b = a.fork(2, 1_000);
+    b.edit(|tx| schema.put(tx, "n", &json!(6)));
+    a.now = 9_000;
+    // Automerge alone would elide this put (same value): a's later write would then lose.
+    a.edit(|tx| schema.put(tx, "n", &json!(5)));
+    sync(&mut a, &mut b);
+    assert_eq!(schema.resolved(&b.doc, "n").unwrap(), json!(5));
+    let c = conflicts(&b.doc, "n").unwrap();
+    assert_eq!(c.len(), 2);
+    let j = c[1].to_json();
+    assert_eq!(j["value"], json!(5));
+    assert_eq!(j["hlc"]["ms"], json!(9_001));
+    assert_eq!(j["actor"], json!(ActorId::from([1; 16]).to_hex_string()));
+    assert_eq!(j["change"], json!(c[1].change.to_string()));
 }

@@ -170,10 +170,7 @@ impl<'a, R: ReadDoc + ?Sized> View<'a, R> {
     }
 
     /// Every concurrent value at `path` (empty when absent; the root is one map).
-    pub(crate) fn values_at(
-        &self,
-        path: &DocPath,
-    ) -> Result<Vec<(Value<'a>, ObjId)>, PathError> {
+    pub(crate) fn values_at(&self, path: &DocPath) -> Result<Vec<(Value<'a>, ObjId)>, PathError> {
         Ok(match self.slot(path)? {
             Slot::Root => vec![(Value::Object(ObjType::Map), ROOT)],
             Slot::At { parent, prop } => self.get_all(&parent, prop)?,

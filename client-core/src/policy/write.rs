@@ -140,7 +140,12 @@ impl Schema {
         let path = path.into_path()?;
         let policy = self.policy_for(&path);
         if !matches!(policy, Policy::Counter) {
-            return Err(wrong_policy(&path, policy, "increment", "the counter policy"));
+            return Err(wrong_policy(
+                &path,
+                policy,
+                "increment",
+                "the counter policy",
+            ));
         }
         counter::increment(tx, &path, by)
     }
@@ -222,7 +227,11 @@ fn json_scalar(value: &Json) -> Option<ScalarValue> {
 }
 
 /// A register write that is always a new operation (so it carries this change's HLC time).
-fn put_register<T: Transactable>(tx: &mut T, path: &DocPath, value: &Json) -> Result<(), PolicyError> {
+fn put_register<T: Transactable>(
+    tx: &mut T,
+    path: &DocPath,
+    value: &Json,
+) -> Result<(), PolicyError> {
     if let Some(scalar) = json_scalar(value) {
         if let Slot::At { parent, prop } = View::now(&*tx).slot(path)? {
             put_fresh(tx, &parent, prop, scalar)?;

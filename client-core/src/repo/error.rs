@@ -34,6 +34,9 @@ pub enum RepoError {
     /// A wait did not finish in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, &'static str),
+    /// A policy-aware read or write failed.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     /// Automerge rejected a read (bad heads, bad object).
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),

@@ -13,6 +13,13 @@ use super::{DocEvent, RepoError};
 use crate::core::PeerSyncStatus;
 use crate::id::{AutomergeUrl, DocumentId};
 
+/// Wall-clock milliseconds since the Unix epoch: the physical input of the HLC.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Keeps a document resident while any handle to it lives.
 #[derive(Debug)]
 struct Pin {
@@ -61,7 +68,8 @@ impl DocHandle {
         self.doc.url()
     }
 
-    /// Applies a change and resolves once it is committed to local storage. The closure's error
+    /// Applies a change, stamped with the replica's hybrid logical clock (so last-writer-wins
+    /// policies order it), and resolves once it is committed to local storage. The closure's error
     /// (or a storage failure) leaves nothing applied... or, for storage failures, applied in memory
     /// but reported as not acknowledged.
     pub async fn change<R, E: Display>(
@@ -72,7 +80,7 @@ impl DocHandle {
         let value = {
             let mut core = self.shared.lock()?;
             let now = self.shared.now();
-            let (value, ticket) = core.change(now, &self.doc, f)?;
+            let (value, ticket) = core.change_stamped(now, wall_ms(), &self.doc, f)?;
             match ticket {
                 Some(t) => self.shared.register(t, Waiter::Commit(tx))?,
                 None => return Ok(value),
@@ -128,6 +136,39 @@ impl DocHandle {
         self.shared.lock()?.broadcast(&self.doc, data);
         self.shared.wake();
         Ok(())
+    }
+
+    /// The value at `path` resolved by `schema`'s policies (the same on every replica with the
+    /// same heads, whatever the order changes arrived in).
+    pub fn resolved(
+        &self,
+        schema: &crate::policy::Schema,
+        path: &crate::path::DocPath,
+    ) -> Result<serde_json::Value, RepoError> {
+        Ok(self.with_doc(|d| schema.resolved(d, path))??)
+    }
+
+    /// Every concurrent value at `path`, with who wrote it, when (HLC) and in which change.
+    pub fn conflicts(&self, path: &crate::path::DocPath) -> Result<Vec<crate::policy::Candidate>, RepoError> {
+        Ok(self.with_doc(|d| crate::policy::conflicts(d, path))??)
+    }
+
+    /// Writes `value` at `path`, superseding every concurrent value there.
+    pub async fn resolve(
+        &self,
+        schema: &crate::policy::Schema,
+        path: &crate::path::DocPath,
+        value: &serde_json::Value,
+    ) -> Result<(), RepoError> {
+        self.change(|tx| schema.resolve(tx, path, value)).await
+    }
+
+    /// A stream of "conflict appeared" events for the schema's `KeepConflicts` paths.
+    pub fn watch_conflicts(
+        &self,
+        schema: Arc<crate::policy::Schema>,
+    ) -> Result<crate::policy::ConflictStream, RepoError> {
+        crate::policy::watch_conflicts(self, schema)
     }
 
     /// Waits until some connected peer is known to hold exactly our heads.

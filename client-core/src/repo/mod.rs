@@ -146,6 +146,8 @@ impl RepoConfig {
 }
 
 /// A replica: documents in local storage, synced with peers. Cheap to clone.
+///
+/// All futures of this API are `Send`, so they can be spawned on any tokio runtime.
 #[derive(Debug, Clone)]
 pub struct Repo {
     shared: Arc<Shared>,
@@ -158,21 +160,25 @@ const STORAGE_ID_KEY: &str = "storage_id";
 impl Repo {
     /// Opens a repo over `storage` and starts connecting to `config.servers`.
     pub async fn open(storage: Arc<dyn Storage>, config: RepoConfig) -> Result<Self, RepoError> {
-        let mut rng = rand::rng();
+        // Draw all randomness up front: the thread-local RNG must not live across an await
+        // (that would make this future non-Send).
+        let (fresh_storage_id, peer_suffix, seed) = {
+            let mut rng = rand::rng();
+            (rng.random::<[u8; 16]>(), rng.random::<[u8; 8]>(), rng.random::<u64>())
+        };
         let storage_id = match storage.get_meta(STORAGE_ID_KEY).await? {
             Some(bytes) => StorageId::new(String::from_utf8_lossy(&bytes).into_owned()),
             None => {
-                let id = StorageId::from_random(rng.random());
-                storage
-                    .put_meta(STORAGE_ID_KEY, id.as_str().as_bytes())
-                    .await?;
+                let id = StorageId::from_random(fresh_storage_id);
+                storage.put_meta(STORAGE_ID_KEY, id.as_str().as_bytes()).await?;
                 id
             }
         };
-        let peer_id = config.peer_id.clone().unwrap_or_else(|| {
-            PeerId::new(format!("concord-{}", hex::encode(rng.random::<[u8; 8]>())))
-        });
-        let mut core_config = CoreConfig::new(peer_id, Some(storage_id), rng.random());
+        let peer_id = config
+            .peer_id
+            .clone()
+            .unwrap_or_else(|| PeerId::new(format!("concord-{}", hex::encode(peer_suffix))));
+        let mut core_config = CoreConfig::new(peer_id, Some(storage_id), seed);
         core_config.policy = config.policy.clone();
         core_config.limits = config.limits.clone();
         core_config.housekeeping = config.housekeeping.clone();

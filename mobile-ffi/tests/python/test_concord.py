@@ -318,6 +318,21 @@ class OfflineTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(len(doc.heads()), 1)
         await repo.shutdown()
 
+    async def test_conflict_policies(self):
+        repo = Repo(os.path.join(self.dir, "p.db"), [], None)
+        doc = await repo.create()
+        await doc.put("", json.dumps({"name": "Alice", "tags": {"a": True}}))
+        self.assertEqual(json.loads(doc.get_resolved("name", ["name=lww"])), "Alice")
+        self.assertEqual(json.loads(doc.get_resolved("tags", ["tags=add-wins-set"])), ["a"])
+        self.assertEqual(json.loads(doc.conflicts_json("name")), [])
+        await doc.resolve("name", json.dumps("Alice Smith"), ["name=lww"])
+        self.assertEqual(json.loads(doc.get_json("name")), "Alice Smith")
+        with self.assertRaises(ConcordError.WrongType):
+            doc.get_resolved("name", ["name=counter"])
+        with self.assertRaises(ConcordError.InvalidArgument):
+            doc.get_resolved("name", ["name=no-such-policy"])
+        await repo.shutdown()
+
     async def test_invalid_input_raises_the_mapped_exception(self):
         path = os.path.join(self.dir, "r.db")
         with self.assertRaises(ConcordError.InvalidUrl):

@@ -18,6 +18,7 @@
 //! ```
 
 mod edit;
+mod policies;
 mod replica;
 mod sync;
 mod watch;
@@ -75,6 +76,12 @@ pub struct DocArgs {
     )]
     offline: bool,
 
+    /// A conflict policy for paths matching PATTERN (repeatable), e.g. `name=lww`,
+    /// `cart/items=add-wins-set`, `counters/*=counter`, `title=keep-conflicts`; used by
+    /// `get --resolved` and `resolve`.
+    #[arg(long = "policy", value_name = "PATTERN=POLICY", global = true)]
+    policies: Vec<String>,
+
     /// Access token for the servers (`concord serve` prints a development token; `concord token
     /// create` mints others). Sent as the `token` query parameter.
     #[arg(long, env = "CONCORD_TOKEN", global = true, hide_env_values = true)]
@@ -106,6 +113,26 @@ enum DocCommand {
         /// Where to read; empty for the whole document.
         #[arg(default_value = "")]
         path: DocPath,
+        /// Resolve conflicts with the `--policy` rules (e.g. last-writer-wins by HLC) instead of
+        /// Automerge's default pick.
+        #[arg(long)]
+        resolved: bool,
+    },
+    /// List the concurrent values at PATH with who wrote them, when (HLC) and in which change.
+    Conflicts {
+        /// The document's `automerge:` URL (or bare id).
+        url: AutomergeUrl,
+        /// The conflicted value's path.
+        path: DocPath,
+    },
+    /// Write VALUE at PATH, superseding every concurrent value there (on every replica).
+    Resolve {
+        /// The document's `automerge:` URL (or bare id).
+        url: AutomergeUrl,
+        /// The conflicted value's path.
+        path: DocPath,
+        /// The value that settles it (JSON).
+        value: String,
     },
     /// Write a JSON value at PATH: objects become maps, arrays lists, strings collaborative text.
     ///
@@ -196,15 +223,17 @@ pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
         data,
         servers,
         offline,
+        policies,
         token,
         timeout,
         command,
     } = args;
+    let schema = policies::schema(&policies)?;
     let servers = servers.into_iter().map(|s| with_token(s, token.as_deref())).collect();
     // `watch` bounds only its start-up by the default; its watching is unbounded unless given.
     let wait = timeout.unwrap_or(DEFAULT_TIMEOUT);
     let replica = Replica::open(&data, servers, offline, wait).await?;
-    let result = dispatch(&replica, command, timeout).await;
+    let result = dispatch(&replica, command, timeout, &schema).await;
     replica.close().await;
     result
 }
@@ -213,10 +242,17 @@ async fn dispatch(
     r: &Replica,
     command: DocCommand,
     timeout: Option<Duration>,
+    schema: &concord::policy::Schema,
 ) -> anyhow::Result<ExitCode> {
     match command {
         DocCommand::Create { init } => edit::create(r, init).await?,
-        DocCommand::Get { url, path } => edit::get(r, &url, &path).await?,
+        DocCommand::Get { url, path, resolved: false } => edit::get(r, &url, &path).await?,
+        DocCommand::Get { url, path, resolved: true } => policies::get_resolved(r, &url, &path, schema).await?,
+        DocCommand::Conflicts { url, path } => policies::conflicts(r, &url, &path).await?,
+        DocCommand::Resolve { url, path, value } => {
+            let value = parse_json(&value).map_err(anyhow::Error::msg)?;
+            policies::resolve(r, &url, &path, &value, schema).await?;
+        }
         DocCommand::Put {
             url,
             path,
