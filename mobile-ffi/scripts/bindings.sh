@@ -20,10 +20,15 @@ fi
 OUT="${BINDINGS_OUT:-$FFI/bindings}"
 
 cd "$ROOT"
-echo "== building concord-ffi ($PROFILE) and uniffi-bindgen in $CARGO_TARGET_DIR"
-# Two invocations: built together, cargo would unify uniffi's `cli` feature into the library.
-cargo build "${CARGO_PROFILE[@]}" -p concord-ffi
-cargo build "${CARGO_PROFILE[@]}" -p concord-uniffi-bindgen
+if [ "${CONCORD_FFI_PREBUILT:-0}" = 1 ]; then
+  # The caller (scripts/test) already ran `cargo build --workspace`, which built both.
+  echo "== using the workspace build of concord-ffi and uniffi-bindgen in $CARGO_TARGET_DIR"
+else
+  echo "== building concord-ffi ($PROFILE) and uniffi-bindgen in $CARGO_TARGET_DIR"
+  # Two invocations: built together, cargo would unify uniffi's `cli` feature into the library.
+  cargo build "${CARGO_PROFILE[@]}" -p concord-ffi
+  cargo build "${CARGO_PROFILE[@]}" -p concord-uniffi-bindgen
+fi
 
 case "$(uname -s)" in
   Darwin) LIBNAME=libconcord_ffi.dylib ;;

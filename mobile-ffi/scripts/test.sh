@@ -83,7 +83,13 @@ step() { # step NAME COMMAND...: runs one test step, timing it, without stopping
   fi
 }
 
-rust_unit_tests() { cargo test -q -p concord-ffi 2>&1 | grep -E "^(test result|running|failures|---- )|panicked"; return "${PIPESTATUS[0]}"; }
+rust_unit_tests() {
+  if [ "${CONCORD_FFI_PREBUILT:-0}" = 1 ]; then
+    echo "   (already run by cargo test --workspace)"
+    return 0
+  fi
+  cargo test -q -p concord-ffi 2>&1 | grep -E "^(test result|running|failures|---- )|panicked"; return "${PIPESTATUS[0]}"
+}
 
 swift_check() {
   local ok=0 f
