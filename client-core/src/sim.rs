@@ -26,7 +26,7 @@ use automerge::{AutoSerde, ChangeHash};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::core::{Core, CoreConfig, CoreError, Effect, Event, OpId, StorageOp, StorageReply};
+use crate::core::{Core, CoreConfig, CoreError, Effect, Event, OpId, StorageOp};
 use crate::id::{ConnId, DocumentId, PeerId, StorageId};
 use crate::storage::MemoryStorage;
 
@@ -343,24 +343,7 @@ impl Sim {
         let Some((id, op)) = self.peers[i].pending_storage.pop_front() else {
             return false;
         };
-        let disk = &self.peers[i].disk;
-        let reply = match op {
-            StorageOp::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
-            StorageOp::Append { doc, key, bytes } => disk
-                .append_sync(&doc, key, &bytes)
-                .map(|()| StorageReply::Done),
-            StorageOp::Compact {
-                doc,
-                key,
-                bytes,
-                covered,
-            } => disk
-                .compact_sync(&doc, key, &bytes, &covered)
-                .map(|()| StorageReply::Done),
-            StorageOp::PutSyncState { doc, peer, state } => disk
-                .put_sync_state_sync(&doc, &peer, &state)
-                .map(|()| StorageReply::Done),
-        };
+        let reply = op.run_on(&self.peers[i].disk);
         let now = self.now;
         self.peers[i].core.handle_storage_result(now, id, reply);
         true

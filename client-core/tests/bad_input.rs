@@ -11,8 +11,7 @@ use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT, ReadDoc, sync};
 use ciborium::Value;
 use concord::core::{
-    CloseReason, Core, CoreConfig, Effect, Event, Limits, ProtocolError, ServerPolicy, StorageOp,
-    StorageReply,
+    CloseReason, Core, CoreConfig, Effect, Event, Limits, ProtocolError, ServerPolicy,
 };
 use concord::storage::MemoryStorage;
 use concord::wire::{self, DecodeError, Message, PeerMetadata};
@@ -53,24 +52,7 @@ impl Node {
                 Effect::Event(e) => self.events.push(e),
                 Effect::Storage { id, op } => {
                     let disk = &self.disk;
-                    let reply = match op {
-                        StorageOp::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
-                        StorageOp::Append { doc, key, bytes } => disk
-                            .append_sync(&doc, key, &bytes)
-                            .map(|()| StorageReply::Done),
-                        StorageOp::Compact {
-                            doc,
-                            key,
-                            bytes,
-                            covered,
-                        } => disk
-                            .compact_sync(&doc, key, &bytes, &covered)
-                            .map(|()| StorageReply::Done),
-                        StorageOp::PutSyncState { doc, peer, state } => disk
-                            .put_sync_state_sync(&doc, &peer, &state)
-                            .map(|()| StorageReply::Done),
-                        other => panic!("unexpected storage op {other:?}"),
-                    };
+                    let reply = op.run_on(disk);
                     self.core.handle_storage_result(NOW, id, reply);
                 }
                 other => panic!("unexpected effect {other:?}"),

@@ -7,7 +7,7 @@
 use automerge::sync::SyncDoc;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
-use concord::core::{Core, CoreConfig, Effect, Event, StorageOp, StorageReply};
+use concord::core::{Core, CoreConfig, Effect, Event};
 use concord::storage::{ChunkKey, MemoryStorage};
 use concord::wire::{self, Message, PeerMetadata};
 use concord::{ConnId, DocumentId, PeerId};
@@ -19,13 +19,7 @@ fn drive(core: &mut Core, disk: &MemoryStorage) -> (Vec<Message>, Vec<Event>) {
         match e {
             Effect::Send { bytes, .. } => sent.push(wire::decode(&bytes, usize::MAX).unwrap()),
             Effect::Storage { id, op } => {
-                let r = match op {
-                    StorageOp::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
-                    StorageOp::Append { doc, key, bytes } => disk.append_sync(&doc, key, &bytes).map(|()| StorageReply::Done),
-                    StorageOp::Compact { doc, key, bytes, covered } => disk.compact_sync(&doc, key, &bytes, &covered).map(|()| StorageReply::Done),
-                    StorageOp::PutSyncState { doc, peer, state } => disk.put_sync_state_sync(&doc, &peer, &state).map(|()| StorageReply::Done),
-                    _ => continue,
-                };
+                let r = op.run_on(disk);
                 core.handle_storage_result(0, id, r);
             }
             Effect::Event(ev) => events.push(ev),
@@ -40,7 +34,11 @@ fn server() -> (Core, MemoryStorage, PeerId) {
     let mut core = Core::new(CoreConfig::new(PeerId::from("server"), Some("s".into()), 1));
     let disk = MemoryStorage::new();
     core.handle_accept(0, ConnId(1));
-    let join = Message::Join { sender_id: PeerId::from("fuzzer"), peer_metadata: Some(PeerMetadata::default()), supported_protocol_versions: vec!["1".into()] };
+    let join = Message::Join {
+        sender_id: PeerId::from("fuzzer"),
+        peer_metadata: Some(PeerMetadata::default()),
+        supported_protocol_versions: vec!["1".into()],
+    };
     core.handle_message(0, ConnId(1), &wire::encode(&join));
     let _ = drive(&mut core, &disk);
     (core, disk, PeerId::from("server"))
@@ -48,8 +46,11 @@ fn server() -> (Core, MemoryStorage, PeerId) {
 
 fn valid_sync_data() -> Vec<u8> {
     let mut am = Automerge::new();
-    am.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", "v").map(|_| ())).unwrap();
-    am.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()
+    am.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", "v").map(|_| ()))
+        .unwrap();
+    am.generate_sync_message(&mut automerge::sync::State::new())
+        .unwrap()
+        .encode()
 }
 
 proptest! {

@@ -12,7 +12,9 @@ use crate::runtime::run;
 fn schema(specs: &[String]) -> Result<Schema> {
     let mut schema = Schema::new();
     for spec in specs {
-        schema.register_spec(spec).map_err(|e: SchemaError| ConcordError::InvalidArgument(format!("policy `{spec}`: {e}")))?;
+        schema.register_spec(spec).map_err(|e: SchemaError| {
+            ConcordError::InvalidArgument(format!("policy `{spec}`: {e}"))
+        })?;
     }
     Ok(schema)
 }
@@ -42,7 +44,12 @@ impl DocHandle {
     /// (empty when there is no conflict).
     pub fn conflicts_json(&self, path: String) -> Result<String> {
         let path = parse_path(&path)?;
-        let list: Vec<serde_json::Value> = self.inner().conflicts(&path)?.iter().map(Candidate::to_json).collect();
+        let list: Vec<serde_json::Value> = self
+            .inner()
+            .conflicts(&path)?
+            .iter()
+            .map(Candidate::to_json)
+            .collect();
         serde_json::to_string(&list).map_err(ConcordError::from)
     }
 
@@ -51,7 +58,8 @@ impl DocHandle {
     pub async fn resolve(&self, path: String, json: String, policies: Vec<String>) -> Result<()> {
         let path = parse_path(&path)?;
         let schema = schema(&policies)?;
-        let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| ConcordError::InvalidJson(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| ConcordError::InvalidJson(e.to_string()))?;
         let handle = self.inner().clone();
         run(async move { Ok(handle.resolve(&schema, &path, &value).await?) }).await
     }

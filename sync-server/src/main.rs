@@ -113,7 +113,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let running = server::start(config).await.context("starting the server")?;
     let addr = running.addr;
     tracing::info!(%addr, data = %data.display(), %region, "listening");
-    say(&format!("concord listening on http://{addr} (WebSocket: ws://{addr}/sync)"));
+    say(&format!(
+        "concord listening on http://{addr} (WebSocket: ws://{addr}/sync)"
+    ));
     if addr.ip().is_loopback() {
         let dev = TokenRequest {
             principal: "dev".into(),
@@ -122,7 +124,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ttl: std::time::Duration::from_secs(24 * 3600),
         };
         if let Ok(token) = auth::mint(&running.keys, &dev) {
-            say(&format!("development token (full access, 24 h, loopback only): {token}"));
+            say(&format!(
+                "development token (full access, 24 h, loopback only): {token}"
+            ));
             say(&format!("  e.g. export CONCORD_TOKEN={token}"));
         }
     }
@@ -131,7 +135,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn token(TokenCommand::Create(args): TokenCommand) -> anyhow::Result<ExitCode> {
-    let path = args.keys.unwrap_or_else(|| auth::default_key_file(&args.data));
+    let path = args
+        .keys
+        .unwrap_or_else(|| auth::default_key_file(&args.data));
     let ring = KeyRing::load_or_create(&path)?;
     let docs = if args.docs.is_empty() {
         None
@@ -139,7 +145,10 @@ fn token(TokenCommand::Create(args): TokenCommand) -> anyhow::Result<ExitCode> {
         Some(
             args.docs
                 .iter()
-                .map(|d| d.parse::<concord::DocumentId>().with_context(|| format!("--doc {d}")))
+                .map(|d| {
+                    d.parse::<concord::DocumentId>()
+                        .with_context(|| format!("--doc {d}"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?,
         )
     };

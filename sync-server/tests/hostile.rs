@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const WAIT: Duration = Duration::from_secs(5);
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Server {
     child: Child,
@@ -38,23 +39,66 @@ impl Server {
     fn start() -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data", data.path().to_str().unwrap()])
-            .args(["--handshake-timeout-secs", "1", "--idle-timeout-secs", "3", "--ping-secs", "10"])
-            .args(["--max-messages-per-sec", "100", "--max-connections-per-principal", "8"])
-            .args(["--max-connections-per-ip", "32", "--max-message-bytes", "65536"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--data",
+                data.path().to_str().unwrap(),
+            ])
+            .args([
+                "--handshake-timeout-secs",
+                "1",
+                "--idle-timeout-secs",
+                "3",
+                "--ping-secs",
+                "10",
+            ])
+            .args([
+                "--max-messages-per-sec",
+                "100",
+                "--max-connections-per-principal",
+                "8",
+            ])
+            .args([
+                "--max-connections-per-ip",
+                "32",
+                "--max-message-bytes",
+                "65536",
+            ])
             .args(["--allow-origin", "https://app.example"])
             .env("CONCORD_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-        let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+        let line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
         Self { child, addr, data }
     }
 
     fn token(&self, principal: &str, docs: &[DocumentId], read_only: bool, ttl: &str) -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
-        cmd.args(["token", "create", "--data", self.data.path().to_str().unwrap(), "--principal", principal, "--ttl", ttl]);
+        cmd.args([
+            "token",
+            "create",
+            "--data",
+            self.data.path().to_str().unwrap(),
+            "--principal",
+            principal,
+            "--ttl",
+            ttl,
+        ]);
         for d in docs {
             cmd.args(["--doc", &d.to_string()]);
         }
@@ -72,7 +116,14 @@ impl Server {
 
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .parse()
+            .unwrap()
     }
 }
 
@@ -120,7 +171,15 @@ async fn until_closed(ws: &mut Socket) -> (Option<CloseCode>, Vec<String>) {
 }
 
 async fn join(ws: &mut Socket, id: &str) -> Result<PeerId, Option<CloseCode>> {
-    send(ws, &Message::Join { sender_id: PeerId::from(id), peer_metadata: Some(PeerMetadata::default()), supported_protocol_versions: vec!["1".into()] }).await;
+    send(
+        ws,
+        &Message::Join {
+            sender_id: PeerId::from(id),
+            peer_metadata: Some(PeerMetadata::default()),
+            supported_protocol_versions: vec!["1".into()],
+        },
+    )
+    .await;
     loop {
         match next(ws).await? {
             Message::Peer { sender_id, .. } => return Ok(sender_id),
@@ -131,18 +190,36 @@ async fn join(ws: &mut Socket, id: &str) -> Result<PeerId, Option<CloseCode>> {
 }
 
 fn sync_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge, request: bool) -> Message {
-    let data = am.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode();
+    let data = am
+        .generate_sync_message(&mut automerge::sync::State::new())
+        .unwrap()
+        .encode();
     let (sender_id, target_id, document_id) = (PeerId::from(from), to.clone(), doc);
     if request {
-        Message::Request { sender_id, target_id, document_id, data }
+        Message::Request {
+            sender_id,
+            target_id,
+            document_id,
+            data,
+        }
     } else {
-        Message::Sync { sender_id, target_id, document_id, data }
+        Message::Sync {
+            sender_id,
+            target_id,
+            document_id,
+            data,
+        }
     }
 }
 
 /// A sync message that carries all of `am`'s changes.
 fn changes_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge) -> Message {
-    let mut msg = automerge::sync::Message::decode(&am.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
+    let mut msg = automerge::sync::Message::decode(
+        &am.generate_sync_message(&mut automerge::sync::State::new())
+            .unwrap()
+            .encode(),
+    )
+    .unwrap();
     let _ = &mut msg;
     // Build the message by syncing against an empty peer state that claims to have nothing.
     let mut theirs = automerge::sync::State::new();
@@ -154,7 +231,12 @@ fn changes_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge) -> Mess
     let mut am2 = am.clone();
     am2.receive_sync_message(&mut ours, m2).unwrap();
     let m3 = am2.generate_sync_message(&mut ours).unwrap();
-    Message::Sync { sender_id: PeerId::from(from), target_id: to.clone(), document_id: doc, data: m3.encode() }
+    Message::Sync {
+        sender_id: PeerId::from(from),
+        target_id: to.clone(),
+        document_id: doc,
+        data: m3.encode(),
+    }
 }
 
 struct Canary {
@@ -167,8 +249,14 @@ impl Canary {
     async fn check(&mut self, case: &str) {
         self.round += 1;
         let r = self.round;
-        self.doc.change(|tx| tx.put(ROOT, "round", r)).await.unwrap();
-        self.doc.wait_synced(Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("canary stopped syncing after `{case}`: {e}"));
+        self.doc
+            .change(|tx| tx.put(ROOT, "round", r))
+            .await
+            .unwrap();
+        self.doc
+            .wait_synced(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("canary stopped syncing after `{case}`: {e}"));
         println!("ok: {case}");
     }
 }
@@ -179,41 +267,96 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let admin = server.token("canary", &[], false, "1h");
     let mut config = RepoConfig::default().with_server(server.url(&admin));
     config.backoff.initial = Duration::from_millis(20);
-    let repo = Repo::open(Arc::new(MemoryStorage::new()), config).await.unwrap();
+    let repo = Repo::open(Arc::new(MemoryStorage::new()), config)
+        .await
+        .unwrap();
     repo.wait_connected(WAIT).await.unwrap();
     let doc = repo.create().await.unwrap();
-    doc.change(|tx| tx.put(ROOT, "secret", "canary data")).await.unwrap();
-    let mut canary = Canary { repo, doc, round: 0 };
+    doc.change(|tx| tx.put(ROOT, "secret", "canary data"))
+        .await
+        .unwrap();
+    let mut canary = Canary {
+        repo,
+        doc,
+        round: 0,
+    };
     canary.check("setup").await;
     let d = canary.doc.id();
     let rss_start = server.rss_kib();
     let mut cases = 0;
 
     // 1-4: credentials.
-    assert_eq!(dial(&format!("ws://{}/sync", server.addr), None).await.err(), Some(401));
-    assert_eq!(dial(&server.url("garbage.token.here"), None).await.err(), Some(401));
+    assert_eq!(
+        dial(&format!("ws://{}/sync", server.addr), None)
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        dial(&server.url("garbage.token.here"), None).await.err(),
+        Some(401)
+    );
     let other_keys = tempfile::tempdir().unwrap();
-    let forged = String::from_utf8(Command::new(env!("CARGO_BIN_EXE_concord")).args(["token", "create", "--data", other_keys.path().to_str().unwrap()]).output().unwrap().stdout).unwrap();
-    assert_eq!(dial(&server.url(forged.trim()), None).await.err(), Some(401), "token signed with another key");
+    let forged = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_concord"))
+            .args([
+                "token",
+                "create",
+                "--data",
+                other_keys.path().to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        dial(&server.url(forged.trim()), None).await.err(),
+        Some(401),
+        "token signed with another key"
+    );
     let mut parts: Vec<String> = admin.split('.').map(str::to_owned).collect();
     parts[1] = parts[1].chars().rev().collect();
-    assert_eq!(dial(&server.url(&parts.join(".")), None).await.err(), Some(401), "tampered token");
+    assert_eq!(
+        dial(&server.url(&parts.join(".")), None).await.err(),
+        Some(401),
+        "tampered token"
+    );
     cases += 4;
     canary.check("bad credentials").await;
 
     // 5: bad Origin.
-    assert_eq!(dial(&server.url(&admin), Some("https://evil.example")).await.err(), Some(403));
-    assert!(dial(&server.url(&admin), Some("https://app.example")).await.is_ok());
+    assert_eq!(
+        dial(&server.url(&admin), Some("https://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(
+        dial(&server.url(&admin), Some("https://app.example"))
+            .await
+            .is_ok()
+    );
     cases += 1;
 
     // 6-7: read-only token: can read, cannot write.
     let reader = server.token("reader", &[d], true, "1h");
     let mut ws = dial(&server.url(&reader), None).await.unwrap();
     let sid = join(&mut ws, "reader-peer").await.unwrap();
-    send(&mut ws, &sync_msg("reader-peer", &sid, d, &Automerge::new(), true)).await;
-    assert!(matches!(next(&mut ws).await, Ok(Message::Sync { .. })), "a reader gets the document");
+    send(
+        &mut ws,
+        &sync_msg("reader-peer", &sid, d, &Automerge::new(), true),
+    )
+    .await;
+    assert!(
+        matches!(next(&mut ws).await, Ok(Message::Sync { .. })),
+        "a reader gets the document"
+    );
     let mut evil = Automerge::new();
-    evil.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "secret", "overwritten").map(|_| ())).unwrap();
+    evil.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(ROOT, "secret", "overwritten").map(|_| ())
+    })
+    .unwrap();
     send(&mut ws, &changes_msg("reader-peer", &sid, d, &evil)).await;
     let mut refused = false;
     for _ in 0..5 {
@@ -224,18 +367,31 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
             }
         }
     }
-    assert!(refused, "a read-only peer's changes are refused with an error");
+    assert!(
+        refused,
+        "a read-only peer's changes are refused with an error"
+    );
     cases += 2;
     canary.check("read-only write").await;
-    assert_eq!(canary.doc.to_json().unwrap()["secret"], "canary data", "nothing was applied");
+    assert_eq!(
+        canary.doc.to_json().unwrap()["secret"],
+        "canary data",
+        "nothing was applied"
+    );
 
     // 8: a document outside the grant is unavailable (no existence leak).
     let other = DocumentId::from_bytes([0x77; 16]);
     let narrow = server.token("narrow", &[other], false, "1h");
     let mut ws = dial(&server.url(&narrow), None).await.unwrap();
     let sid = join(&mut ws, "narrow-peer").await.unwrap();
-    send(&mut ws, &sync_msg("narrow-peer", &sid, d, &Automerge::new(), true)).await;
-    assert!(matches!(next(&mut ws).await, Ok(Message::DocUnavailable { document_id, .. }) if document_id == d));
+    send(
+        &mut ws,
+        &sync_msg("narrow-peer", &sid, d, &Automerge::new(), true),
+    )
+    .await;
+    assert!(
+        matches!(next(&mut ws).await, Ok(Message::DocUnavailable { document_id, .. }) if document_id == d)
+    );
     cases += 1;
 
     // 9-10: peer-id takeover by another principal is refused; the same principal replaces itself.
@@ -245,14 +401,31 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     join(&mut a1, "alice-phone").await.unwrap();
     let mut m = dial(&server.url(&mallory), None).await.unwrap();
     let (code, errors) = {
-        send(&mut m, &Message::Join { sender_id: PeerId::from("alice-phone"), peer_metadata: None, supported_protocol_versions: vec!["1".into()] }).await;
+        send(
+            &mut m,
+            &Message::Join {
+                sender_id: PeerId::from("alice-phone"),
+                peer_metadata: None,
+                supported_protocol_versions: vec!["1".into()],
+            },
+        )
+        .await;
         until_closed(&mut m).await
     };
     assert_eq!(code, Some(CloseCode::Policy));
-    assert!(errors.iter().any(|e| e.contains("bound to another principal")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("bound to another principal")),
+        "{errors:?}"
+    );
     let mut a2 = dial(&server.url(&alice), None).await.unwrap();
     join(&mut a2, "alice-phone").await.unwrap();
-    assert_eq!(until_closed(&mut a1).await.0, Some(CloseCode::Policy), "the older connection is replaced");
+    assert_eq!(
+        until_closed(&mut a1).await.0,
+        Some(CloseCode::Policy),
+        "the older connection is replaced"
+    );
     cases += 2;
     canary.check("peer id takeover").await;
 
@@ -270,7 +443,11 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
             }
         }
     }
-    assert_eq!(refused_at, Some(8), "the 9th connection of one principal is refused");
+    assert_eq!(
+        refused_at,
+        Some(8),
+        "the 9th connection of one principal is refused"
+    );
     drop(held);
     cases += 1;
     canary.check("connection flood").await;
@@ -279,7 +456,11 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let mut ws = dial(&server.url(&admin), None).await.unwrap();
     let sid = join(&mut ws, "chatty").await.unwrap();
     for _ in 0..400 {
-        send(&mut ws, &sync_msg("chatty", &sid, d, &Automerge::new(), true)).await;
+        send(
+            &mut ws,
+            &sync_msg("chatty", &sid, d, &Automerge::new(), true),
+        )
+        .await;
     }
     let (code, _) = until_closed(&mut ws).await;
     assert_eq!(code, Some(CloseCode::Policy), "rate limit closes with 1008");
@@ -291,14 +472,22 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let started = std::time::Instant::now();
     let (code, _) = until_closed(&mut ws).await;
     assert_eq!(code, Some(CloseCode::Policy));
-    assert!(started.elapsed() < Duration::from_secs(4), "handshake timeout took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "handshake timeout took {:?}",
+        started.elapsed()
+    );
     cases += 1;
 
     // 14: idle connection.
     let mut ws = dial(&server.url(&admin), None).await.unwrap();
     join(&mut ws, "sleepy").await.unwrap();
     let (code, _) = until_closed(&mut ws).await;
-    assert_eq!(code, Some(CloseCode::Away), "idle connections close with 1001");
+    assert_eq!(
+        code,
+        Some(CloseCode::Away),
+        "idle connections close with 1001"
+    );
     cases += 1;
 
     // 15: token expiring during the connection.
@@ -306,7 +495,11 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let mut ws = dial(&server.url(&short), None).await.unwrap();
     join(&mut ws, "short-lived").await.unwrap();
     let (code, _) = until_closed(&mut ws).await;
-    assert_eq!(code, Some(CloseCode::Policy), "an expired token ends the connection");
+    assert_eq!(
+        code,
+        Some(CloseCode::Policy),
+        "an expired token ends the connection"
+    );
     cases += 1;
     canary.check("expiry").await;
 
@@ -315,22 +508,43 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let sid = join(&mut ws, "fuzzy").await.unwrap();
     for junk in [vec![0xff], vec![0xbf, 0x61], b"\x82\xa1".to_vec()] {
         ws.send(Ws::Binary(junk.into())).await.unwrap();
-        assert!(matches!(next(&mut ws).await, Ok(Message::Error { .. })), "garbage/truncated frame answered with an error");
+        assert!(
+            matches!(next(&mut ws).await, Ok(Message::Error { .. })),
+            "garbage/truncated frame answered with an error"
+        );
     }
     let unknown = ciborium_map(&[("type", "teleport"), ("senderId", "fuzzy")]);
     ws.send(Ws::Binary(unknown.into())).await.unwrap();
-    assert!(matches!(next(&mut ws).await, Ok(Message::Error { message, .. }) if message.contains("unknown message type")));
-    send(&mut ws, &Message::Sync { sender_id: PeerId::from("fuzzy"), target_id: sid.clone(), document_id: d, data: vec![0x42, 0xff, 0xff] }).await;
-    assert!(matches!(next(&mut ws).await, Ok(Message::Error { .. })), "undecodable sync data");
+    assert!(
+        matches!(next(&mut ws).await, Ok(Message::Error { message, .. }) if message.contains("unknown message type"))
+    );
+    send(
+        &mut ws,
+        &Message::Sync {
+            sender_id: PeerId::from("fuzzy"),
+            target_id: sid.clone(),
+            document_id: d,
+            data: vec![0x42, 0xff, 0xff],
+        },
+    )
+    .await;
+    assert!(
+        matches!(next(&mut ws).await, Ok(Message::Error { .. })),
+        "undecodable sync data"
+    );
     cases += 4;
     canary.check("malformed frames").await;
 
     // 20: duplicate (actor, seq) with different content.
     let actor = ActorId::from([9u8; 16]);
     let mut first = Automerge::new().with_actor(actor.clone());
-    first.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "x", 1).map(|_| ())).unwrap();
+    first
+        .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "x", 1).map(|_| ()))
+        .unwrap();
     let mut second = Automerge::new().with_actor(actor);
-    second.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "x", 2).map(|_| ())).unwrap();
+    second
+        .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "x", 2).map(|_| ()))
+        .unwrap();
     let target = DocumentId::from_bytes([0x55; 16]);
     send(&mut ws, &changes_msg("fuzzy", &sid, target, &first)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -348,14 +562,20 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
             _ => break,
         }
     }
-    assert!(apply_error, "a conflicting duplicate of (actor, seq) is refused");
+    assert!(
+        apply_error,
+        "a conflicting duplicate of (actor, seq) is refused"
+    );
     cases += 1;
     canary.check("duplicate seq").await;
 
     // 21: oversized message.
     let _ = ws.send(Ws::Binary(vec![0u8; 100_000].into())).await;
     let (code, _) = until_closed(&mut ws).await;
-    assert!(code.is_none() || code == Some(CloseCode::Size), "oversized: {code:?}");
+    assert!(
+        code.is_none() || code == Some(CloseCode::Size),
+        "oversized: {code:?}"
+    );
     cases += 1;
     canary.check("oversized").await;
 
@@ -363,20 +583,40 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let mut ws = dial(&server.url(&admin), None).await.unwrap();
     let sid = join(&mut ws, "orphans").await.unwrap();
     let mut base = Automerge::new();
-    base.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "base", 0).map(|_| ())).unwrap();
+    base.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "base", 0).map(|_| ()))
+        .unwrap();
     let orphan_doc = DocumentId::from_bytes([0x66; 16]);
     let mut capped = false;
     'flood: for round in 0..20i64 {
         let mut chunks = Vec::new();
         for i in 0..20i64 {
             let mut fork = base.fork();
-            fork.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", round * 100 + i).map(|_| ())).unwrap();
+            fork.transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put(ROOT, "k", round * 100 + i).map(|_| ())
+            })
+            .unwrap();
             chunks.push(fork.get_last_local_change().unwrap().raw_bytes().to_vec());
         }
-        let mut msg = automerge::sync::Message::decode(&base.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
+        let mut msg = automerge::sync::Message::decode(
+            &base
+                .generate_sync_message(&mut automerge::sync::State::new())
+                .unwrap()
+                .encode(),
+        )
+        .unwrap();
         msg.changes = automerge::sync::ChunkList::from(chunks);
-        send(&mut ws, &Message::Sync { sender_id: PeerId::from("orphans"), target_id: sid.clone(), document_id: orphan_doc, data: msg.encode() }).await;
-        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(150), next(&mut ws)).await {
+        send(
+            &mut ws,
+            &Message::Sync {
+                sender_id: PeerId::from("orphans"),
+                target_id: sid.clone(),
+                document_id: orphan_doc,
+                data: msg.encode(),
+            },
+        )
+        .await;
+        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(150), next(&mut ws)).await
+        {
             if let Message::Error { message, .. } = m {
                 if message.contains("missing dependencies") {
                     capped = true;
@@ -385,7 +625,10 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
             }
         }
     }
-    assert!(capped, "changes with missing dependencies are capped with an error");
+    assert!(
+        capped,
+        "changes with missing dependencies are capped with an error"
+    );
     cases += 1;
     canary.check("orphan changes").await;
 
@@ -395,20 +638,38 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     cases += 1;
 
     // Nothing stored was lost, and memory stayed bounded.
-    let fresh = Repo::open(Arc::new(MemoryStorage::new()), RepoConfig::default().with_server(server.url(&admin))).await.unwrap();
+    let fresh = Repo::open(
+        Arc::new(MemoryStorage::new()),
+        RepoConfig::default().with_server(server.url(&admin)),
+    )
+    .await
+    .unwrap();
     fresh.wait_connected(WAIT).await.unwrap();
     let again = fresh.find(d).await.unwrap();
     assert_eq!(again.to_json().unwrap()["secret"], "canary data");
     let rss_end = server.rss_kib();
     println!("{cases} hostile cases; server RSS {rss_start} KiB -> {rss_end} KiB");
     assert!(cases >= 20);
-    assert!(rss_end < rss_start + 200 * 1024, "server memory grew from {rss_start} to {rss_end} KiB");
+    assert!(
+        rss_end < rss_start + 200 * 1024,
+        "server memory grew from {rss_start} to {rss_end} KiB"
+    );
     fresh.shutdown().await;
     canary.repo.shutdown().await;
 }
 
 fn ciborium_map(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let v = ciborium::Value::Map(pairs.iter().map(|(k, v)| (ciborium::Value::Text((*k).into()), ciborium::Value::Text((*v).into()))).collect());
+    let v = ciborium::Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    ciborium::Value::Text((*k).into()),
+                    ciborium::Value::Text((*v).into()),
+                )
+            })
+            .collect(),
+    );
     let mut out = Vec::new();
     ciborium::ser::into_writer(&v, &mut out).unwrap();
     out
@@ -417,8 +678,15 @@ fn ciborium_map(pairs: &[(&str, &str)]) -> Vec<u8> {
 async fn reqwest_like_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     String::from_utf8_lossy(&buf).into_owned()
 }

@@ -35,9 +35,18 @@ async fn health_metrics_and_admin_api() {
         assert!(body.contains(line), "metrics lack `{line}`:\n{body}");
     }
 
-    assert_eq!(http_get(server.addr, "/admin/docs").await.0, 401, "the admin API needs a token");
+    assert_eq!(
+        http_get(server.addr, "/admin/docs").await.0,
+        401,
+        "the admin API needs a token"
+    );
     let reader = common::mint(&server.keys, "reader", Some(vec![doc.id()]), true);
-    assert_eq!(http_get(server.addr, &format!("/admin/docs?token={reader}")).await.0, 403);
+    assert_eq!(
+        http_get(server.addr, &format!("/admin/docs?token={reader}"))
+            .await
+            .0,
+        403
+    );
     let t = server.token.clone();
     let (status, body) = http_get(server.addr, &format!("/admin/docs?token={t}")).await;
     assert_eq!(status, 200);
@@ -48,10 +57,16 @@ async fn health_metrics_and_admin_api() {
         "admin list shows the heads: {body}"
     );
 
-    let (status, body) = http_get(server.addr, &format!("/admin/docs/{}?token={t}", doc.id())).await;
+    let (status, body) =
+        http_get(server.addr, &format!("/admin/docs/{}?token={t}", doc.id())).await;
     assert_eq!(status, 200);
     assert!(body.contains("\"title\":\"hello\""), "{body}");
-    assert_eq!(http_get(server.addr, &format!("/admin/docs/not-an-id?token={t}")).await.0, 400);
+    assert_eq!(
+        http_get(server.addr, &format!("/admin/docs/not-an-id?token={t}"))
+            .await
+            .0,
+        400
+    );
     let unknown = concord::DocumentId::from_bytes([9; 16]);
     assert_eq!(
         http_get(server.addr, &format!("/admin/docs/{unknown}?token={t}"))

@@ -28,10 +28,21 @@ impl Drop for Server {
 
 fn token(data: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args(["token", "create", "--data", data.to_str().unwrap(), "--ttl", "10m"])
+        .args([
+            "token",
+            "create",
+            "--data",
+            data.to_str().unwrap(),
+            "--ttl",
+            "10m",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 

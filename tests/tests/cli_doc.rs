@@ -68,16 +68,26 @@ fn peer(dir: &Path) -> (Proc, String) {
     let data = dir.join("server");
     let mut p = Proc::spawn(
         concord_bin().to_str().unwrap(),
-        &["serve", "--bind", "127.0.0.1:0", "--data", data.to_str().unwrap()],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ],
     )
     .unwrap();
-    let listening = p.expect("concord listening on ").expect("the server prints its address");
+    let listening = p
+        .expect("concord listening on ")
+        .expect("the server prints its address");
     let ws = listening
         .split("WebSocket: ")
         .nth(1)
         .map(|r| r.trim_end_matches(')').to_owned())
         .expect("a WebSocket URL");
-    let token = p.expect("development token").expect("the server prints a development token");
+    let token = p
+        .expect("development token")
+        .expect("the server prints a development token");
     let token = token.rsplit(' ').next().unwrap().to_owned();
     (p, format!("{ws}?token={token}"))
 }
@@ -450,22 +460,44 @@ fn two_datacenters_rename_concurrently_and_policies_settle_it() {
 
     // Both names are there as concurrent candidates, with who and when.
     let listed: Value = serde_json::from_str(&eu.ok(&["conflicts", &url, "name"])).unwrap();
-    let values: Vec<&Value> = listed.as_array().unwrap().iter().map(|c| &c["value"]).collect();
+    let values: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["value"])
+        .collect();
     assert_eq!(values.len(), 2, "{listed}");
-    assert!(values.contains(&&json!("Alice Smith")) && values.contains(&&json!("Alice Jones")), "{listed}");
+    assert!(
+        values.contains(&&json!("Alice Smith")) && values.contains(&&json!("Alice Jones")),
+        "{listed}"
+    );
 
     // Last writer wins (by HLC), identically on both replicas.
     for r in [&eu, &us] {
-        assert_eq!(r.get(&["--policy", "name=lww", "--resolved", &url, "name"]), json!("Alice Jones"));
+        assert_eq!(
+            r.get(&["--policy", "name=lww", "--resolved", &url, "name"]),
+            json!("Alice Jones")
+        );
     }
 
     // Someone settles it: the conflict is gone on every replica.
-    eu.ok(&["--policy", "name=keep-conflicts", "resolve", &url, "name", r#""Alice Smith-Jones""#]);
+    eu.ok(&[
+        "--policy",
+        "name=keep-conflicts",
+        "resolve",
+        &url,
+        "name",
+        r#""Alice Smith-Jones""#,
+    ]);
     us.ok(&["sync"]);
     for r in [&eu, &us] {
         assert_eq!(r.get(&[&url, "name"]), json!("Alice Smith-Jones"));
         let left: Value = serde_json::from_str(&r.ok(&["conflicts", &url, "name"])).unwrap();
-        assert_eq!(left.as_array().map(Vec::len), Some(0), "no conflict left: {left}");
+        assert_eq!(
+            left.as_array().map(Vec::len),
+            Some(0),
+            "no conflict left: {left}"
+        );
     }
     eu.fails(&["--policy", "name=no-such-policy", "get", "--resolved", &url]);
 }

@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn grants_scope_reads_and_writes() {
-        let (a, b) = (DocumentId::from_bytes([1; 16]), DocumentId::from_bytes([2; 16]));
+        let (a, b) = (
+            DocumentId::from_bytes([1; 16]),
+            DocumentId::from_bytes([2; 16]),
+        );
         let reader = Grant {
             principal: "r".into(),
             docs: DocScope::Only([a].into()),
@@ -114,7 +117,15 @@ mod tests {
         assert!(!policy.accept_changes(&p, &a));
         let w = peer(Some(Grant::full("w")));
         assert!(policy.accept_changes(&w, &b));
-        assert!(!policy.access(&peer(None), &a), "anonymous peers are denied by default");
-        assert!(GrantPolicy { allow_anonymous: true }.accept_changes(&peer(None), &a));
+        assert!(
+            !policy.access(&peer(None), &a),
+            "anonymous peers are denied by default"
+        );
+        assert!(
+            GrantPolicy {
+                allow_anonymous: true
+            }
+            .accept_changes(&peer(None), &a)
+        );
     }
 }

@@ -77,7 +77,12 @@ impl Core {
     }
 
     /// Like [`Core::handle_accept`], for a peer whose credentials the transport verified.
-    pub fn handle_accept_with_grant(&mut self, now: u64, conn: ConnId, grant: Option<super::Grant>) {
+    pub fn handle_accept_with_grant(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        grant: Option<super::Grant>,
+    ) {
         let mut c = Conn::new(true, now);
         c.grant = grant;
         self.conns.insert(conn, c);
@@ -330,7 +335,11 @@ impl Core {
             .collect();
         for (other, theirs) in holders {
             if theirs == mine {
-                self.close(other, 1008, "replaced by a newer connection with the same peer id");
+                self.close(
+                    other,
+                    1008,
+                    "replaced by a newer connection with the same peer id",
+                );
             } else {
                 self.protocol_error(conn, ProtocolError::PeerIdTaken(peer_id.clone()));
                 self.close(conn, 1008, "peer id is bound to another principal");
@@ -391,7 +400,11 @@ impl Core {
         // Deduplicate per replica, not per connection: peers relay ephemeral messages to each
         // other, so the same message can come back on another connection.
         let key = (sender_id.clone(), session_id.clone());
-        if self.ephemeral_seen.get(&key).is_some_and(|last| *last >= count) {
+        if self
+            .ephemeral_seen
+            .get(&key)
+            .is_some_and(|last| *last >= count)
+        {
             return;
         }
         if self.ephemeral_seen.len() >= EPHEMERAL_SESSIONS_KEPT {

@@ -133,7 +133,9 @@ impl DocEntry {
     /// retry happens on the next tick.)
     pub(super) fn is_settled(&self) -> bool {
         self.inbox.is_empty()
-            && (self.state != DocState::Ready || self.all_committed() || (self.commit_failed && !self.commit_in_flight))
+            && (self.state != DocState::Ready
+                || self.all_committed()
+                || (self.commit_failed && !self.commit_in_flight))
     }
 
     pub(super) fn evictable(&self) -> bool {
@@ -184,7 +186,8 @@ fn orphan_changes(doc: &Automerge, msg: &sync::Message) -> usize {
     if changes.is_empty() {
         return 0;
     }
-    let in_msg: std::collections::HashSet<ChangeHash> = changes.iter().map(automerge::Change::hash).collect();
+    let in_msg: std::collections::HashSet<ChangeHash> =
+        changes.iter().map(automerge::Change::hash).collect();
     changes
         .iter()
         .filter(|c| {
@@ -330,7 +333,9 @@ impl Core {
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Option<Ticket>), CoreError> {
         let options = match self.docs.get(doc) {
-            Some(entry) if entry.state == DocState::Ready => self.clock.stamp(*doc, &entry.doc, wall_ms),
+            Some(entry) if entry.state == DocState::Ready => {
+                self.clock.stamp(*doc, &entry.doc, wall_ms)
+            }
             _ => CommitOptions::default(),
         };
         self.change_with(now, doc, options, f)
@@ -488,7 +493,14 @@ impl Core {
                     let queued = entry.queued_orphans + orphans;
                     if queued > max_missing {
                         pd.sync = sync::State::new();
-                        errors.push((conn, ProtocolError::TooManyMissingDeps { doc, count: queued, limit: max_missing }));
+                        errors.push((
+                            conn,
+                            ProtocolError::TooManyMissingDeps {
+                                doc,
+                                count: queued,
+                                limit: max_missing,
+                            },
+                        ));
                         continue;
                     }
                     entry.queued_orphans = queued;
@@ -499,7 +511,13 @@ impl Core {
                 Ok(()) => self.out.stats.changes_applied += changes,
                 Err(e) => {
                     pd.sync = sync::State::new();
-                    errors.push((conn, ProtocolError::SyncApply { doc, reason: e.to_string() }));
+                    errors.push((
+                        conn,
+                        ProtocolError::SyncApply {
+                            doc,
+                            reason: e.to_string(),
+                        },
+                    ));
                 }
             }
             if let Some(sid) = storage {

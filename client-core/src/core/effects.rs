@@ -58,6 +58,30 @@ pub enum StorageOp {
 }
 
 impl StorageOp {
+    /// Executes the operation on in-memory storage, synchronously (simulations, tests, examples).
+    pub fn run_on(
+        self,
+        disk: &crate::storage::MemoryStorage,
+    ) -> Result<StorageReply, StorageError> {
+        match self {
+            Self::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
+            Self::Append { doc, key, bytes } => disk
+                .append_sync(&doc, key, &bytes)
+                .map(|()| StorageReply::Done),
+            Self::Compact {
+                doc,
+                key,
+                bytes,
+                covered,
+            } => disk
+                .compact_sync(&doc, key, &bytes, &covered)
+                .map(|()| StorageReply::Done),
+            Self::PutSyncState { doc, peer, state } => disk
+                .put_sync_state_sync(&doc, &peer, &state)
+                .map(|()| StorageReply::Done),
+        }
+    }
+
     /// The document the operation is about.
     pub fn doc(&self) -> DocumentId {
         match self {

@@ -37,7 +37,9 @@ pub enum ProtocolError {
         reason: String,
     },
     /// The message carries more changes with unknown dependencies than the document may queue.
-    #[error("sync message for {doc} refused: {count} changes with missing dependencies (limit {limit})")]
+    #[error(
+        "sync message for {doc} refused: {count} changes with missing dependencies (limit {limit})"
+    )]
     TooManyMissingDeps {
         /// The document.
         doc: DocumentId,

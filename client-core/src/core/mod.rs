@@ -26,13 +26,7 @@
 //!         match effect {
 //!             Effect::Send { conn, bytes } => out.push((conn, bytes)),
 //!             Effect::Storage { id, op } => {
-//!                 let reply = match op {
-//!                     StorageOp::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
-//!                     StorageOp::Append { doc, key, bytes } => disk.append_sync(&doc, key, &bytes).map(|_| StorageReply::Done),
-//!                     StorageOp::Compact { doc, key, bytes, covered } => disk.compact_sync(&doc, key, &bytes, &covered).map(|_| StorageReply::Done),
-//!                     StorageOp::PutSyncState { doc, peer, state } => disk.put_sync_state_sync(&doc, &peer, &state).map(|_| StorageReply::Done),
-//!                     _ => unreachable!(),
-//!                 };
+//!                 let reply = op.run_on(disk); // a real driver awaits its Storage here
 //!                 core.handle_storage_result(now, id, reply);
 //!             }
 //!             _ => {}
@@ -227,7 +221,9 @@ impl Core {
     /// True when the core waits for no storage operation, has no queued effect, and holds
     /// nothing that is not committed (no pending incoming change, no failed commit to retry).
     pub fn is_idle(&self) -> bool {
-        self.out.ops.is_empty() && self.out.effects.is_empty() && self.docs.values().all(DocEntry::is_settled)
+        self.out.ops.is_empty()
+            && self.out.effects.is_empty()
+            && self.docs.values().all(DocEntry::is_settled)
     }
 
     fn ticket(&mut self) -> Ticket {

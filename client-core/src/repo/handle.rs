@@ -149,7 +149,10 @@ impl DocHandle {
     }
 
     /// Every concurrent value at `path`, with who wrote it, when (HLC) and in which change.
-    pub fn conflicts(&self, path: &crate::path::DocPath) -> Result<Vec<crate::policy::Candidate>, RepoError> {
+    pub fn conflicts(
+        &self,
+        path: &crate::path::DocPath,
+    ) -> Result<Vec<crate::policy::Candidate>, RepoError> {
         Ok(self.with_doc(|d| crate::policy::conflicts(d, path))??)
     }
 

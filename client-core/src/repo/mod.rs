@@ -164,13 +164,19 @@ impl Repo {
         // (that would make this future non-Send).
         let (fresh_storage_id, peer_suffix, seed) = {
             let mut rng = rand::rng();
-            (rng.random::<[u8; 16]>(), rng.random::<[u8; 8]>(), rng.random::<u64>())
+            (
+                rng.random::<[u8; 16]>(),
+                rng.random::<[u8; 8]>(),
+                rng.random::<u64>(),
+            )
         };
         let storage_id = match storage.get_meta(STORAGE_ID_KEY).await? {
             Some(bytes) => StorageId::new(String::from_utf8_lossy(&bytes).into_owned()),
             None => {
                 let id = StorageId::from_random(fresh_storage_id);
-                storage.put_meta(STORAGE_ID_KEY, id.as_str().as_bytes()).await?;
+                storage
+                    .put_meta(STORAGE_ID_KEY, id.as_str().as_bytes())
+                    .await?;
                 id
             }
         };
@@ -293,7 +299,11 @@ impl Repo {
 
     /// Like [`Repo::attach`] for an inbound peer whose credentials the transport verified; the
     /// core enforces the grant on every message (see [`crate::core::GrantPolicy`]).
-    pub fn attach_with_grant(&self, inbound: bool, grant: Option<crate::core::Grant>) -> Attachment {
+    pub fn attach_with_grant(
+        &self,
+        inbound: bool,
+        grant: Option<crate::core::Grant>,
+    ) -> Attachment {
         let conn = self.shared.new_conn();
         let (frames, outgoing) = mpsc::channel(self.shared.outgoing_queue.max(1));
         let (close_tx, close) = watch::channel(None);
@@ -390,7 +400,8 @@ impl Repo {
         // (a handshake can complete while storage is read): ask again once a server is there.
         let asked_someone = !self.peers().is_empty();
         let mut outcome = self.find_once(doc).await?;
-        if outcome == FindOutcome::Unavailable && !self.config.servers.is_empty() && !asked_someone {
+        if outcome == FindOutcome::Unavailable && !self.config.servers.is_empty() && !asked_someone
+        {
             let _ = self.wait_connected(self.config.connect_wait).await;
             outcome = self.find_once(doc).await?;
         }

@@ -98,10 +98,17 @@ impl KeyRing {
             let key = match k.alg.as_str() {
                 "HS256" => {
                     let secret = B64
-                        .decode(k.secret.as_deref().ok_or_else(|| bad(path, format!("{}: no secret", k.kid)))?)
+                        .decode(
+                            k.secret
+                                .as_deref()
+                                .ok_or_else(|| bad(path, format!("{}: no secret", k.kid)))?,
+                        )
                         .map_err(|e| bad(path, format!("{}: {e}", k.kid)))?;
                     if secret.len() < 32 {
-                        return Err(bad(path, format!("{}: HMAC secrets must have at least 32 bytes", k.kid)));
+                        return Err(bad(
+                            path,
+                            format!("{}: HMAC secrets must have at least 32 bytes", k.kid),
+                        ));
                     }
                     Key {
                         alg: Algorithm::HS256,
@@ -110,10 +117,14 @@ impl KeyRing {
                     }
                 }
                 "EdDSA" => {
-                    let public = k.public_pem.as_deref().ok_or_else(|| bad(path, format!("{}: no public_pem", k.kid)))?;
+                    let public = k
+                        .public_pem
+                        .as_deref()
+                        .ok_or_else(|| bad(path, format!("{}: no public_pem", k.kid)))?;
                     Key {
                         alg: Algorithm::EdDSA,
-                        decoding: DecodingKey::from_ed_pem(public.as_bytes()).map_err(|e| bad(path, format!("{}: {e}", k.kid)))?,
+                        decoding: DecodingKey::from_ed_pem(public.as_bytes())
+                            .map_err(|e| bad(path, format!("{}: {e}", k.kid)))?,
                         encoding: k
                             .private_pem
                             .as_deref()
@@ -122,7 +133,12 @@ impl KeyRing {
                             .map_err(|e| bad(path, format!("{}: {e}", k.kid)))?,
                     }
                 }
-                other => return Err(bad(path, format!("{}: unsupported alg {other} (HS256 or EdDSA)", k.kid))),
+                other => {
+                    return Err(bad(
+                        path,
+                        format!("{}: unsupported alg {other} (HS256 or EdDSA)", k.kid),
+                    ));
+                }
             };
             if ring.signing_kid.is_none() && key.encoding.is_some() {
                 ring.signing_kid = Some(k.kid.clone());

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use concord::core::{DocScope, Grant};
 use concord::DocumentId;
+use concord::core::{DocScope, Grant};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,10 @@ pub struct TokenRequest {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Mints a token with the ring's signing key.
@@ -67,18 +70,29 @@ pub fn mint(ring: &KeyRing, req: &TokenRequest) -> Result<String, AuthError> {
 /// Verifies a token: known key id, that key's algorithm only (no `none`, no algorithm
 /// confusion), valid signature, not expired. Returns the grant and the expiry time.
 pub fn verify(ring: &KeyRing, token: &str) -> Result<(Grant, SystemTime), AuthError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-    let kid = header.kid.ok_or_else(|| AuthError::Invalid("token has no key id".into()))?;
-    let key = ring.keys.get(&kid).ok_or_else(|| AuthError::UnknownKey(kid.clone()))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+    let kid = header
+        .kid
+        .ok_or_else(|| AuthError::Invalid("token has no key id".into()))?;
+    let key = ring
+        .keys
+        .get(&kid)
+        .ok_or_else(|| AuthError::UnknownKey(kid.clone()))?;
     if header.alg != key.alg {
-        return Err(AuthError::Invalid(format!("algorithm {:?} does not match key {kid}", header.alg)));
+        return Err(AuthError::Invalid(format!(
+            "algorithm {:?} does not match key {kid}",
+            header.alg
+        )));
     }
     let mut validation = Validation::new(key.alg);
     validation.leeway = 5;
     validation.set_required_spec_claims(&["exp", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(|e| match e.kind() {
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        _ => AuthError::Invalid(e.to_string()),
+    let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(|e| {
+        match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e.to_string()),
+        }
     })?;
     let c = data.claims;
     let docs = if c.docs.iter().any(|d| d == "*") {

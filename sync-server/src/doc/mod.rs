@@ -229,7 +229,10 @@ pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
         command,
     } = args;
     let schema = policies::schema(&policies)?;
-    let servers = servers.into_iter().map(|s| with_token(s, token.as_deref())).collect();
+    let servers = servers
+        .into_iter()
+        .map(|s| with_token(s, token.as_deref()))
+        .collect();
     // `watch` bounds only its start-up by the default; its watching is unbounded unless given.
     let wait = timeout.unwrap_or(DEFAULT_TIMEOUT);
     let replica = Replica::open(&data, servers, offline, wait).await?;
@@ -246,8 +249,16 @@ async fn dispatch(
 ) -> anyhow::Result<ExitCode> {
     match command {
         DocCommand::Create { init } => edit::create(r, init).await?,
-        DocCommand::Get { url, path, resolved: false } => edit::get(r, &url, &path).await?,
-        DocCommand::Get { url, path, resolved: true } => policies::get_resolved(r, &url, &path, schema).await?,
+        DocCommand::Get {
+            url,
+            path,
+            resolved: false,
+        } => edit::get(r, &url, &path).await?,
+        DocCommand::Get {
+            url,
+            path,
+            resolved: true,
+        } => policies::get_resolved(r, &url, &path, schema).await?,
         DocCommand::Conflicts { url, path } => policies::conflicts(r, &url, &path).await?,
         DocCommand::Resolve { url, path, value } => {
             let value = parse_json(&value).map_err(anyhow::Error::msg)?;

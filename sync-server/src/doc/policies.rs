@@ -21,7 +21,12 @@ pub(super) fn schema(specs: &[String]) -> anyhow::Result<Schema> {
 }
 
 /// `get --resolved URL [PATH]`: the value as the policies resolve it.
-pub(super) async fn get_resolved(r: &Replica, url: &AutomergeUrl, path: &DocPath, schema: &Schema) -> anyhow::Result<()> {
+pub(super) async fn get_resolved(
+    r: &Replica,
+    url: &AutomergeUrl,
+    path: &DocPath,
+    schema: &Schema,
+) -> anyhow::Result<()> {
     if url.heads.is_some() {
         bail!("--resolved reads the current version; drop the #heads part of the URL");
     }
@@ -35,19 +40,32 @@ pub(super) async fn get_resolved(r: &Replica, url: &AutomergeUrl, path: &DocPath
 }
 
 /// `conflicts URL PATH`: every concurrent value with who wrote it, when (HLC) and in which change.
-pub(super) async fn conflicts(r: &Replica, url: &AutomergeUrl, path: &DocPath) -> anyhow::Result<()> {
+pub(super) async fn conflicts(
+    r: &Replica,
+    url: &AutomergeUrl,
+    path: &DocPath,
+) -> anyhow::Result<()> {
     let handle = r.open_doc(url).await?;
     r.refresh_for_read(&handle).await;
     let candidates = handle
         .conflicts(path)
         .with_context(|| format!("cannot list conflicts at `{path}` in {url}"))?;
-    let list: Vec<Json> = candidates.iter().map(concord::policy::Candidate::to_json).collect();
+    let list: Vec<Json> = candidates
+        .iter()
+        .map(concord::policy::Candidate::to_json)
+        .collect();
     println!("{}", serde_json::to_string_pretty(&Json::Array(list))?);
     Ok(())
 }
 
 /// `resolve URL PATH VALUE`: writes VALUE, superseding every concurrent value at PATH.
-pub(super) async fn resolve(r: &Replica, url: &AutomergeUrl, path: &DocPath, value: &Json, schema: &Schema) -> anyhow::Result<()> {
+pub(super) async fn resolve(
+    r: &Replica,
+    url: &AutomergeUrl,
+    path: &DocPath,
+    value: &Json,
+    schema: &Schema,
+) -> anyhow::Result<()> {
     let handle = r.open_doc(url).await?;
     let before = r.refresh(&handle).await;
     handle

@@ -88,23 +88,38 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 /// Admin endpoints need a token granting every document (or development mode).
-pub fn admit_admin(app: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Refusal> {
+pub fn admit_admin(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(), Refusal> {
     if app.config.insecure_no_auth {
         return Ok(());
     }
     let Some(token) = bearer(headers).or_else(|| query.get("token").cloned()) else {
-        return Err(refuse(StatusCode::UNAUTHORIZED, AuthError::Missing.to_string()));
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            AuthError::Missing.to_string(),
+        ));
     };
     let Some(keys) = &app.keys else {
-        return Err(refuse(StatusCode::UNAUTHORIZED, "tokens are not configured"));
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "tokens are not configured",
+        ));
     };
     match auth::verify(keys, &token) {
         Ok((g, _)) if g.docs == concord::core::DocScope::All => Ok(()),
-        Ok(_) => Err(refuse(StatusCode::FORBIDDEN, "the admin API needs a token for all documents")),
+        Ok(_) => Err(refuse(
+            StatusCode::FORBIDDEN,
+            "the admin API needs a token for all documents",
+        )),
         Err(e) => Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
     }
 }
@@ -120,7 +135,10 @@ pub fn admit(
     if !cfg.allow_origins.is_empty() {
         if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
             if !cfg.allow_origins.iter().any(|a| a == origin) {
-                return Err(refuse(StatusCode::FORBIDDEN, format!("origin {origin} is not allowed")));
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    format!("origin {origin} is not allowed"),
+                ));
             }
         }
     }
@@ -131,19 +149,49 @@ pub fn admit(
             Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
         },
         (Some(_), None) | (None, _) if cfg.insecure_no_auth => (None, None),
-        (Some(_), None) => return Err(refuse(StatusCode::UNAUTHORIZED, "tokens are not configured")),
-        (None, _) => return Err(refuse(StatusCode::UNAUTHORIZED, AuthError::Missing.to_string())),
+        (Some(_), None) => {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "tokens are not configured",
+            ));
+        }
+        (None, _) => {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                AuthError::Missing.to_string(),
+            ));
+        }
     };
     let mut slots = Vec::new();
-    match app.counts.take(format!("ip:{}", addr.ip()), cfg.max_connections_per_ip) {
+    match app
+        .counts
+        .take(format!("ip:{}", addr.ip()), cfg.max_connections_per_ip)
+    {
         Some(s) => slots.push(s),
-        None => return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address")),
-    }
-    if let Some(g) = &grant {
-        match app.counts.take(format!("principal:{}", g.principal), cfg.max_connections_per_principal) {
-            Some(s) => slots.push(s),
-            None => return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections for this principal")),
+        None => {
+            return Err(refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address",
+            ));
         }
     }
-    Ok(Admitted { grant, expires, slots })
+    if let Some(g) = &grant {
+        match app.counts.take(
+            format!("principal:{}", g.principal),
+            cfg.max_connections_per_principal,
+        ) {
+            Some(s) => slots.push(s),
+            None => {
+                return Err(refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections for this principal",
+                ));
+            }
+        }
+    }
+    Ok(Admitted {
+        grant,
+        expires,
+        slots,
+    })
 }

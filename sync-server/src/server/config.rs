@@ -85,7 +85,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CONCORD_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
     /// Allowed `Origin` of browser clients (repeatable); when set, other origins are refused.
-    #[arg(long = "allow-origin", env = "CONCORD_ALLOW_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-origin",
+        env = "CONCORD_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allow_origins: Vec<String>,
     /// Concurrent connections per client IP [default: 64].
     #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP")]
@@ -254,9 +258,18 @@ impl ServeConfig {
                 .max_connections_per_principal
                 .or(file.max_connections_per_principal)
                 .unwrap_or(d.max_connections_per_principal),
-            max_messages_per_sec: args.max_messages_per_sec.or(file.max_messages_per_sec).unwrap_or(d.max_messages_per_sec),
-            max_bytes_per_sec: args.max_bytes_per_sec.or(file.max_bytes_per_sec).unwrap_or(d.max_bytes_per_sec),
-            idle_timeout_secs: args.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(d.idle_timeout_secs),
+            max_messages_per_sec: args
+                .max_messages_per_sec
+                .or(file.max_messages_per_sec)
+                .unwrap_or(d.max_messages_per_sec),
+            max_bytes_per_sec: args
+                .max_bytes_per_sec
+                .or(file.max_bytes_per_sec)
+                .unwrap_or(d.max_bytes_per_sec),
+            idle_timeout_secs: args
+                .idle_timeout_secs
+                .or(file.idle_timeout_secs)
+                .unwrap_or(d.idle_timeout_secs),
         };
         let mut c = c;
         c.auth_keys = args

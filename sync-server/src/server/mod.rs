@@ -104,7 +104,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     })?;
     let keys = crate::auth::KeyRing::load_or_create(&config.auth_keys)?;
     if config.insecure_no_auth {
-        tracing::warn!("INSECURE: --insecure-no-auth accepts peers without a token, with full access; never use it in production");
+        tracing::warn!(
+            "INSECURE: --insecure-no-auth accepts peers without a token, with full access; never use it in production"
+        );
     }
     tracing::info!(kids = ?keys.kids(), file = %config.auth_keys.display(), "token keys loaded");
     let (metrics, slot) = Metrics::new();
@@ -189,10 +191,13 @@ impl Running {
             tracing::info!("shutting down: closing connections, finishing commits");
             let _ = shutdown_tx.send(true);
         };
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(graceful)
-            .await
-            .map_err(|source| ServerError::Io { addr, source })?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(graceful)
+        .await
+        .map_err(|source| ServerError::Io { addr, source })?;
         repo.shutdown().await;
         tracing::info!("stopped");
         Ok(())

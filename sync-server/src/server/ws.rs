@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
@@ -57,11 +57,19 @@ fn close(code: u16, reason: &str) -> Message {
 
 async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
     let _guard = ConnectionGuard::new(app.metrics.clone());
-    let Admitted { grant, expires, slots: _slots } = admitted;
+    let Admitted {
+        grant,
+        expires,
+        slots: _slots,
+    } = admitted;
     let mut att = app.repo.attach_with_grant(true, grant);
     let one = NonZeroU32::MIN;
-    let msgs = RateLimiter::direct(Quota::per_second(NonZeroU32::new(app.config.max_messages_per_sec).unwrap_or(one)));
-    let bytes = RateLimiter::direct(Quota::per_second(NonZeroU32::new(app.config.max_bytes_per_sec).unwrap_or(one)));
+    let msgs = RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(app.config.max_messages_per_sec).unwrap_or(one),
+    ));
+    let bytes = RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(app.config.max_bytes_per_sec).unwrap_or(one),
+    ));
     let expiry = tokio::time::sleep(until(expires));
     tokio::pin!(expiry);
     let idle_limit = Duration::from_secs(app.config.idle_timeout_secs);
