@@ -66,7 +66,7 @@ impl Server {
                 "--max-message-bytes",
                 "65536",
             ])
-            .args(["--allow-origin", "https://app.example"])
+            .args(["--allow-origin", "https://app.example", "--max-decompressed-bytes", "1048576"])
             .env("CONCORD_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -631,6 +631,44 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     );
     cases += 1;
     canary.check("orphan changes").await;
+
+    // 24: a compression bomb: a small document chunk that inflates to 8 MiB (limit 1 MiB).
+    let mut ws = dial(&server.url(&admin), None).await.unwrap();
+    let sid = join(&mut ws, "bomber").await.unwrap();
+    let mut bomb = Automerge::new();
+    bomb.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "s", "a".repeat(8 << 20)).map(|_| ())).unwrap();
+    let saved = bomb.save();
+    assert!(saved.len() < 60_000, "the bomb fits in one message ({} bytes)", saved.len());
+    let mut msg = automerge::sync::Message::decode(&bomb.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
+    msg.changes = automerge::sync::ChunkList::from(vec![saved]);
+    let started = std::time::Instant::now();
+    send(&mut ws, &Message::Sync { sender_id: PeerId::from("bomber"), target_id: sid.clone(), document_id: DocumentId::from_bytes([0x88; 16]), data: msg.encode() }).await;
+    let mut defused = false;
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), next(&mut ws)).await {
+        if let Message::Error { message, .. } = m {
+            defused = message.contains("decompress");
+            break;
+        }
+    }
+    assert!(defused && started.elapsed() < Duration::from_secs(1), "the bomb is refused with an error within 1 s");
+    cases += 1;
+    canary.check("compression bomb").await;
+
+    // 25: a dropped-message sync loop: a peer replays the same stale sync message over and over
+    // (as after lost answers); the server answers each but never starts an exchange of its own.
+    let stale = sync_msg("bomber", &sid, d, &Automerge::new(), true);
+    for _ in 0..20 {
+        send(&mut ws, &stale).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut answers = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), next(&mut ws)).await {
+        answers += 1;
+        assert!(answers <= 40, "the server keeps talking: a sync loop");
+    }
+    assert!(answers >= 1, "replays are answered");
+    cases += 1;
+    canary.check("sync loop").await;
 
     // 23: a non-WebSocket request to the sync endpoint.
     let body = reqwest_like_get(&server.addr, "/sync").await;

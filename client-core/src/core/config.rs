@@ -82,6 +82,9 @@ pub struct Limits {
     /// Changes whose dependencies are missing that a document may hold queued; a message that
     /// would exceed it is refused before Automerge queues anything.
     pub max_missing_deps: usize,
+    /// Bytes the changes of one sync message may decompress to (checked with capped inflation
+    /// before Automerge parses them).
+    pub max_decompressed_bytes: u64,
 }
 
 impl Default for Limits {
@@ -91,6 +94,7 @@ impl Default for Limits {
             max_protocol_errors: 64,
             handshake_timeout_ms: 10_000,
             max_missing_deps: 256,
+            max_decompressed_bytes: 64 << 20,
         }
     }
 }

@@ -469,6 +469,7 @@ impl Core {
         }
         let inbox = std::mem::take(&mut entry.inbox);
         let max_missing = self.config.limits.max_missing_deps;
+        let max_inflated = self.config.limits.max_decompressed_bytes;
         let before = entry.doc.get_heads();
         let mut errors = Vec::new();
         let mut state_writes = Vec::new();
@@ -488,6 +489,12 @@ impl Core {
             }
             pd.awaiting = false;
             if changes > 0 {
+                let cap = max_inflated;
+                if super::inflate::decompressed_size(msg.changes.iter(), cap).is_some_and(|n| n > cap) {
+                    pd.sync = sync::State::new();
+                    errors.push((conn, ProtocolError::DecompressedTooLarge { doc, limit: cap }));
+                    continue;
+                }
                 let orphans = orphan_changes(&entry.doc, &msg);
                 if orphans > 0 {
                     let queued = entry.queued_orphans + orphans;

@@ -48,6 +48,14 @@ pub enum ProtocolError {
         /// The limit.
         limit: usize,
     },
+    /// The message's changes would decompress beyond the limit (a compression bomb).
+    #[error("sync message for {doc} refused: its changes decompress to more than {limit} bytes")]
+    DecompressedTooLarge {
+        /// The document.
+        doc: DocumentId,
+        /// The limit.
+        limit: u64,
+    },
     /// The peer may not write this document; its changes were refused.
     #[error("changes to {0} refused: read-only access")]
     WriteDenied(DocumentId),

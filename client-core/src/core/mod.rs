@@ -72,6 +72,7 @@ mod document;
 mod effects;
 mod error;
 mod housekeeping;
+mod inflate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

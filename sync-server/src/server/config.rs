@@ -103,6 +103,9 @@ pub struct ServeArgs {
     /// Bytes per second per connection before it is closed [default: 16777216].
     #[arg(long, env = "CONCORD_MAX_BYTES_PER_SEC")]
     pub max_bytes_per_sec: Option<u32>,
+    /// Bytes the changes of one sync message may decompress to [default: 67108864].
+    #[arg(long, env = "CONCORD_MAX_DECOMPRESSED_BYTES")]
+    pub max_decompressed_bytes: Option<u64>,
     /// Close connections silent for this many seconds (pongs count) [default: 60].
     #[arg(long, env = "CONCORD_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -130,6 +133,7 @@ struct FileConfig {
     max_messages_per_sec: Option<u32>,
     max_bytes_per_sec: Option<u32>,
     idle_timeout_secs: Option<u64>,
+    max_decompressed_bytes: Option<u64>,
 }
 
 /// Resolved settings.
@@ -171,6 +175,8 @@ pub struct ServeConfig {
     pub max_bytes_per_sec: u32,
     /// Idle timeout, seconds.
     pub idle_timeout_secs: u64,
+    /// Decompressed bytes per sync message.
+    pub max_decompressed_bytes: u64,
 }
 
 impl Default for ServeConfig {
@@ -194,6 +200,7 @@ impl Default for ServeConfig {
             max_messages_per_sec: 500,
             max_bytes_per_sec: 16 << 20,
             idle_timeout_secs: 60,
+            max_decompressed_bytes: 64 << 20,
         }
     }
 }
@@ -270,6 +277,10 @@ impl ServeConfig {
                 .idle_timeout_secs
                 .or(file.idle_timeout_secs)
                 .unwrap_or(d.idle_timeout_secs),
+            max_decompressed_bytes: args
+                .max_decompressed_bytes
+                .or(file.max_decompressed_bytes)
+                .unwrap_or(d.max_decompressed_bytes),
         };
         let mut c = c;
         c.auth_keys = args

@@ -128,6 +128,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         limits: Limits {
             max_message_bytes: config.max_message_bytes,
             handshake_timeout_ms: config.handshake_timeout_secs.saturating_mul(1000),
+            max_decompressed_bytes: config.max_decompressed_bytes,
             ..Limits::default()
         },
         housekeeping: Housekeeping {
