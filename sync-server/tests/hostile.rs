@@ -670,6 +670,38 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     cases += 1;
     canary.check("sync loop").await;
 
+    // 26-27: fragmented messages: a join split into continuation frames is reassembled and
+    // answered; fragments adding up past the size limit close the connection (1009).
+    {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let mut ws = dial(&server.url(&admin), None).await.unwrap();
+        let join_bytes = wire::encode(&Message::Join { sender_id: PeerId::from("fragments"), peer_metadata: None, supported_protocol_versions: vec!["1".into()] });
+        let third = join_bytes.len() / 3;
+        let parts = [&join_bytes[..third], &join_bytes[third..2 * third], &join_bytes[2 * third..]];
+        for (i, part) in parts.iter().enumerate() {
+            let op = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
+            ws.send(Ws::Frame(Frame::message(part.to_vec(), op, i == parts.len() - 1))).await.unwrap();
+        }
+        assert!(matches!(next(&mut ws).await, Ok(Message::Peer { .. })), "a fragmented join is answered");
+        cases += 1;
+        let chunk = vec![0u8; 16 * 1024];
+        let mut closed = false;
+        for i in 0..16 {
+            let op = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
+            if ws.send(Ws::Frame(Frame::message(chunk.clone(), op, false))).await.is_err() {
+                closed = true;
+                break;
+            }
+        }
+        if !closed {
+            let (code, _) = until_closed(&mut ws).await;
+            assert!(code.is_none() || code == Some(CloseCode::Size), "fragments past the limit: {code:?}");
+        }
+        cases += 1;
+        canary.check("fragmented messages").await;
+    }
+
     // 23: a non-WebSocket request to the sync endpoint.
     let body = reqwest_like_get(&server.addr, "/sync").await;
     assert!(body.starts_with("HTTP/1.1 4"), "{body}");
