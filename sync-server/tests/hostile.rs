@@ -66,7 +66,12 @@ impl Server {
                 "--max-message-bytes",
                 "65536",
             ])
-            .args(["--allow-origin", "https://app.example", "--max-decompressed-bytes", "1048576"])
+            .args([
+                "--allow-origin",
+                "https://app.example",
+                "--max-decompressed-bytes",
+                "1048576",
+            ])
             .env("CONCORD_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -636,13 +641,35 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let mut ws = dial(&server.url(&admin), None).await.unwrap();
     let sid = join(&mut ws, "bomber").await.unwrap();
     let mut bomb = Automerge::new();
-    bomb.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "s", "a".repeat(8 << 20)).map(|_| ())).unwrap();
+    bomb.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(ROOT, "s", "a".repeat(8 << 20)).map(|_| ())
+    })
+    .unwrap();
     let saved = bomb.save();
-    assert!(saved.len() < 60_000, "the bomb fits in one message ({} bytes)", saved.len());
-    let mut msg = automerge::sync::Message::decode(&bomb.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode()).unwrap();
+    assert!(
+        saved.len() < 60_000,
+        "the bomb fits in one message ({} bytes)",
+        saved.len()
+    );
+    let mut msg = automerge::sync::Message::decode(
+        &bomb
+            .generate_sync_message(&mut automerge::sync::State::new())
+            .unwrap()
+            .encode(),
+    )
+    .unwrap();
     msg.changes = automerge::sync::ChunkList::from(vec![saved]);
     let started = std::time::Instant::now();
-    send(&mut ws, &Message::Sync { sender_id: PeerId::from("bomber"), target_id: sid.clone(), document_id: DocumentId::from_bytes([0x88; 16]), data: msg.encode() }).await;
+    send(
+        &mut ws,
+        &Message::Sync {
+            sender_id: PeerId::from("bomber"),
+            target_id: sid.clone(),
+            document_id: DocumentId::from_bytes([0x88; 16]),
+            data: msg.encode(),
+        },
+    )
+    .await;
     let mut defused = false;
     while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), next(&mut ws)).await {
         if let Message::Error { message, .. } = m {
@@ -650,7 +677,10 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
             break;
         }
     }
-    assert!(defused && started.elapsed() < Duration::from_secs(1), "the bomb is refused with an error within 1 s");
+    assert!(
+        defused && started.elapsed() < Duration::from_secs(1),
+        "the bomb is refused with an error within 1 s"
+    );
     cases += 1;
     canary.check("compression bomb").await;
 
@@ -676,27 +706,59 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
         use tokio_tungstenite::tungstenite::protocol::frame::Frame;
         use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
         let mut ws = dial(&server.url(&admin), None).await.unwrap();
-        let join_bytes = wire::encode(&Message::Join { sender_id: PeerId::from("fragments"), peer_metadata: None, supported_protocol_versions: vec!["1".into()] });
+        let join_bytes = wire::encode(&Message::Join {
+            sender_id: PeerId::from("fragments"),
+            peer_metadata: None,
+            supported_protocol_versions: vec!["1".into()],
+        });
         let third = join_bytes.len() / 3;
-        let parts = [&join_bytes[..third], &join_bytes[third..2 * third], &join_bytes[2 * third..]];
+        let parts = [
+            &join_bytes[..third],
+            &join_bytes[third..2 * third],
+            &join_bytes[2 * third..],
+        ];
         for (i, part) in parts.iter().enumerate() {
-            let op = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
-            ws.send(Ws::Frame(Frame::message(part.to_vec(), op, i == parts.len() - 1))).await.unwrap();
+            let op = if i == 0 {
+                OpCode::Data(Data::Binary)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            ws.send(Ws::Frame(Frame::message(
+                part.to_vec(),
+                op,
+                i == parts.len() - 1,
+            )))
+            .await
+            .unwrap();
         }
-        assert!(matches!(next(&mut ws).await, Ok(Message::Peer { .. })), "a fragmented join is answered");
+        assert!(
+            matches!(next(&mut ws).await, Ok(Message::Peer { .. })),
+            "a fragmented join is answered"
+        );
         cases += 1;
         let chunk = vec![0u8; 16 * 1024];
         let mut closed = false;
         for i in 0..16 {
-            let op = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
-            if ws.send(Ws::Frame(Frame::message(chunk.clone(), op, false))).await.is_err() {
+            let op = if i == 0 {
+                OpCode::Data(Data::Binary)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            if ws
+                .send(Ws::Frame(Frame::message(chunk.clone(), op, false)))
+                .await
+                .is_err()
+            {
                 closed = true;
                 break;
             }
         }
         if !closed {
             let (code, _) = until_closed(&mut ws).await;
-            assert!(code.is_none() || code == Some(CloseCode::Size), "fragments past the limit: {code:?}");
+            assert!(
+                code.is_none() || code == Some(CloseCode::Size),
+                "fragments past the limit: {code:?}"
+            );
         }
         cases += 1;
         canary.check("fragmented messages").await;

@@ -490,9 +490,14 @@ impl Core {
             pd.awaiting = false;
             if changes > 0 {
                 let cap = max_inflated;
-                if super::inflate::decompressed_size(msg.changes.iter(), cap).is_some_and(|n| n > cap) {
+                if super::inflate::decompressed_size(msg.changes.iter(), cap)
+                    .is_some_and(|n| n > cap)
+                {
                     pd.sync = sync::State::new();
-                    errors.push((conn, ProtocolError::DecompressedTooLarge { doc, limit: cap }));
+                    errors.push((
+                        conn,
+                        ProtocolError::DecompressedTooLarge { doc, limit: cap },
+                    ));
                     continue;
                 }
                 let orphans = orphan_changes(&entry.doc, &msg);

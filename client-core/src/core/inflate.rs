@@ -14,7 +14,10 @@ const DEFLATE_BIT: u64 = 0b1000;
 
 /// Bytes after decompression (capped at `cap + 1`), or `None` when the data does not parse as
 /// chunks (the caller lets Automerge report that).
-pub(super) fn decompressed_size<'a>(chunks: impl Iterator<Item = &'a [u8]>, cap: u64) -> Option<u64> {
+pub(super) fn decompressed_size<'a>(
+    chunks: impl Iterator<Item = &'a [u8]>,
+    cap: u64,
+) -> Option<u64> {
     let mut total = 0u64;
     for bytes in chunks {
         let mut rest = bytes;
@@ -110,19 +113,39 @@ mod tests {
     fn measures_documents_and_changes_and_catches_bombs() {
         let small = doc_with("hello").save();
         let n = decompressed_size(std::iter::once(small.as_slice()), 1 << 20);
-        assert!(n.is_some_and(|n| n + 16 >= small.len() as u64 && n < 10_000), "{n:?} for {} bytes", small.len());
+        assert!(
+            n.is_some_and(|n| n + 16 >= small.len() as u64 && n < 10_000),
+            "{n:?} for {} bytes",
+            small.len()
+        );
 
         let bomb_doc = doc_with(&"a".repeat(4 << 20));
         let bomb = bomb_doc.save();
-        assert!(bomb.len() < 64 << 10, "4 MiB of 'a' compresses to {} bytes", bomb.len());
+        assert!(
+            bomb.len() < 64 << 10,
+            "4 MiB of 'a' compresses to {} bytes",
+            bomb.len()
+        );
         let n = decompressed_size(std::iter::once(bomb.as_slice()), 1 << 20);
-        assert!(n.is_some_and(|n| n > 1 << 20), "the bomb is measured past the cap: {n:?}");
+        assert!(
+            n.is_some_and(|n| n > 1 << 20),
+            "the bomb is measured past the cap: {n:?}"
+        );
         let n = decompressed_size(std::iter::once(bomb.as_slice()), 64 << 20);
-        assert!(n.is_some_and(|n| n >= 4 << 20), "its real size is seen under a larger cap: {n:?}");
+        assert!(
+            n.is_some_and(|n| n >= 4 << 20),
+            "its real size is seen under a larger cap: {n:?}"
+        );
 
-        let change = bomb_doc.get_last_local_change().map(|c| c.raw_bytes().to_vec()).unwrap_or_default();
+        let change = bomb_doc
+            .get_last_local_change()
+            .map(|c| c.raw_bytes().to_vec())
+            .unwrap_or_default();
         let n = decompressed_size(std::iter::once(change.as_slice()), 64 << 20);
         assert!(n.is_some_and(|n| n >= 4 << 20), "{n:?}");
-        assert_eq!(decompressed_size(std::iter::once(&b"garbage!!"[..]), 100), None);
+        assert_eq!(
+            decompressed_size(std::iter::once(&b"garbage!!"[..]), 100),
+            None
+        );
     }
 }
