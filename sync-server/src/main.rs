@@ -34,8 +34,24 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Print a signed token granting access to documents.
+    /// Print a signed token granting access to documents (its id goes to stderr).
     Create(TokenArgs),
+    /// Revoke a token (by id) or every token of a principal; servers using this data directory
+    /// refuse them within a second and close their connections.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RevokeArgs {
+    /// The server's data directory (the list is `<data>/revoked.json`).
+    #[arg(long, env = "CONCORD_DATA", default_value = "concord-data")]
+    data: std::path::PathBuf,
+    /// Token id to revoke (printed by `token create`).
+    #[arg(long = "id", required_unless_present = "principal")]
+    ids: Vec<String>,
+    /// Principal whose every token is revoked.
+    #[arg(long)]
+    principal: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,7 +150,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn token(TokenCommand::Create(args): TokenCommand) -> anyhow::Result<ExitCode> {
+fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    let args = match cmd {
+        TokenCommand::Create(args) => args,
+        TokenCommand::Revoke(r) => {
+            let path = auth::default_revocation_file(&r.data);
+            auth::Revocations::update(&path, |list| {
+                list.tokens.extend(r.ids.iter().cloned());
+                list.principals.extend(r.principal.iter().cloned());
+            })?;
+            eprintln!(
+                "revoked; servers on {} apply it within a second",
+                r.data.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let path = args
         .keys
         .unwrap_or_else(|| auth::default_key_file(&args.data));
@@ -158,7 +189,11 @@ fn token(TokenCommand::Create(args): TokenCommand) -> anyhow::Result<ExitCode> {
         read_only: args.read_only,
         ttl: args.ttl,
     };
-    say(&auth::mint(&ring, &req)?);
+    let token = auth::mint(&ring, &req)?;
+    if let Some(id) = auth::token_id_of(&token) {
+        eprintln!("token id: {id}");
+    }
+    say(&token);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,253 +18,8 @@ use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const WAIT: Duration = Duration::from_secs(5);
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Server {
-    child: Child,
-    addr: String,
-    data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--data",
-                data.path().to_str().unwrap(),
-            ])
-            .args([
-                "--handshake-timeout-secs",
-                "1",
-                "--idle-timeout-secs",
-                "3",
-                "--ping-secs",
-                "10",
-            ])
-            .args([
-                "--max-messages-per-sec",
-                "100",
-                "--max-connections-per-principal",
-                "8",
-            ])
-            .args([
-                "--max-connections-per-ip",
-                "32",
-                "--max-message-bytes",
-                "65536",
-            ])
-            .args([
-                "--allow-origin",
-                "https://app.example",
-                "--max-decompressed-bytes",
-                "1048576",
-            ])
-            .env("CONCORD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let line = BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .next()
-            .unwrap()
-            .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        Self { child, addr, data }
-    }
-
-    fn token(&self, principal: &str, docs: &[DocumentId], read_only: bool, ttl: &str) -> String {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
-        cmd.args([
-            "token",
-            "create",
-            "--data",
-            self.data.path().to_str().unwrap(),
-            "--principal",
-            principal,
-            "--ttl",
-            ttl,
-        ]);
-        for d in docs {
-            cmd.args(["--doc", &d.to_string()]);
-        }
-        if read_only {
-            cmd.arg("--read-only");
-        }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    fn url(&self, token: &str) -> String {
-        format!("ws://{}/sync?token={token}", self.addr)
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .parse()
-            .unwrap()
-    }
-}
-
-/// Connects; on refusal returns the HTTP status.
-async fn dial(url: &str, origin: Option<&str>) -> Result<Socket, u16> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = url.into_client_request().unwrap();
-    if let Some(o) = origin {
-        req.headers_mut().insert("origin", o.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("unexpected dial error {e}"),
-    }
-}
-
-async fn send(ws: &mut Socket, m: &Message) {
-    let _ = ws.send(Ws::Binary(wire::encode(m).into())).await;
-}
-
-/// Next protocol message, or the close code (`None`: dropped without a close frame).
-async fn next(ws: &mut Socket) -> Result<Message, Option<CloseCode>> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Ws::Binary(b)))) => return Ok(wire::decode(&b, usize::MAX).unwrap()),
-            Ok(Some(Ok(Ws::Close(f)))) => return Err(f.map(|f| f.code)),
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => return Err(None),
-            Err(_) => panic!("nothing within {WAIT:?}"),
-        }
-    }
-}
-
-/// Reads until the connection closes; returns the close code and the error messages seen.
-async fn until_closed(ws: &mut Socket) -> (Option<CloseCode>, Vec<String>) {
-    let mut errors = Vec::new();
-    loop {
-        match next(ws).await {
-            Ok(Message::Error { message, .. }) => errors.push(message),
-            Ok(_) => {}
-            Err(code) => return (code, errors),
-        }
-    }
-}
-
-async fn join(ws: &mut Socket, id: &str) -> Result<PeerId, Option<CloseCode>> {
-    send(
-        ws,
-        &Message::Join {
-            sender_id: PeerId::from(id),
-            peer_metadata: Some(PeerMetadata::default()),
-            supported_protocol_versions: vec!["1".into()],
-        },
-    )
-    .await;
-    loop {
-        match next(ws).await? {
-            Message::Peer { sender_id, .. } => return Ok(sender_id),
-            Message::Error { .. } => {}
-            other => panic!("expected peer, got {other:?}"),
-        }
-    }
-}
-
-fn sync_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge, request: bool) -> Message {
-    let data = am
-        .generate_sync_message(&mut automerge::sync::State::new())
-        .unwrap()
-        .encode();
-    let (sender_id, target_id, document_id) = (PeerId::from(from), to.clone(), doc);
-    if request {
-        Message::Request {
-            sender_id,
-            target_id,
-            document_id,
-            data,
-        }
-    } else {
-        Message::Sync {
-            sender_id,
-            target_id,
-            document_id,
-            data,
-        }
-    }
-}
-
-/// A sync message that carries all of `am`'s changes.
-fn changes_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge) -> Message {
-    let mut msg = automerge::sync::Message::decode(
-        &am.generate_sync_message(&mut automerge::sync::State::new())
-            .unwrap()
-            .encode(),
-    )
-    .unwrap();
-    let _ = &mut msg;
-    // Build the message by syncing against an empty peer state that claims to have nothing.
-    let mut theirs = automerge::sync::State::new();
-    let mut empty = Automerge::new();
-    let mut ours = automerge::sync::State::new();
-    let m1 = am.generate_sync_message(&mut ours).unwrap();
-    empty.receive_sync_message(&mut theirs, m1).unwrap();
-    let m2 = empty.generate_sync_message(&mut theirs).unwrap();
-    let mut am2 = am.clone();
-    am2.receive_sync_message(&mut ours, m2).unwrap();
-    let m3 = am2.generate_sync_message(&mut ours).unwrap();
-    Message::Sync {
-        sender_id: PeerId::from(from),
-        target_id: to.clone(),
-        document_id: doc,
-        data: m3.encode(),
-    }
-}
-
-struct Canary {
-    repo: Repo,
-    doc: DocHandle,
-    round: i64,
-}
-
-impl Canary {
-    async fn check(&mut self, case: &str) {
-        self.round += 1;
-        let r = self.round;
-        self.doc
-            .change(|tx| tx.put(ROOT, "round", r))
-            .await
-            .unwrap();
-        self.doc
-            .wait_synced(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("canary stopped syncing after `{case}`: {e}"));
-        println!("ok: {case}");
-    }
-}
+// Server process, raw WebSocket helpers, the canary.
+include!("hostile/harness.rs");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
@@ -764,6 +519,46 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
         canary.check("fragmented messages").await;
     }
 
+    // 28: revocation during a connection: the connection closes (1008) and the token is refused.
+    let doomed = server.token("revokee", &[], false, "1h");
+    let mut ws = dial(&server.url(&doomed), None).await.unwrap();
+    join(&mut ws, "revokee-peer").await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args([
+            "token",
+            "revoke",
+            "--data",
+            server.data.path().to_str().unwrap(),
+            "--principal",
+            "revokee",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = std::time::Instant::now();
+    let (code, _) = until_closed(&mut ws).await;
+    assert_eq!(
+        code,
+        Some(CloseCode::Policy),
+        "a revoked token ends its connection"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "revocation took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        dial(&server.url(&doomed), None).await.err(),
+        Some(401),
+        "a revoked token is refused"
+    );
+    cases += 1;
+    canary.check("revocation").await;
+
     // 23: a non-WebSocket request to the sync endpoint.
     let body = reqwest_like_get(&server.addr, "/sync").await;
     assert!(body.starts_with("HTTP/1.1 4"), "{body}");
@@ -788,37 +583,4 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     );
     fresh.shutdown().await;
     canary.repo.shutdown().await;
-}
-
-fn ciborium_map(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let v = ciborium::Value::Map(
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    ciborium::Value::Text((*k).into()),
-                    ciborium::Value::Text((*v).into()),
-                )
-            })
-            .collect(),
-    );
-    let mut out = Vec::new();
-    ciborium::ser::into_writer(&v, &mut out).unwrap();
-    out
-}
-
-async fn reqwest_like_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -3,10 +3,12 @@
 //! message (see `concord::core::GrantPolicy`).
 
 mod keys;
+mod revoke;
 mod token;
 
 pub use keys::{KeyRing, default_key_file};
-pub use token::{Claims, TokenRequest, mint, verify};
+pub use revoke::{Revocations, default_revocation_file};
+pub use token::{Claims, TokenRequest, Verified, mint, token_id_of, verify, verify_token};
 
 /// Why a token or key file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +23,9 @@ pub enum AuthError {
     /// The token's key id is unknown (rotated out?).
     #[error("unknown key id `{0}`")]
     UnknownKey(String),
+    /// The token (or its principal) was revoked.
+    #[error("token revoked")]
+    Revoked,
     /// The token has expired.
     #[error("token expired")]
     Expired,

@@ -24,6 +24,20 @@ pub struct Claims {
     pub docs: Vec<String>,
     /// Write access (otherwise read-only).
     pub write: bool,
+    /// Token id, for revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The rights it carries.
+    pub grant: Grant,
+    /// When it expires.
+    pub expires: SystemTime,
+    /// Its id (`jti`), if it has one.
+    pub token_id: Option<String>,
 }
 
 /// What to mint.
@@ -37,6 +51,25 @@ pub struct TokenRequest {
     pub read_only: bool,
     /// Lifetime.
     pub ttl: Duration,
+}
+
+fn token_id() -> String {
+    use rand::Rng;
+    rand::rng()
+        .random::<[u8; 12]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The id (`jti`) of a token, without verifying it (for `concord token create` to print).
+pub fn token_id_of(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Claims>(&bytes).ok()?.jti
 }
 
 fn unix_now() -> u64 {
@@ -61,6 +94,7 @@ pub fn mint(ring: &KeyRing, req: &TokenRequest) -> Result<String, AuthError> {
             Some(ids) => ids.iter().map(ToString::to_string).collect(),
         },
         write: !req.read_only,
+        jti: Some(token_id()),
     };
     let mut header = Header::new(key.alg);
     header.kid = Some(kid);
@@ -70,6 +104,11 @@ pub fn mint(ring: &KeyRing, req: &TokenRequest) -> Result<String, AuthError> {
 /// Verifies a token: known key id, that key's algorithm only (no `none`, no algorithm
 /// confusion), valid signature, not expired. Returns the grant and the expiry time.
 pub fn verify(ring: &KeyRing, token: &str) -> Result<(Grant, SystemTime), AuthError> {
+    verify_token(ring, token).map(|v| (v.grant, v.expires))
+}
+
+/// Like [`verify`], also returning the token id.
+pub fn verify_token(ring: &KeyRing, token: &str) -> Result<Verified, AuthError> {
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
     let kid = header
@@ -102,12 +141,13 @@ pub fn verify(ring: &KeyRing, token: &str) -> Result<(Grant, SystemTime), AuthEr
         DocScope::Only(ids.map_err(|e: concord::IdError| AuthError::BadDocument(e.to_string()))?)
     };
     let expires = UNIX_EPOCH + Duration::from_secs(c.exp);
-    Ok((
-        Grant {
+    Ok(Verified {
+        grant: Grant {
             principal: c.sub,
             docs,
             write: c.write,
         },
         expires,
-    ))
+        token_id: c.jti,
+    })
 }

@@ -60,6 +60,8 @@ pub struct Admitted {
     pub grant: Option<Grant>,
     /// When the token expires.
     pub expires: Option<SystemTime>,
+    /// The token's id (for revocation).
+    pub token_id: Option<String>,
     /// Connection-count slots, released when the connection ends.
     pub slots: Vec<Slot>,
 }
@@ -143,12 +145,23 @@ pub fn admit(
         }
     }
     let token = bearer(headers).or_else(|| query.get("token").cloned());
-    let (grant, expires) = match (token, &app.keys) {
-        (Some(t), Some(keys)) => match auth::verify(keys, &t) {
-            Ok((g, exp)) => (Some(g), Some(exp)),
+    let (grant, expires, token_id) = match (token, &app.keys) {
+        (Some(t), Some(keys)) => match auth::verify_token(keys, &t) {
+            Ok(v)
+                if app
+                    .revoked
+                    .borrow()
+                    .is_revoked(v.token_id.as_deref(), &v.grant.principal) =>
+            {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    AuthError::Revoked.to_string(),
+                ));
+            }
+            Ok(v) => (Some(v.grant), Some(v.expires), v.token_id),
             Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
         },
-        (Some(_), None) | (None, _) if cfg.insecure_no_auth => (None, None),
+        (Some(_), None) | (None, _) if cfg.insecure_no_auth => (None, None, None),
         (Some(_), None) => {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
@@ -192,6 +205,7 @@ pub fn admit(
     Ok(Admitted {
         grant,
         expires,
+        token_id,
         slots,
     })
 }

@@ -69,6 +69,7 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     keys: Option<Arc<crate::auth::KeyRing>>,
     counts: Arc<admission::Counts>,
+    revoked: watch::Receiver<Arc<crate::auth::Revocations>>,
 }
 
 /// A server that is listening.
@@ -152,6 +153,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         source,
     })?;
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let revoked = watch_revocations(
+        crate::auth::default_revocation_file(&config.data),
+        shutdown.clone(),
+    )?;
     let state = AppState {
         repo: repo.clone(),
         metrics,
@@ -159,6 +164,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         shutdown,
         keys: Some(Arc::new(keys)),
         counts: Arc::default(),
+        revoked,
     };
     let keys = state.keys.clone().unwrap_or_default();
     Ok(Running {
@@ -169,6 +175,39 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         listener,
         shutdown_tx,
     })
+}
+
+/// Loads the revocation file and reloads it every second until shutdown.
+fn watch_revocations(
+    path: std::path::PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<watch::Receiver<Arc<crate::auth::Revocations>>, ServerError> {
+    let initial = crate::auth::Revocations::load(&path)?;
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            match crate::auth::Revocations::load(&path) {
+                Ok(r) if *tx.borrow().as_ref() != r => {
+                    tracing::info!(
+                        tokens = r.tokens.len(),
+                        principals = r.principals.len(),
+                        "revocations reloaded"
+                    );
+                    let _ = tx.send(Arc::new(r));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the revocation file; keeping the previous one")
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 impl Running {

@@ -60,8 +60,11 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
     let Admitted {
         grant,
         expires,
+        token_id,
         slots: _slots,
     } = admitted;
+    let principal = grant.as_ref().map(|g| g.principal.clone());
+    let mut revoked = app.revoked.clone();
     let mut att = app.repo.attach_with_grant(true, grant);
     let one = NonZeroU32::MIN;
     let msgs = RateLimiter::direct(Quota::per_second(
@@ -123,6 +126,16 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
                 }
                 }
             },
+            _ = revoked.changed(), if principal.is_some() => {
+                let now_revoked = principal
+                    .as_deref()
+                    .is_some_and(|p| revoked.borrow().is_revoked(token_id.as_deref(), p));
+                if now_revoked {
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1008, "token revoked"))).await;
+                    break "token revoked";
+                }
+                None
+            }
             () = &mut expiry => {
                 let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1008, "token expired"))).await;
                 break "token expired";
