@@ -182,7 +182,7 @@ impl fmt::Display for DocPath {
 }
 
 /// Describes a value for error messages ("a map", "an integer", ...).
-fn describe(value: &Value<'_>) -> String {
+pub(crate) fn describe(value: &Value<'_>) -> String {
     let s = match value {
         Value::Object(ObjType::Map | ObjType::Table) => "a map",
         Value::Object(ObjType::List) => "a list",
@@ -347,8 +347,9 @@ pub fn get<R: ReadDoc>(doc: &R, path: &DocPath) -> Result<Option<Json>, PathErro
     }
 }
 
-/// The Automerge scalar for a JSON scalar (`None` for objects, arrays and strings).
-fn json_scalar(value: &Json) -> Option<ScalarValue> {
+/// The Automerge scalar for a JSON scalar (`None` for objects, arrays and strings, which are
+/// stored as new objects).
+pub(crate) fn json_scalar(value: &Json) -> Option<ScalarValue> {
     match value {
         Json::Null => Some(ScalarValue::Null),
         Json::Bool(b) => Some(ScalarValue::Boolean(*b)),

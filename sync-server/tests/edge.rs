@@ -10,14 +10,13 @@ use automerge::sync::SyncDoc;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
 use common::{TestServer, WAIT, client};
-use concord::wire::{self, Message, PeerMetadata};
+use concord::wire::{Message, PeerMetadata};
 use concord::{DocHandle, DocumentId, PeerId, Repo};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use common::ws::{Socket, next_within, send_msg};
 
 async fn raw(server: &TestServer) -> Socket {
     tokio_tungstenite::connect_async(server.url())
@@ -27,20 +26,12 @@ async fn raw(server: &TestServer) -> Socket {
 }
 
 async fn send(ws: &mut Socket, m: &Message) {
-    ws.send(Ws::Binary(wire::encode(m).into())).await.unwrap();
+    send_msg(ws, m).await.unwrap();
 }
 
 /// The next protocol message (skipping pings), or the close code.
 async fn next(ws: &mut Socket) -> Result<Message, Option<CloseCode>> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Ws::Binary(b)))) => return Ok(wire::decode(&b, usize::MAX).unwrap()),
-            Ok(Some(Ok(Ws::Close(f)))) => return Err(f.map(|f| f.code)),
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => return Err(None),
-            Err(_) => panic!("no frame within {WAIT:?}"),
-        }
-    }
+    next_within(ws, WAIT).await
 }
 
 async fn handshake(ws: &mut Socket, name: &str) -> PeerId {

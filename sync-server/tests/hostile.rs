@@ -14,9 +14,13 @@ use automerge::{ActorId, Automerge, ROOT};
 use concord::storage::MemoryStorage;
 use concord::wire::{self, Message, PeerMetadata};
 use concord::{DocHandle, DocumentId, PeerId, Repo, RepoConfig};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+mod common;
+
+use common::ws::{Socket, next_within, send_msg};
 
 // Server process, raw WebSocket helpers, the canary.
 include!("hostile/harness.rs");

@@ -94,11 +94,6 @@ impl Core {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        for doc in &c.subscribed {
-            if let Some(entry) = self.docs.get_mut(doc) {
-                entry.peers.remove(&conn);
-            }
-        }
         for entry in self.docs.values_mut() {
             entry.peers.remove(&conn);
         }

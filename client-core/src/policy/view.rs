@@ -210,23 +210,4 @@ pub(crate) fn scalar_json(s: &ScalarValue) -> Json {
     serde_json::to_value(s).unwrap_or(Json::Null)
 }
 
-/// Describes a value for error messages ("a map", "a string", ...).
-pub(crate) fn describe(value: &Value<'_>) -> String {
-    let s = match value {
-        Value::Object(ObjType::Map | ObjType::Table) => "a map",
-        Value::Object(ObjType::List) => "a list",
-        Value::Object(ObjType::Text) => "text",
-        Value::Scalar(s) => match s.as_ref() {
-            ScalarValue::Bytes(_) => "bytes",
-            ScalarValue::Str(_) => "a string",
-            ScalarValue::Int(_) | ScalarValue::Uint(_) => "an integer",
-            ScalarValue::F64(_) => "a float",
-            ScalarValue::Counter(_) => "a counter",
-            ScalarValue::Timestamp(_) => "a timestamp",
-            ScalarValue::Boolean(_) => "a boolean",
-            ScalarValue::Unknown { .. } => "a value of an unknown type",
-            ScalarValue::Null => "null",
-        },
-    };
-    s.to_owned()
-}
+pub(crate) use crate::path::describe;

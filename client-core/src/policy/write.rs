@@ -107,11 +107,7 @@ impl Schema {
         path: impl IntoPath,
         element: &str,
     ) -> Result<(), PolicyError> {
-        let path = path.into_path()?;
-        let policy = self.policy_for(&path);
-        if !policy.is_set() {
-            return Err(wrong_policy(&path, policy, "add", "a set policy"));
-        }
+        let (path, policy) = self.set_path(path, "add")?;
         sets::add(tx, &path, policy, element)
     }
 
@@ -122,12 +118,22 @@ impl Schema {
         path: impl IntoPath,
         element: &str,
     ) -> Result<(), PolicyError> {
+        let (path, policy) = self.set_path(path, "remove")?;
+        sets::remove(tx, &path, policy, element)
+    }
+
+    /// The path and its policy, which must be a set policy for `op`.
+    fn set_path(
+        &self,
+        path: impl IntoPath,
+        op: &'static str,
+    ) -> Result<(DocPath, &Policy), PolicyError> {
         let path = path.into_path()?;
         let policy = self.policy_for(&path);
         if !policy.is_set() {
-            return Err(wrong_policy(&path, policy, "remove", "a set policy"));
+            return Err(wrong_policy(&path, policy, op, "a set policy"));
         }
-        sets::remove(tx, &path, policy, element)
+        Ok((path, policy))
     }
 
     /// Adds `by` (negative to decrement) to the counter at `path`, creating it when absent.
@@ -211,28 +217,13 @@ impl Schema {
     }
 }
 
-/// The Automerge scalar for a JSON scalar (`None` for strings, arrays and objects, which
-/// [`path::put`] stores as new objects, so always as new operations).
-fn json_scalar(value: &Json) -> Option<ScalarValue> {
-    match value {
-        Json::Null => Some(ScalarValue::Null),
-        Json::Bool(b) => Some(ScalarValue::Boolean(*b)),
-        Json::Number(n) => Some(match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => ScalarValue::Int(i),
-            (None, Some(u)) => ScalarValue::Uint(u),
-            (None, None) => ScalarValue::F64(n.as_f64().unwrap_or(f64::NAN)),
-        }),
-        Json::String(_) | Json::Array(_) | Json::Object(_) => None,
-    }
-}
-
 /// A register write that is always a new operation (so it carries this change's HLC time).
 fn put_register<T: Transactable>(
     tx: &mut T,
     path: &DocPath,
     value: &Json,
 ) -> Result<(), PolicyError> {
-    if let Some(scalar) = json_scalar(value) {
+    if let Some(scalar) = crate::path::json_scalar(value) {
         if let Slot::At { parent, prop } = View::now(&*tx).slot(path)? {
             put_fresh(tx, &parent, prop, scalar)?;
             return Ok(());

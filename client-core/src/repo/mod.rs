@@ -416,9 +416,8 @@ impl Repo {
     /// sessions) are offered to connected servers. Returns their ids.
     pub async fn load_all(&self) -> Result<Vec<DocumentId>, RepoError> {
         let docs = self.shared.storage.list().await?;
-        let mut handles = Vec::with_capacity(docs.len());
         for doc in &docs {
-            handles.push(self.find_local(*doc).await?);
+            self.find_local(*doc).await?;
         }
         Ok(docs)
     }

@@ -224,70 +224,45 @@ impl ServeConfig {
             None => FileConfig::default(),
         };
         let d = Self::default();
+        // Command line (and environment), then file, then default.
+        macro_rules! pick {
+            ($field:ident) => {
+                args.$field
+                    .clone()
+                    .or(file.$field.clone())
+                    .unwrap_or(d.$field)
+            };
+        }
+        let data = pick!(data);
         let c = Self {
-            bind: args.bind.or(file.bind).unwrap_or(d.bind),
-            data: args.data.clone().or(file.data).unwrap_or(d.data),
-            region: args.region.clone().or(file.region).unwrap_or(d.region),
-            max_message_bytes: args
-                .max_message_bytes
-                .or(file.max_message_bytes)
-                .unwrap_or(d.max_message_bytes),
-            outgoing_queue: args
-                .outgoing_queue
-                .or(file.outgoing_queue)
-                .unwrap_or(d.outgoing_queue),
-            evict_idle_secs: args
-                .evict_idle_secs
-                .or(file.evict_idle_secs)
-                .unwrap_or(d.evict_idle_secs),
-            max_resident: args
-                .max_resident
-                .or(file.max_resident)
-                .unwrap_or(d.max_resident),
-            handshake_timeout_secs: args
-                .handshake_timeout_secs
-                .or(file.handshake_timeout_secs)
-                .unwrap_or(d.handshake_timeout_secs),
-            ping_secs: args.ping_secs.or(file.ping_secs).unwrap_or(d.ping_secs),
-            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
-            auth_keys: PathBuf::new(),
+            bind: pick!(bind),
+            auth_keys: args
+                .auth_keys
+                .clone()
+                .or(file.auth_keys.clone())
+                .unwrap_or_else(|| crate::auth::default_key_file(&data)),
+            data,
+            region: pick!(region),
+            max_message_bytes: pick!(max_message_bytes),
+            outgoing_queue: pick!(outgoing_queue),
+            evict_idle_secs: pick!(evict_idle_secs),
+            max_resident: pick!(max_resident),
+            handshake_timeout_secs: pick!(handshake_timeout_secs),
+            ping_secs: pick!(ping_secs),
+            log_format: pick!(log_format),
             insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
             allow_origins: if args.allow_origins.is_empty() {
-                file.allow_origins.unwrap_or_default()
+                file.allow_origins.clone().unwrap_or_default()
             } else {
                 args.allow_origins.clone()
             },
-            max_connections_per_ip: args
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(d.max_connections_per_ip),
-            max_connections_per_principal: args
-                .max_connections_per_principal
-                .or(file.max_connections_per_principal)
-                .unwrap_or(d.max_connections_per_principal),
-            max_messages_per_sec: args
-                .max_messages_per_sec
-                .or(file.max_messages_per_sec)
-                .unwrap_or(d.max_messages_per_sec),
-            max_bytes_per_sec: args
-                .max_bytes_per_sec
-                .or(file.max_bytes_per_sec)
-                .unwrap_or(d.max_bytes_per_sec),
-            idle_timeout_secs: args
-                .idle_timeout_secs
-                .or(file.idle_timeout_secs)
-                .unwrap_or(d.idle_timeout_secs),
-            max_decompressed_bytes: args
-                .max_decompressed_bytes
-                .or(file.max_decompressed_bytes)
-                .unwrap_or(d.max_decompressed_bytes),
+            max_connections_per_ip: pick!(max_connections_per_ip),
+            max_connections_per_principal: pick!(max_connections_per_principal),
+            max_messages_per_sec: pick!(max_messages_per_sec),
+            max_bytes_per_sec: pick!(max_bytes_per_sec),
+            idle_timeout_secs: pick!(idle_timeout_secs),
+            max_decompressed_bytes: pick!(max_decompressed_bytes),
         };
-        let mut c = c;
-        c.auth_keys = args
-            .auth_keys
-            .clone()
-            .or(file.auth_keys)
-            .unwrap_or_else(|| crate::auth::default_key_file(&c.data));
         if c.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_message_bytes",

@@ -1,6 +1,8 @@
 //! Helpers for in-process server tests on 127.0.0.1.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ws;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 // Included by tests/hostile.rs (shares its imports).
 
 const WAIT: Duration = Duration::from_secs(5);
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Server {
     child: Child,
@@ -129,20 +127,12 @@ async fn dial(url: &str, origin: Option<&str>) -> Result<Socket, u16> {
 }
 
 async fn send(ws: &mut Socket, m: &Message) {
-    let _ = ws.send(Ws::Binary(wire::encode(m).into())).await;
+    let _ = send_msg(ws, m).await; // the server may have closed it: the reads say how
 }
 
 /// Next protocol message, or the close code (`None`: dropped without a close frame).
 async fn next(ws: &mut Socket) -> Result<Message, Option<CloseCode>> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Ws::Binary(b)))) => return Ok(wire::decode(&b, usize::MAX).unwrap()),
-            Ok(Some(Ok(Ws::Close(f)))) => return Err(f.map(|f| f.code)),
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => return Err(None),
-            Err(_) => panic!("nothing within {WAIT:?}"),
-        }
-    }
+    next_within(ws, WAIT).await
 }
 
 /// Reads until the connection closes; returns the close code and the error messages seen.
@@ -201,13 +191,6 @@ fn sync_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge, request: b
 
 /// A sync message that carries all of `am`'s changes.
 fn changes_msg(from: &str, to: &PeerId, doc: DocumentId, am: &Automerge) -> Message {
-    let mut msg = automerge::sync::Message::decode(
-        &am.generate_sync_message(&mut automerge::sync::State::new())
-            .unwrap()
-            .encode(),
-    )
-    .unwrap();
-    let _ = &mut msg;
     // Build the message by syncing against an empty peer state that claims to have nothing.
     let mut theirs = automerge::sync::State::new();
     let mut empty = Automerge::new();
