@@ -86,8 +86,13 @@ impl SqliteStorage {
             .synchronous(sync)
             .busy_timeout(config.busy_timeout)
             .foreign_keys(true);
+        Self::connect(opts, config.max_connections.max(1)).await
+    }
+
+    /// Opens a pool with `opts` and runs the embedded migrations.
+    async fn connect(opts: SqliteConnectOptions, max_connections: u32) -> StorageResult<Self> {
         let pool = SqlitePoolOptions::new()
-            .max_connections(config.max_connections.max(1))
+            .max_connections(max_connections)
             .connect_with(opts)
             .await
             .map_err(backend("open"))?;
@@ -104,19 +109,7 @@ impl SqliteStorage {
     /// Opens an in-memory database (one shared connection), for tests.
     pub async fn open_in_memory() -> StorageResult<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(backend("open"))?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await
-            .map_err(backend("open"))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StorageError::Backend {
-                op: "migrate",
-                message: e.to_string(),
-            })?;
-        Ok(Self { pool })
+        Self::connect(opts, 1).await
     }
 
     /// Runs `PRAGMA integrity_check` and returns its result (`"ok"` when healthy).
