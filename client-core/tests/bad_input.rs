@@ -412,6 +412,7 @@ fn join(versions: &[&str]) -> Vec<u8> {
         peer_metadata: Some(PeerMetadata {
             storage_id: Some(StorageId::from("client-store")),
             is_ephemeral: false,
+            region: None,
         }),
         supported_protocol_versions: versions.iter().map(|v| (*v).to_owned()).collect(),
     })

@@ -29,6 +29,8 @@ pub struct Grant {
     pub docs: DocScope,
     /// Whether it may write (otherwise read-only).
     pub write: bool,
+    /// Whether it may act as a region link (a sync server replicating every document).
+    pub replicate: bool,
 }
 
 impl Grant {
@@ -38,6 +40,15 @@ impl Grant {
             principal: principal.into(),
             docs: DocScope::All,
             write: true,
+            replicate: false,
+        }
+    }
+
+    /// A region server: every document, writable, replicating.
+    pub fn region(principal: impl Into<String>) -> Self {
+        Self {
+            replicate: true,
+            ..Self::full(principal)
         }
     }
 
@@ -109,6 +120,7 @@ mod tests {
             principal: "r".into(),
             docs: DocScope::Only([a].into()),
             write: false,
+            replicate: false,
         };
         let policy = GrantPolicy::default();
         let p = peer(Some(reader));

@@ -58,9 +58,10 @@ impl Core {
             .conns
             .iter()
             .filter(|(id, c)| {
-                c.peer
-                    .as_ref()
-                    .is_some_and(|p| self.config.policy.announce(p, &doc))
+                (c.region.is_some()
+                    || c.peer
+                        .as_ref()
+                        .is_some_and(|p| self.config.policy.announce(p, &doc)))
                     && !entry.peers.get(id).is_some_and(|pd| pd.awaiting)
             })
             .map(|(id, _)| *id)

@@ -136,6 +136,8 @@ pub struct CoreConfig {
     pub limits: Limits,
     /// Compaction and eviction.
     pub housekeeping: Housekeeping,
+    /// Makes this core a region server (see [`RegionConfig`](super::RegionConfig)).
+    pub region: Option<super::RegionConfig>,
 }
 
 impl CoreConfig {
@@ -148,12 +150,19 @@ impl CoreConfig {
             policy: Arc::new(ClientPolicy),
             limits: Limits::default(),
             housekeeping: Housekeeping::default(),
+            region: None,
         }
     }
 
     /// Replaces the share policy.
     pub fn with_policy(mut self, policy: Arc<dyn SharePolicy>) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Makes the core a region server.
+    pub fn with_region(mut self, region: super::RegionConfig) -> Self {
+        self.region = Some(region);
         self
     }
 }

@@ -32,6 +32,10 @@ pub(super) struct Conn {
     grant: Option<super::Grant>,
     /// Documents this connection syncs with us (survives eviction of the document).
     pub(super) subscribed: BTreeSet<DocumentId>,
+    /// Set when the peer is a region link (a sync server replicating everything).
+    pub(super) region: Option<super::region::RegionLink>,
+    /// The peer subscribed to heads gossip (`remote-subscription-change`).
+    pub(super) heads_gossip: bool,
 }
 
 impl Conn {
@@ -48,6 +52,8 @@ impl Conn {
             peer: None,
             grant: None,
             subscribed: BTreeSet::new(),
+            region: None,
+            heads_gossip: false,
         }
     }
 }
@@ -57,6 +63,7 @@ impl Core {
         PeerMetadata {
             storage_id: self.config.storage_id.clone(),
             is_ephemeral: self.config.storage_id.is_none(),
+            region: self.config.region.as_ref().map(|r| r.name.clone()),
         }
     }
 
@@ -94,6 +101,7 @@ impl Core {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.out.per_conn.remove(&conn);
         for entry in self.docs.values_mut() {
             entry.peers.remove(&conn);
         }
@@ -176,6 +184,10 @@ impl Core {
         let Some(state) = self.conns.get(&conn).map(|c| c.state) else {
             return;
         };
+        if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
+            link.frames_in += 1;
+            link.bytes_in += bytes.len() as u64;
+        }
         if state == ConnState::Closing {
             return;
         }
@@ -296,11 +308,17 @@ impl Core {
         };
         c.state = ConnState::Established;
         c.peer = Some(info.clone());
+        let region = metadata.region.clone();
         self.out.event(Event::PeerConnected {
             conn,
             peer_id,
             metadata,
         });
+        if let Some(name) = region.filter(|_| self.is_region_link(&info)) {
+            self.region_link_up(now, conn, name);
+        } else if !info.inbound {
+            self.subscribe_heads(conn);
+        }
         // Announce resident documents the policy lets us share, and ask for wanted ones.
         let docs: Vec<DocumentId> = self.docs.keys().copied().collect();
         for doc in docs {
@@ -324,7 +342,8 @@ impl Core {
         let holders: Vec<(ConnId, Option<String>)> = self
             .conns
             .iter()
-            .filter(|(id, c)| **id != conn && c.state == ConnState::Established)
+            // Peers we dialled claim nothing: only inbound joins bind a peer id.
+            .filter(|(id, c)| **id != conn && c.inbound && c.state == ConnState::Established)
             .filter(|(_, c)| c.peer.as_ref().is_some_and(|p| &p.peer_id == peer_id))
             .map(|(id, c)| (*id, principal(c)))
             .collect();
@@ -367,8 +386,18 @@ impl Core {
                 data,
                 ..
             } => self.on_ephemeral(conn, sender_id, document_id, session_id, count, data),
-            // Heads gossip is accepted and not acted upon yet.
-            Message::RemoteSubscriptionChange { .. } | Message::RemoteHeadsChanged { .. } => {}
+            Message::RemoteSubscriptionChange { add, remove, .. } => {
+                self.on_remote_subscription(conn, &add, &remove);
+            }
+            Message::RemoteHeadsChanged {
+                document_id,
+                new_heads,
+                ..
+            } => self.on_remote_heads(conn, document_id, new_heads),
+            Message::Digest { buckets, .. } => self.on_digest(conn, &buckets),
+            Message::DigestEntries {
+                buckets, entries, ..
+            } => self.on_digest_entries(now, conn, &buckets, &entries),
             _ => {}
         }
     }

@@ -40,6 +40,8 @@ pub(super) struct PeerDoc {
     /// They sent us changes: once committed, they are owed a message with our heads (their
     /// acknowledgement), even where Automerge's sync considers the exchange finished.
     pub(super) owe_ack: bool,
+    /// The heads gossip last sent to this peer for this document.
+    pub(super) gossiped: Option<Vec<(StorageId, Vec<ChangeHash>)>>,
 }
 
 impl PeerDoc {
@@ -55,6 +57,7 @@ impl PeerDoc {
             told_unavailable: false,
             saved: stored.cloned(),
             owe_ack: false,
+            gossiped: None,
         }
     }
 }
@@ -620,6 +623,7 @@ impl Core {
                         result: Ok(heads.clone()),
                     });
                 }
+                self.region_committed(now, doc, &heads);
                 if remote {
                     self.out.event(Event::DocChanged {
                         doc,
@@ -670,11 +674,14 @@ impl Core {
         match loaded {
             Ok((am, stored)) => {
                 entry.saved_heads = am.get_heads();
+                let loaded_heads = entry.saved_heads.clone();
                 entry.doc = am;
                 entry.chunks = stored.chunks.iter().map(|c| (c.key, c.kind)).collect();
                 entry.stored_sync = stored.sync_states.into_iter().collect();
                 entry.state = DocState::Ready;
                 let has_content = entry.has_content();
+                // Repairs an index entry a crash left stale.
+                self.index_heads(doc, &loaded_heads);
                 if has_content {
                     // Offer a loaded document to the peers the policy announces to.
                     self.announce(doc);
@@ -706,7 +713,7 @@ impl Core {
 
     /// Generates and sends sync messages for `doc` to every subscribed peer, if everything we
     /// hold of it is committed.
-    pub(super) fn sync_doc(&mut self, _now: u64, doc: DocumentId) {
+    pub(super) fn sync_doc(&mut self, now: u64, doc: DocumentId) {
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };
@@ -767,5 +774,6 @@ impl Core {
                 self.out.send(conn, &msg);
             }
         }
+        self.gossip_heads(now, doc);
     }
 }

@@ -55,6 +55,14 @@ pub enum StorageOp {
         /// `automerge::sync::State::encode()`.
         state: Vec<u8>,
     },
+    /// Record the document's committed heads in the heads index (region servers only; see
+    /// [`Storage::put_heads`](crate::storage::Storage::put_heads)). Reply: `Done`.
+    PutHeads {
+        /// The document.
+        doc: DocumentId,
+        /// 32 bytes per change hash.
+        heads: Vec<u8>,
+    },
 }
 
 impl StorageOp {
@@ -79,6 +87,9 @@ impl StorageOp {
             Self::PutSyncState { doc, peer, state } => disk
                 .put_sync_state_sync(&doc, &peer, &state)
                 .map(|()| StorageReply::Done),
+            Self::PutHeads { doc, heads } => disk
+                .put_heads_sync(&doc, &heads)
+                .map(|()| StorageReply::Done),
         }
     }
 
@@ -88,7 +99,8 @@ impl StorageOp {
             Self::Load { doc }
             | Self::Append { doc, .. }
             | Self::Compact { doc, .. }
-            | Self::PutSyncState { doc, .. } => *doc,
+            | Self::PutSyncState { doc, .. }
+            | Self::PutHeads { doc, .. } => *doc,
         }
     }
 }
@@ -234,6 +246,12 @@ pub enum Event {
     },
     /// A document was dropped from memory (it stays in storage).
     Evicted {
+        /// The document.
+        doc: DocumentId,
+    },
+    /// What a peer told us about the heads other storages (servers, regions) have committed
+    /// changed; [`Core::durability`](super::Core::durability) answers what is durable where.
+    RemoteHeads {
         /// The document.
         doc: DocumentId,
     },

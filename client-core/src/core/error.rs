@@ -68,6 +68,12 @@ pub enum ProtocolError {
     /// The peer id is bound to another authenticated principal.
     #[error("peer id `{0}` is bound to another principal")]
     PeerIdTaken(crate::id::PeerId),
+    /// A region-replication message arrived on a connection that is not a region link.
+    #[error("`{0}` refused: this connection is not an authenticated region link")]
+    NotRegionLink(&'static str),
+    /// An anti-entropy digest is malformed.
+    #[error("malformed anti-entropy digest: {0}")]
+    BadDigest(String),
     /// Too many errors on this connection: it is closed.
     #[error("too many protocol errors")]
     TooManyErrors,

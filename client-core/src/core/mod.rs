@@ -69,10 +69,12 @@ mod availability;
 mod config;
 mod connection;
 mod document;
+mod durability;
 mod effects;
 mod error;
 mod housekeeping;
 mod inflate;
+mod region;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -85,6 +87,8 @@ pub use config::{
     ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, SharePolicy,
 };
 pub use document::PeerSyncStatus;
+pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
+pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
 pub use effects::{
     CloseReason, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,
 };
@@ -138,6 +142,8 @@ struct Outbox {
     ops: HashMap<OpId, (DocumentId, PendingOp)>,
     next_op: u64,
     stats: Stats,
+    /// Frames and bytes sent per connection.
+    per_conn: HashMap<ConnId, (u64, u64)>,
 }
 
 impl Outbox {
@@ -145,6 +151,9 @@ impl Outbox {
         let bytes = wire::encode(msg);
         self.stats.messages_out += 1;
         self.stats.bytes_out += bytes.len() as u64;
+        let c = self.per_conn.entry(conn).or_default();
+        c.0 += 1;
+        c.1 += bytes.len() as u64;
         self.effects.push_back(Effect::Send { conn, bytes });
     }
 
@@ -176,7 +185,14 @@ pub struct Core {
     conns: BTreeMap<ConnId, Conn>,
     docs: HashMap<DocumentId, DocEntry>,
     out: Outbox,
+    /// Region servers: committed heads of every stored document, for anti-entropy digests.
+    index: region::HeadsIndex,
+    /// Heads other storages committed, as gossiped by peers (`remote-heads-changed`).
+    remote_heads: HashMap<DocumentId, BTreeMap<crate::id::StorageId, RemoteHeadsEntry>>,
 }
+
+/// Heads a storage committed and the gossip timestamp they came with.
+type RemoteHeadsEntry = (Vec<automerge::ChangeHash>, f64);
 
 impl Core {
     /// A core with no documents and no connections.
@@ -195,6 +211,8 @@ impl Core {
             conns: BTreeMap::new(),
             docs: HashMap::new(),
             out: Outbox::default(),
+            index: region::HeadsIndex::default(),
+            remote_heads: HashMap::new(),
         }
     }
 
@@ -266,6 +284,7 @@ impl Core {
     pub fn handle_tick(&mut self, now: u64) {
         self.expire_handshakes(now);
         self.evict(now);
+        self.region_tick(now);
     }
 
     /// Sends ephemeral `data` about `doc` to every peer syncing it. Never stored.

@@ -290,6 +290,7 @@ fn op_name(op: &StorageOp) -> &'static str {
         StorageOp::Append { .. } => "append",
         StorageOp::Compact { .. } => "compact",
         StorageOp::PutSyncState { .. } => "put_sync_state",
+        StorageOp::PutHeads { .. } => "put_heads",
         #[allow(unreachable_patterns)]
         _ => "other",
     }
@@ -313,6 +314,10 @@ async fn execute(storage: &dyn Storage, op: StorageOp) -> Result<StorageReply, S
             .map(|()| StorageReply::Done),
         StorageOp::PutSyncState { doc, peer, state } => storage
             .put_sync_state(&doc, &peer, &state)
+            .await
+            .map(|()| StorageReply::Done),
+        StorageOp::PutHeads { doc, heads } => storage
+            .put_heads(&doc, &heads)
             .await
             .map(|()| StorageReply::Done),
         #[allow(unreachable_patterns)]

@@ -177,6 +177,19 @@ pub async fn run<S: Storage>(s: &S) {
         Some(b"abd".to_vec())
     );
 
+    // The heads index, where the backend keeps one: replace, list, delete.
+    if ok(s.heads_index().await, "heads index").is_some() {
+        ok(s.put_heads(&doc, &[1; 32]).await, "put heads");
+        ok(s.put_heads(&doc, &[2; 64]).await, "replace heads");
+        ok(s.put_heads(&other, &[3; 32]).await, "put heads other");
+        let index = ok(s.heads_index().await, "heads index").unwrap_or_default();
+        assert!(index.contains(&(doc, vec![2; 64])), "heads must be replaced");
+        assert!(index.contains(&(other, vec![3; 32])));
+        ok(s.delete(&other).await, "delete indexed");
+        let index = ok(s.heads_index().await, "heads index").unwrap_or_default();
+        assert!(!index.iter().any(|(d, _)| *d == other), "delete removes heads");
+    }
+
     // Large chunks survive intact.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     ok(

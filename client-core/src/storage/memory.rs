@@ -17,6 +17,7 @@ struct DocData {
 struct Inner {
     docs: BTreeMap<DocumentId, DocData>,
     meta: HashMap<String, Vec<u8>>,
+    heads: BTreeMap<DocumentId, Vec<u8>>,
     fail_writes: bool,
 }
 
@@ -141,6 +142,22 @@ impl MemoryStorage {
             .insert(peer.clone(), state.to_vec());
         Ok(())
     }
+
+    /// Synchronous [`Storage::put_heads`].
+    pub fn put_heads_sync(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
+        self.write("put_heads")?.heads.insert(*doc, heads.to_vec());
+        Ok(())
+    }
+
+    /// Synchronous [`Storage::heads_index`].
+    pub fn heads_index_sync(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        Ok(self
+            .lock()?
+            .heads
+            .iter()
+            .map(|(d, h)| (*d, h.clone()))
+            .collect())
+    }
 }
 
 #[async_trait::async_trait]
@@ -182,7 +199,9 @@ impl Storage for MemoryStorage {
     }
 
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
-        self.write("delete")?.docs.remove(doc);
+        let mut g = self.write("delete")?;
+        g.docs.remove(doc);
+        g.heads.remove(doc);
         Ok(())
     }
 
@@ -195,5 +214,13 @@ impl Storage for MemoryStorage {
             .meta
             .insert(key.to_owned(), value.to_vec());
         Ok(())
+    }
+
+    async fn put_heads(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
+        self.put_heads_sync(doc, heads)
+    }
+
+    async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {
+        self.heads_index_sync().map(Some)
     }
 }

@@ -133,4 +133,14 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
     async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;
     /// Writes a replica-level value.
     async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()>;
+    /// Records the committed heads of `doc` (32 bytes per change hash) in the heads index that
+    /// region servers digest for anti-entropy. Backends without an index ignore it.
+    async fn put_heads(&self, _doc: &DocumentId, _heads: &[u8]) -> StorageResult<()> {
+        Ok(())
+    }
+    /// Every document's last recorded heads (`None`: this backend keeps no heads index, and the
+    /// caller must load documents to learn them). [`Storage::delete`] removes a document's entry.
+    async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {
+        Ok(None)
+    }
 }

@@ -254,6 +254,7 @@ impl Storage for SqliteStorage {
         for table in [
             "DELETE FROM chunks WHERE doc = ?",
             "DELETE FROM sync_states WHERE doc = ?",
+            "DELETE FROM doc_heads WHERE doc = ?",
         ] {
             sqlx::query(table)
                 .bind(&doc.as_bytes()[..])
@@ -283,5 +284,31 @@ impl Storage for SqliteStorage {
             .await
             .map_err(backend("put_meta"))?;
         Ok(())
+    }
+
+    async fn put_heads(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
+        sqlx::query("INSERT OR REPLACE INTO doc_heads (doc, heads) VALUES (?, ?)")
+            .bind(&doc.as_bytes()[..])
+            .bind(heads)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("put_heads"))?;
+        Ok(())
+    }
+
+    async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {
+        let rows = sqlx::query("SELECT doc, heads FROM doc_heads ORDER BY doc")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("heads_index"))?;
+        rows.iter()
+            .map(|r| {
+                let b: Vec<u8> = r.try_get(0).map_err(backend("heads_index"))?;
+                let doc = DocumentId::try_from_slice(&b)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                Ok((doc, r.try_get(1).map_err(backend("heads_index"))?))
+            })
+            .collect::<StorageResult<Vec<_>>>()
+            .map(Some)
     }
 }

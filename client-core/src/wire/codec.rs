@@ -194,9 +194,13 @@ fn metadata(v: Option<&Value>) -> Result<Option<PeerMetadata>, DecodeError> {
             });
         }
     };
+    let region = field(m, "concordRegion")
+        .map(|v| as_text(v, "concordRegion"))
+        .transpose()?;
     Ok(Some(PeerMetadata {
         storage_id,
         is_ephemeral,
+        region,
     }))
 }
 
@@ -346,6 +350,17 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Message, DecodeError> {
             document_id: r.document_id()?,
             new_heads: remote_heads(r.req("newHeads")?)?,
         },
+        "concord-digest" => Message::Digest {
+            sender_id: r.peer("senderId")?,
+            target_id: r.peer("targetId")?,
+            buckets: r.bytes("buckets")?,
+        },
+        "concord-digest-entries" => Message::DigestEntries {
+            sender_id: r.peer("senderId")?,
+            target_id: r.peer("targetId")?,
+            buckets: r.bytes("buckets")?,
+            entries: r.bytes("entries")?,
+        },
         other => return Err(DecodeError::UnknownType(other.chars().take(64).collect())),
     };
     Ok(msg)
@@ -359,6 +374,9 @@ fn meta_value(m: &PeerMetadata) -> Value {
     let mut fields = vec![(text("isEphemeral"), Value::Bool(m.is_ephemeral))];
     if let Some(sid) = &m.storage_id {
         fields.push((text("storageId"), text(sid.as_str())));
+    }
+    if let Some(region) = &m.region {
+        fields.push((text("concordRegion"), text(region)));
     }
     Value::Map(fields)
 }
@@ -493,6 +511,26 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 .collect();
             put("newHeads", Value::Map(heads));
         }
+        Message::Digest {
+            sender_id,
+            target_id,
+            buckets,
+        } => {
+            put("senderId", text(sender_id.as_str()));
+            put("targetId", text(target_id.as_str()));
+            put("buckets", Value::Bytes(buckets.clone()));
+        }
+        Message::DigestEntries {
+            sender_id,
+            target_id,
+            buckets,
+            entries,
+        } => {
+            put("senderId", text(sender_id.as_str()));
+            put("targetId", text(target_id.as_str()));
+            put("buckets", Value::Bytes(buckets.clone()));
+            put("entries", Value::Bytes(entries.clone()));
+        }
     }
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail.
@@ -518,6 +556,7 @@ mod tests {
                 peer_metadata: Some(PeerMetadata {
                     storage_id: Some(StorageId::from("s1")),
                     is_ephemeral: false,
+                    region: Some("eu".into()),
                 }),
                 supported_protocol_versions: vec!["1".into()],
             },
@@ -542,9 +581,20 @@ mod tests {
                 data: vec![1],
             },
             Message::DocUnavailable {
+                sender_id: a.clone(),
+                target_id: b.clone(),
+                document_id: doc,
+            },
+            Message::Digest {
+                sender_id: a.clone(),
+                target_id: b.clone(),
+                buckets: vec![0; 16],
+            },
+            Message::DigestEntries {
                 sender_id: a,
                 target_id: b,
-                document_id: doc,
+                buckets: vec![3, 7],
+                entries: vec![1; 24],
             },
         ]
     }

@@ -14,6 +14,9 @@ pub struct PeerMetadata {
     pub storage_id: Option<StorageId>,
     /// An ephemeral peer has no durable storage: no sync state is persisted for it.
     pub is_ephemeral: bool,
+    /// Concord extension (`concordRegion`): the region a sync server replicates for. Only region
+    /// links (authenticated server-to-server connections) act on it.
+    pub region: Option<String>,
 }
 
 /// Heads a storage id holds for a document, as gossiped in `remote-heads-changed`.
@@ -131,6 +134,28 @@ pub enum Message {
         /// Heads per storage id.
         new_heads: BTreeMap<StorageId, RemoteHeads>,
     },
+    /// Concord extension between region servers (`concord-digest`): a digest of every stored
+    /// document's heads, one 64-bit sum per bucket of document ids (anti-entropy).
+    Digest {
+        /// Sender.
+        sender_id: PeerId,
+        /// Target.
+        target_id: PeerId,
+        /// 8 bytes (big-endian) per bucket.
+        buckets: Vec<u8>,
+    },
+    /// Concord extension between region servers (`concord-digest-entries`): the (document, heads
+    /// hash) entries of the buckets that differ.
+    DigestEntries {
+        /// Sender.
+        sender_id: PeerId,
+        /// Target.
+        target_id: PeerId,
+        /// The bucket indices covered (one byte each).
+        buckets: Vec<u8>,
+        /// 24 bytes per entry: 16-byte document id, 8-byte heads hash.
+        entries: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -147,6 +172,8 @@ impl Message {
             Self::Ephemeral { .. } => "ephemeral",
             Self::RemoteSubscriptionChange { .. } => "remote-subscription-change",
             Self::RemoteHeadsChanged { .. } => "remote-heads-changed",
+            Self::Digest { .. } => "concord-digest",
+            Self::DigestEntries { .. } => "concord-digest-entries",
         }
     }
 
@@ -161,7 +188,9 @@ impl Message {
             | Self::DocUnavailable { sender_id, .. }
             | Self::Ephemeral { sender_id, .. }
             | Self::RemoteSubscriptionChange { sender_id, .. }
-            | Self::RemoteHeadsChanged { sender_id, .. } => Some(sender_id),
+            | Self::RemoteHeadsChanged { sender_id, .. }
+            | Self::Digest { sender_id, .. }
+            | Self::DigestEntries { sender_id, .. } => Some(sender_id),
             Self::Error { sender_id, .. } => sender_id.as_ref(),
         }
     }

@@ -1,0 +1,335 @@
+//! Durability levels: which storages (servers, regions) have committed which heads.
+//!
+//! A write is `Local` once its commit resolves. Beyond that, a replica learns where its changes
+//! are durable from two sources:
+//!
+//! - the peers it syncs with directly: a Concord peer sends sync messages only from committed
+//!   state, so the heads a durable peer last announced are committed in its storage;
+//! - heads gossip (`remote-heads-changed`): a client that dialled a server subscribes with
+//!   `remote-subscription-change`, and the server reports, per document, its own committed heads
+//!   and the heads each of its region links has acknowledged, keyed by storage id.
+//!
+//! [`Core::durability`] combines them into a [`DurabilityReport`]; [`Durability`] says what to
+//! wait for (`DocHandle::wait_durable` in the tokio driver).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use automerge::{Automerge, ChangeHash, ReadDoc};
+
+use super::{Core, Event};
+use crate::id::{ConnId, DocumentId, StorageId, decode_head, encode_head};
+use crate::wire::{Message, RemoteHeads};
+
+/// Storage ids remembered per document from gossip (bounds what a peer can make us store).
+const MAX_GOSSIPED_STORAGES: usize = 64;
+
+/// How durable a write must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Committed to local storage.
+    Local,
+    /// Committed by at least one server (a durable peer).
+    Server,
+    /// Committed by at least this many distinct region servers (storage ids).
+    Regions(usize),
+}
+
+/// `local`, `server` or `regions:N` could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid durability `{0}`: expected `local`, `server` or `regions:N` with N >= 1")]
+pub struct ParseDurabilityError(String);
+
+impl FromStr for Durability {
+    type Err = ParseDurabilityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseDurabilityError(s.chars().take(64).collect());
+        match s {
+            "local" => Ok(Self::Local),
+            "server" => Ok(Self::Server),
+            _ => {
+                let n = s.strip_prefix("regions:").ok_or_else(bad)?;
+                match n.parse::<usize>() {
+                    Ok(k) if k >= 1 => Ok(Self::Regions(k)),
+                    _ => Err(bad()),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local => f.write_str("local"),
+            Self::Server => f.write_str("server"),
+            Self::Regions(k) => write!(f, "regions:{k}"),
+        }
+    }
+}
+
+/// Where some heads of a document are known to be committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DurabilityReport {
+    /// Committed in local storage.
+    pub local: bool,
+    /// Storage ids of servers known to have committed them.
+    pub storages: BTreeSet<StorageId>,
+}
+
+impl DurabilityReport {
+    /// Does this meet `level`?
+    pub fn satisfies(&self, level: Durability) -> bool {
+        match level {
+            Durability::Local => self.local,
+            Durability::Server => self.local && !self.storages.is_empty(),
+            Durability::Regions(k) => self.local && self.storages.len() >= k,
+        }
+    }
+}
+
+impl fmt::Display for DurabilityReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.local {
+            return f.write_str("not yet committed locally");
+        }
+        if self.storages.is_empty() {
+            return f.write_str("committed locally only");
+        }
+        let ids: Vec<&str> = self.storages.iter().map(StorageId::as_str).collect();
+        write!(f, "committed locally and on {}: {}", ids.len(), ids.join(", "))
+    }
+}
+
+/// True when every hash of `target` is an ancestor of (or in) `remote`.
+pub(super) fn covers(doc: &Automerge, remote: &[ChangeHash], target: &[ChangeHash]) -> bool {
+    if target.iter().all(|t| remote.contains(t)) {
+        return true;
+    }
+    let missing = doc.get_missing_deps(remote);
+    let known: Vec<ChangeHash> = remote
+        .iter()
+        .filter(|h| !missing.contains(h))
+        .copied()
+        .collect();
+    if known.is_empty() {
+        return false;
+    }
+    let newer: BTreeSet<ChangeHash> = doc.get_changes(&known).iter().map(|c| c.hash()).collect();
+    target.iter().all(|t| !newer.contains(t)) && doc.get_missing_deps(target).is_empty()
+}
+
+fn same(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
+impl Core {
+    /// Where `target` (heads of `doc`, e.g. those a commit resolved with) is known to be
+    /// committed. Needs the document resident; otherwise only `local` can be reported.
+    pub fn durability(&self, doc: &DocumentId, target: &[ChangeHash]) -> DurabilityReport {
+        let Some(entry) = self.docs.get(doc) else {
+            return DurabilityReport::default();
+        };
+        let am = &entry.doc;
+        let mut report = DurabilityReport {
+            local: covers(am, &entry.saved_heads, target),
+            storages: BTreeSet::new(),
+        };
+        for (conn, pd) in &entry.peers {
+            let Some(peer) = self.conns.get(conn).and_then(|c| c.peer.as_ref()) else {
+                continue;
+            };
+            if let (Some(sid), Some(theirs)) = (peer.persistent_storage(), &pd.sync.their_heads)
+                && covers(am, theirs, target)
+            {
+                report.storages.insert(sid.clone());
+            }
+        }
+        if let Some(known) = self.remote_heads.get(doc) {
+            for (sid, (heads, _)) in known {
+                if Some(sid) != self.config.storage_id.as_ref() && covers(am, heads, target) {
+                    report.storages.insert(sid.clone());
+                }
+            }
+        }
+        report
+    }
+
+    /// Sends `remote-subscription-change` to a server we dialled, asking for heads gossip.
+    pub(super) fn subscribe_heads(&mut self, conn: ConnId) {
+        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        let Some(sid) = peer.persistent_storage().cloned() else {
+            return;
+        };
+        self.out.send(
+            conn,
+            &Message::RemoteSubscriptionChange {
+                sender_id: self.config.peer_id.clone(),
+                target_id: peer.peer_id,
+                add: vec![sid],
+                remove: Vec::new(),
+            },
+        );
+    }
+
+    pub(super) fn on_remote_subscription(&mut self, conn: ConnId, add: &[StorageId], remove: &[StorageId]) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !add.is_empty() {
+                c.heads_gossip = true;
+            } else if !remove.is_empty() {
+                c.heads_gossip = false;
+            }
+        }
+    }
+
+    pub(super) fn on_remote_heads(
+        &mut self,
+        conn: ConnId,
+        doc: DocumentId,
+        new_heads: BTreeMap<StorageId, RemoteHeads>,
+    ) {
+        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        if !self.config.policy.access(&peer, &doc) {
+            return;
+        }
+        let known = self.remote_heads.entry(doc).or_default();
+        let mut changed = false;
+        for (sid, rh) in new_heads {
+            let Ok(heads) = rh.heads.iter().map(|h| decode_head(h)).collect::<Result<Vec<_>, _>>()
+            else {
+                continue;
+            };
+            if !known.contains_key(&sid) && known.len() >= MAX_GOSSIPED_STORAGES {
+                continue;
+            }
+            match known.get(&sid) {
+                Some((old, ts)) if *ts > rh.timestamp || same(old, &heads) => {}
+                _ => {
+                    known.insert(sid, (heads, rh.timestamp));
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.out.event(Event::RemoteHeads { doc });
+        }
+    }
+
+    /// Tells gossip subscribers syncing `doc` which storages hold which committed heads: ours,
+    /// and those our region links acknowledged.
+    pub(super) fn gossip_heads(&mut self, now: u64, doc: DocumentId) {
+        let Some(our_sid) = self.config.storage_id.clone() else {
+            return;
+        };
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.heads_gossip && c.subscribed.contains(&doc))
+            .map(|(id, _)| *id)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let mut map: BTreeMap<StorageId, Vec<ChangeHash>> = BTreeMap::new();
+        map.insert(our_sid, entry.saved_heads.clone());
+        for (conn, pd) in &entry.peers {
+            let Some(c) = self.conns.get(conn) else {
+                continue;
+            };
+            let (Some(_), Some(peer)) = (&c.region, &c.peer) else {
+                continue;
+            };
+            if let (Some(sid), Some(theirs)) = (peer.persistent_storage(), &pd.sync.their_heads)
+                && !theirs.is_empty()
+            {
+                map.insert(sid.clone(), theirs.clone());
+            }
+        }
+        let digest: Vec<(StorageId, Vec<ChangeHash>)> = map.into_iter().collect();
+        for conn in targets {
+            let Some(pd) = entry.peers.get_mut(&conn) else {
+                continue;
+            };
+            if pd.gossiped.as_ref() == Some(&digest) {
+                continue;
+            }
+            pd.gossiped = Some(digest.clone());
+            let Some(target_id) = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.peer.as_ref())
+                .map(|p| p.peer_id.clone())
+            else {
+                continue;
+            };
+            let new_heads = digest
+                .iter()
+                .map(|(sid, heads)| {
+                    (
+                        sid.clone(),
+                        RemoteHeads {
+                            heads: heads.iter().map(encode_head).collect(),
+                            timestamp: now as f64,
+                        },
+                    )
+                })
+                .collect();
+            self.out.send(
+                conn,
+                &Message::RemoteHeadsChanged {
+                    sender_id: self.config.peer_id.clone(),
+                    target_id,
+                    document_id: doc,
+                    new_heads,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+
+    #[test]
+    fn parses_levels() {
+        assert_eq!("server".parse(), Ok(Durability::Server));
+        assert_eq!("regions:2".parse(), Ok(Durability::Regions(2)));
+        assert!("regions:0".parse::<Durability>().is_err());
+        assert!("quorum".parse::<Durability>().is_err());
+        assert_eq!(Durability::Regions(3).to_string(), "regions:3");
+    }
+
+    #[test]
+    fn coverage_follows_ancestry() -> Result<(), automerge::AutomergeError> {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "a", 1)?;
+        tx.commit();
+        let first = doc.get_heads();
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "a", 2)?;
+        tx.commit();
+        let second = doc.get_heads();
+        assert!(covers(&doc, &second, &first), "descendant covers ancestor");
+        assert!(!covers(&doc, &first, &second), "ancestor does not cover descendant");
+        assert!(!covers(&doc, &[], &first));
+        assert!(!covers(&doc, &[ChangeHash([7; 32])], &first), "unknown heads prove nothing");
+        Ok(())
+    }
+}
