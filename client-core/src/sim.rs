@@ -65,6 +65,8 @@ struct Link {
     b: usize,
     b_conn: ConnId,
     up: bool,
+    /// A region link (`b` verified `a` as a region server).
+    region: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +143,21 @@ impl Sim {
         self.peers.len() - 1
     }
 
+    /// Adds a region server (server policy, anti-entropy every `anti_entropy_ms`).
+    pub fn add_region(&mut self, name: &str, anti_entropy_ms: u64) -> usize {
+        let seed = self.rng.random();
+        let mut region = crate::core::RegionConfig::new(name);
+        region.anti_entropy_ms = anti_entropy_ms;
+        let config = CoreConfig::new(
+            PeerId::from(name),
+            Some(StorageId::from(format!("{name}-store"))),
+            seed,
+        )
+        .with_policy(std::sync::Arc::new(crate::core::ServerPolicy))
+        .with_region(region);
+        self.add_peer_with(name, config)
+    }
+
     /// The peer at `i`.
     pub fn peer(&self, i: usize) -> &SimPeer {
         &self.peers[i]
@@ -168,6 +185,16 @@ impl Sim {
 
     /// `a` dials `b` (a client connecting to a server). Returns the link index.
     pub fn connect(&mut self, a: usize, b: usize) -> usize {
+        self.connect_with(a, b, false)
+    }
+
+    /// Region server `a` dials region server `b`, which verifies `a` as a region link.
+    pub fn connect_region(&mut self, a: usize, b: usize) -> usize {
+        self.connect_with(a, b, true)
+    }
+
+    fn connect_with(&mut self, a: usize, b: usize, region: bool) -> usize {
+        let grant = region.then(|| crate::core::Grant::region(self.peers[a].name.clone()));
         let (a_conn, b_conn) = (self.conn(), self.conn());
         self.links.push(Link {
             a,
@@ -175,9 +202,12 @@ impl Sim {
             b,
             b_conn,
             up: true,
+            region,
         });
         let now = self.now;
-        self.peers[b].core.handle_accept(now, b_conn);
+        self.peers[b]
+            .core
+            .handle_accept_with_grant(now, b_conn, grant);
         self.peers[a].core.handle_connect(now, a_conn);
         self.log.push(format!(
             "t={now} connect {}->{}",
@@ -216,6 +246,11 @@ impl Sim {
         let mut config = p.config.clone();
         config.seed = self.rng.random();
         p.core = Core::new(config);
+        if p.core.is_region_server() {
+            // What a region server's driver does at start-up.
+            let index = p.disk.heads_index_sync().unwrap_or_default();
+            p.core.seed_heads_index(index);
+        }
         self.log
             .push(format!("t={} crash {}", self.now, self.peers[i].name));
     }
@@ -454,6 +489,17 @@ impl Sim {
         })
     }
 
+    /// Whether link `link` is up.
+    pub fn link_up(&self, link: usize) -> bool {
+        self.links.get(link).is_some_and(|l| l.up)
+    }
+
+    /// Re-dials a link that is down (same direction and kind). Returns the new link index.
+    pub fn redial(&mut self, link: usize) -> usize {
+        let Link { a, b, region, .. } = self.links[link];
+        self.connect_with(a, b, region)
+    }
+
     /// Drops and re-dials every link that is up, so sync restarts from persisted state (what a
     /// real reconnect does).
     pub fn reconnect_all(&mut self) {
@@ -461,9 +507,8 @@ impl Sim {
             .filter(|l| self.links[*l].up)
             .collect();
         for l in up {
-            let Link { a, b, .. } = self.links[l];
             self.disconnect(l);
-            self.connect(a, b);
+            self.redial(l);
         }
     }
 

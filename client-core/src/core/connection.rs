@@ -315,12 +315,16 @@ impl Core {
             metadata,
         });
         if let Some(name) = region.filter(|_| self.is_region_link(&info)) {
+            // Anti-entropy finds what differs; no per-document exchange on link-up.
             self.region_link_up(now, conn, name);
-        } else if !info.inbound {
+            return;
+        }
+        if !info.inbound {
             self.subscribe_heads(conn);
         }
         // Announce resident documents the policy lets us share, and ask for wanted ones.
-        let docs: Vec<DocumentId> = self.docs.keys().copied().collect();
+        let mut docs: Vec<DocumentId> = self.docs.keys().copied().collect();
+        docs.sort();
         for doc in docs {
             let wanted = self.docs.get(&doc).is_some_and(|e| e.is_wanted());
             if self.config.policy.announce(&info, &doc)
@@ -394,7 +398,7 @@ impl Core {
                 new_heads,
                 ..
             } => self.on_remote_heads(conn, document_id, new_heads),
-            Message::Digest { buckets, .. } => self.on_digest(conn, &buckets),
+            Message::Digest { buckets, .. } => self.on_digest(now, conn, &buckets),
             Message::DigestEntries {
                 buckets, entries, ..
             } => self.on_digest_entries(now, conn, &buckets, &entries),

@@ -24,6 +24,8 @@ use crate::wire::{Message, RemoteHeads};
 
 /// Storage ids remembered per document from gossip (bounds what a peer can make us store).
 const MAX_GOSSIPED_STORAGES: usize = 64;
+/// Heads remembered per (document, storage).
+const MAX_GOSSIPED_HEADS: usize = 32;
 
 /// How durable a write must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +204,7 @@ impl Core {
         if !self.config.policy.access(&peer, &doc) {
             return;
         }
+        let am = self.docs.get(&doc).map(|e| &e.doc);
         let known = self.remote_heads.entry(doc).or_default();
         let mut changed = false;
         for (sid, rh) in new_heads {
@@ -212,12 +215,28 @@ impl Core {
             if !known.contains_key(&sid) && known.len() >= MAX_GOSSIPED_STORAGES {
                 continue;
             }
-            match known.get(&sid) {
-                Some((old, ts)) if *ts > rh.timestamp || same(old, &heads) => {}
-                _ => {
-                    known.insert(sid, (heads, rh.timestamp));
-                    changed = true;
+            // Every reported head was committed on that storage, and a storage never loses a
+            // commit: keep the union (gossip may arrive out of order), reduced to its heads.
+            let old = known.get(&sid).map(|(h, _)| h.clone()).unwrap_or_default();
+            let mut merged = old.clone();
+            for h in heads {
+                if !merged.contains(&h) {
+                    merged.push(h);
                 }
+            }
+            if let Some(am) = am {
+                let all = merged.clone();
+                merged.retain(|h| {
+                    let others: Vec<ChangeHash> = all.iter().filter(|o| *o != h).copied().collect();
+                    others.is_empty() || !covers(am, &others, &[*h])
+                });
+            }
+            if merged.len() > MAX_GOSSIPED_HEADS {
+                merged.drain(..merged.len() - MAX_GOSSIPED_HEADS);
+            }
+            if !same(&old, &merged) {
+                known.insert(sid, (merged, rh.timestamp));
+                changed = true;
             }
         }
         if changed {
@@ -240,24 +259,35 @@ impl Core {
         if targets.is_empty() {
             return;
         }
-        let Some(entry) = self.docs.get_mut(&doc) else {
+        let Some(entry) = self.docs.get(&doc) else {
             return;
         };
+        if entry.saved_heads.is_empty() {
+            return;
+        }
         let mut map: BTreeMap<StorageId, Vec<ChangeHash>> = BTreeMap::new();
         map.insert(our_sid, entry.saved_heads.clone());
-        for (conn, pd) in &entry.peers {
-            let Some(c) = self.conns.get(conn) else {
-                continue;
-            };
+        for (conn, c) in &self.conns {
             let (Some(_), Some(peer)) = (&c.region, &c.peer) else {
                 continue;
             };
-            if let (Some(sid), Some(theirs)) = (peer.persistent_storage(), &pd.sync.their_heads)
-                && !theirs.is_empty()
+            let Some(sid) = peer.persistent_storage() else {
+                continue;
+            };
+            if self.link_confirms(*conn, &doc) {
+                map.insert(sid.clone(), entry.saved_heads.clone());
+            } else if let Some(theirs) = entry
+                .peers
+                .get(conn)
+                .and_then(|pd| pd.sync.their_heads.as_ref())
+                .filter(|t| !t.is_empty())
             {
                 map.insert(sid.clone(), theirs.clone());
             }
         }
+        let Some(entry) = self.docs.get_mut(&doc) else {
+            return;
+        };
         let digest: Vec<(StorageId, Vec<ChangeHash>)> = map.into_iter().collect();
         for conn in targets {
             let Some(pd) = entry.peers.get_mut(&conn) else {

@@ -62,6 +62,9 @@ pub(super) struct RegionLink {
     digest_diffs: u64,
     /// Per document: since when the link has lacked our committed heads.
     pub(super) unacked_since: HashMap<DocumentId, u64>,
+    /// Buckets whose sums matched ours at the peer's last digest, with that sum: while our
+    /// bucket still has that sum, the peer holds our committed heads of every document in it.
+    matched: HashMap<usize, u64>,
 }
 
 /// What a region link looks like from here (see [`Core::region_status`]).
@@ -304,7 +307,7 @@ impl Core {
     }
 
     /// The peer's digest: answer with our entries of the buckets that differ.
-    pub(super) fn on_digest(&mut self, conn: ConnId, theirs: &[u8]) {
+    pub(super) fn on_digest(&mut self, now: u64, conn: ConnId, theirs: &[u8]) {
         if self.not_a_link(conn, "concord-digest") {
             return;
         }
@@ -313,6 +316,18 @@ impl Core {
             return;
         }
         let ours = self.index.digest();
+        let matched: HashMap<usize, u64> = (0..BUCKETS)
+            .filter(|b| ours[b * 8..b * 8 + 8] == theirs[b * 8..b * 8 + 8])
+            .map(|b| (b, self.index.buckets[b]))
+            .collect();
+        if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
+            link.matched = matched;
+        }
+        let mut resident: Vec<DocumentId> = self.docs.keys().copied().collect();
+        resident.sort();
+        for doc in resident {
+            self.gossip_heads(now, doc);
+        }
         let differing: Vec<u8> = (0..BUCKETS)
             .filter(|b| ours[b * 8..b * 8 + 8] != theirs[b * 8..b * 8 + 8])
             .filter_map(|b| u8::try_from(b).ok())
@@ -362,7 +377,7 @@ impl Core {
             theirs.insert(doc, u64::from_be_bytes(h));
         }
         let wanted: std::collections::HashSet<u8> = buckets.iter().copied().collect();
-        let differ: Vec<DocumentId> = self
+        let mut differ: Vec<DocumentId> = self
             .index
             .hashes
             .iter()
@@ -370,6 +385,7 @@ impl Core {
             .filter(|(d, h)| theirs.get(d) != Some(h))
             .map(|(d, _)| *d)
             .collect();
+        differ.sort();
         let missing_here = theirs
             .keys()
             .filter(|d| !self.index.hashes.contains_key(d))
@@ -390,6 +406,17 @@ impl Core {
         } else {
             self.load(now, doc);
         }
+    }
+
+    /// True when the last digest of region link `conn` proves it holds our committed heads of
+    /// `doc` (their bucket matched ours, and ours has not changed since).
+    pub(super) fn link_confirms(&self, conn: ConnId, doc: &DocumentId) -> bool {
+        let b = bucket_of(doc);
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.region.as_ref())
+            .and_then(|l| l.matched.get(&b))
+            .is_some_and(|sum| *sum == self.index.buckets[b])
     }
 
     /// Clears acknowledged documents and reports every region link.

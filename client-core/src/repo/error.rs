@@ -31,6 +31,16 @@ pub enum RepoError {
     /// The repo was shut down.
     #[error("the repo is shut down")]
     Closed,
+    /// A durability wait timed out; the write is committed locally and wherever `reached` says.
+    #[error("timed out after {timeout:?} waiting for durability {wanted}: {reached}")]
+    NotDurable {
+        /// The level asked for.
+        wanted: crate::core::Durability,
+        /// How long it waited.
+        timeout: std::time::Duration,
+        /// Where the change is known to be committed.
+        reached: crate::core::DurabilityReport,
+    },
     /// A wait did not finish in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, &'static str),

@@ -174,6 +174,48 @@ impl DocHandle {
         crate::policy::watch_conflicts(self, schema)
     }
 
+    /// Where the document's current heads are known to be committed (locally, on servers, on
+    /// regions; see [`crate::core::Durability`]).
+    pub fn durability(&self) -> Result<crate::core::DurabilityReport, RepoError> {
+        let core = self.shared.lock()?;
+        let heads = core.document(&self.doc).map(|d| d.get_heads()).unwrap_or_default();
+        Ok(core.durability(&self.doc, &heads))
+    }
+
+    /// Waits until the document's current heads (everything written so far through this
+    /// replica) are committed at `level`: `Local` returns at once after a resolved write,
+    /// `Server` once a server committed them, `Regions(k)` once `k` distinct region servers
+    /// did. Times out with [`RepoError::NotDurable`], which says where the change is.
+    pub async fn wait_durable(
+        &self,
+        level: crate::core::Durability,
+        timeout: Duration,
+    ) -> Result<crate::core::DurabilityReport, RepoError> {
+        let heads = self.heads()?;
+        let mut progress = self.shared.progress.subscribe();
+        let check = || -> Result<crate::core::DurabilityReport, RepoError> {
+            Ok(self.shared.lock()?.durability(&self.doc, &heads))
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let report = check()?;
+            if report.satisfies(level) {
+                return Ok(report);
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(RepoError::Closed),
+                Err(_) => {
+                    return Err(RepoError::NotDurable {
+                        wanted: level,
+                        timeout,
+                        reached: check()?,
+                    });
+                }
+            }
+        }
+    }
+
     /// Waits until some connected peer is known to hold exactly our heads.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), RepoError> {
         let mut progress = self.shared.progress.subscribe();

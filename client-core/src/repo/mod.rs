@@ -117,9 +117,14 @@ pub struct RepoConfig {
     pub backoff: Backoff,
     /// How long `find` waits for a first server connection before answering "unavailable".
     pub connect_wait: Duration,
-    /// Core tick period (timeouts, eviction).
+    /// Core tick period (timeouts, eviction, anti-entropy).
     pub tick: Duration,
+    /// Makes this repo a region server (replicates every document with its region links).
+    pub region: Option<crate::core::RegionConfig>,
 }
+
+/// Supplies a fresh bearer token for each connection attempt (e.g. a short-lived region token).
+pub type Credentials = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl Default for RepoConfig {
     fn default() -> Self {
@@ -133,6 +138,7 @@ impl Default for RepoConfig {
             backoff: Backoff::default(),
             connect_wait: Duration::from_secs(5),
             tick: Duration::from_millis(500),
+            region: None,
         }
     }
 }
@@ -188,8 +194,27 @@ impl Repo {
         core_config.policy = config.policy.clone();
         core_config.limits = config.limits.clone();
         core_config.housekeeping = config.housekeeping.clone();
-        let (shared, storage_rx) =
-            Shared::new(Core::new(core_config), storage, config.outgoing_queue);
+        core_config.region = config.region.clone();
+        let mut core = Core::new(core_config);
+        let mut unindexed = Vec::new();
+        if config.region.is_some() {
+            // The anti-entropy index: what storage recorded, plus any document stored before the
+            // index existed (loaded once, which indexes it).
+            let indexed = storage.heads_index().await?.unwrap_or_default();
+            let known: std::collections::HashSet<DocumentId> =
+                indexed.iter().map(|(d, _)| *d).collect();
+            unindexed = storage
+                .list()
+                .await?
+                .into_iter()
+                .filter(|d| !known.contains(d))
+                .collect();
+            core.seed_heads_index(indexed);
+        }
+        for doc in unindexed {
+            core.load(0, doc);
+        }
+        let (shared, storage_rx) = Shared::new(core, storage, config.outgoing_queue);
         let tasks = vec![
             tokio::spawn(driver::run_driver(shared.clone(), config.tick)),
             tokio::spawn(driver::run_storage(shared.clone(), storage_rx)),
@@ -254,6 +279,37 @@ impl Repo {
             self.config.limits.max_message_bytes,
         ));
         self.spawn(task);
+    }
+
+    /// Keeps one authenticated connection to `urls` (like [`Repo::connect`]), presenting
+    /// `Authorization: Bearer <token>` from `credentials` on every attempt. Region servers dial
+    /// each other this way.
+    pub fn connect_with_credentials(&self, urls: Vec<String>, credentials: Credentials) {
+        let task = tokio::spawn(transport::run_client_with(
+            self.shared.clone(),
+            urls,
+            self.config.backoff.clone(),
+            self.config.limits.max_message_bytes,
+            Some(credentials),
+        ));
+        self.spawn(task);
+    }
+
+    /// Replication status of every region link (region servers).
+    pub fn region_status(&self) -> Vec<crate::core::RegionLinkStatus> {
+        let now = self.shared.now();
+        self.shared
+            .lock()
+            .map(|mut c| c.region_status(now))
+            .unwrap_or_default()
+    }
+
+    /// Documents in the anti-entropy heads index (region servers).
+    pub fn indexed_documents(&self) -> usize {
+        self.shared
+            .lock()
+            .map(|c| c.indexed_documents())
+            .unwrap_or_default()
     }
 
     /// Serves one accepted WebSocket until it closes (for peers that listen).

@@ -72,6 +72,39 @@ pub(super) async fn run_client(
     backoff: Backoff,
     max_message: usize,
 ) {
+    run_client_with(shared, urls, backoff, max_message, None).await;
+}
+
+fn request(
+    url: &str,
+    credentials: Option<&super::Credentials>,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::client::Request,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request()?;
+    if let Some(token) = credentials.and_then(|c| c()) {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            tokio_tungstenite::tungstenite::Error::Url(
+                tokio_tungstenite::tungstenite::error::UrlError::UnableToConnect(
+                    "credentials are not a valid header value".into(),
+                ),
+            )
+        })?;
+        req.headers_mut().insert("authorization", value);
+    }
+    Ok(req)
+}
+
+/// Like [`run_client`], presenting a bearer token from `credentials` on every attempt.
+pub(super) async fn run_client_with(
+    shared: Arc<Shared>,
+    urls: Vec<String>,
+    backoff: Backoff,
+    max_message: usize,
+    credentials: Option<super::Credentials>,
+) {
     if urls.is_empty() {
         return;
     }
@@ -83,11 +116,15 @@ pub(super) async fn run_client(
             return;
         }
         let url = &urls[idx % urls.len()];
-        let connect = tokio_tungstenite::connect_async_with_config(
-            url.as_str(),
-            Some(ws_config(max_message)),
-            true,
-        );
+        let req = match request(url, credentials.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(%url, error = %e, "cannot dial this URL");
+                return;
+            }
+        };
+        let connect =
+            tokio_tungstenite::connect_async_with_config(req, Some(ws_config(max_message)), true);
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok((ws, _))) => {
                 tracing::info!(%url, "connected");

@@ -35,6 +35,10 @@ pub fn summarize(bytes: &[u8]) -> String {
                         })
                         .unwrap_or_else(|e| format!(" bad sync data: {e}"))
                 }
+                Message::RemoteHeadsChanged { new_heads, .. } => {
+                    let storages: Vec<&str> = new_heads.keys().map(|s| s.as_str()).collect();
+                    format!(" storages={storages:?}")
+                }
                 _ => String::new(),
             };
             format!("{}{doc}{sync}", m.type_name())

@@ -3,10 +3,12 @@
 //! message (see `concord::core::GrantPolicy`).
 
 mod keys;
+mod region;
 mod revoke;
 mod token;
 
 pub use keys::{KeyRing, default_key_file};
+pub use region::{MIN_SECRET_BYTES, REGION_KID, is_region_token, mint_region, verify_region};
 pub use revoke::{Revocations, default_revocation_file};
 pub use token::{Claims, TokenRequest, Verified, mint, token_id_of, verify, verify_token};
 

@@ -146,6 +146,8 @@ pub fn verify_token(ring: &KeyRing, token: &str) -> Result<Verified, AuthError> 
             principal: c.sub,
             docs,
             write: c.write,
+            // Only region tokens (signed with the shared region secret) replicate.
+            replicate: false,
         },
         expires,
         token_id: c.jti,

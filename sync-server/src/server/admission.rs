@@ -146,6 +146,19 @@ pub fn admit(
     }
     let token = bearer(headers).or_else(|| query.get("token").cloned());
     let (grant, expires, token_id) = match (token, &app.keys) {
+        (Some(t), _) if auth::is_region_token(&t) => {
+            let Some(secret) = &app.config.peer_secret else {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "region links are not enabled on this server (no --peer-secret)",
+                ));
+            };
+            match auth::verify_region(secret.as_bytes(), &t) {
+                // The link stays up past the token's expiry: it only proves the shared secret.
+                Ok((grant, _expires)) => (Some(grant), None, None),
+                Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
+            }
+        }
         (Some(t), Some(keys)) => match auth::verify_token(keys, &t) {
             Ok(v)
                 if app

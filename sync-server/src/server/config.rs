@@ -109,6 +109,16 @@ pub struct ServeArgs {
     /// Close connections silent for this many seconds (pongs count) [default: 60].
     #[arg(long, env = "CONCORD_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
+    /// Another region's sync URL to replicate with (repeatable); needs --peer-secret.
+    #[arg(long = "peer", env = "CONCORD_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Secret shared by the regions of a deployment (at least 16 bytes); enables region
+    /// replication and authenticates region links both ways. Prefer the environment variable.
+    #[arg(long, env = "CONCORD_PEER_SECRET", hide_env_values = true)]
+    pub peer_secret: Option<String>,
+    /// Seconds between anti-entropy digests on a region link [default: 30].
+    #[arg(long, env = "CONCORD_ANTI_ENTROPY_SECS")]
+    pub anti_entropy_secs: Option<u64>,
 }
 
 /// The same settings as they appear in the TOML file.
@@ -134,6 +144,9 @@ struct FileConfig {
     max_bytes_per_sec: Option<u32>,
     idle_timeout_secs: Option<u64>,
     max_decompressed_bytes: Option<u64>,
+    peers: Option<Vec<String>>,
+    peer_secret: Option<String>,
+    anti_entropy_secs: Option<u64>,
 }
 
 /// Resolved settings.
@@ -177,6 +190,12 @@ pub struct ServeConfig {
     pub idle_timeout_secs: u64,
     /// Decompressed bytes per sync message.
     pub max_decompressed_bytes: u64,
+    /// Other regions to dial.
+    pub peers: Vec<String>,
+    /// Shared region secret (`None`: no region replication).
+    pub peer_secret: Option<String>,
+    /// Anti-entropy period, seconds.
+    pub anti_entropy_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -201,6 +220,9 @@ impl Default for ServeConfig {
             max_bytes_per_sec: 16 << 20,
             idle_timeout_secs: 60,
             max_decompressed_bytes: 64 << 20,
+            peers: Vec::new(),
+            peer_secret: None,
+            anti_entropy_secs: 30,
         }
     }
 }
@@ -262,7 +284,32 @@ impl ServeConfig {
             max_bytes_per_sec: pick!(max_bytes_per_sec),
             idle_timeout_secs: pick!(idle_timeout_secs),
             max_decompressed_bytes: pick!(max_decompressed_bytes),
+            peers: if args.peers.is_empty() {
+                file.peers.clone().unwrap_or_default()
+            } else {
+                args.peers.clone()
+            },
+            peer_secret: args.peer_secret.clone().or(file.peer_secret.clone()),
+            anti_entropy_secs: pick!(anti_entropy_secs),
         };
+        if !c.peers.is_empty() && c.peer_secret.is_none() {
+            return Err(ConfigError::Invalid(
+                "peers",
+                "region peers need --peer-secret (CONCORD_PEER_SECRET) to authenticate".into(),
+            ));
+        }
+        if c.peer_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < crate::auth::MIN_SECRET_BYTES)
+        {
+            return Err(ConfigError::Invalid(
+                "peer_secret",
+                format!("must be at least {} bytes", crate::auth::MIN_SECRET_BYTES),
+            ));
+        }
+        if c.anti_entropy_secs == 0 {
+            return Err(ConfigError::Invalid("anti_entropy_secs", "must be greater than zero".into()));
+        }
         if c.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_message_bytes",

@@ -96,6 +96,51 @@ pub async fn list_docs(
     Json(json!({"total": total, "offset": page.offset, "documents": items})).into_response()
 }
 
+/// `GET /admin/replication`: this region, its heads index and every region link's lag.
+pub async fn replication(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = super::admission::admit_admin(&app, &headers, &query) {
+        return r.into_response();
+    }
+    let links: Vec<_> = app
+        .repo
+        .region_status()
+        .into_iter()
+        .map(|l| {
+            json!({
+                "region": l.region,
+                "peer_id": l.peer_id.to_string(),
+                "storage_id": l.storage_id.map(|s| s.to_string()),
+                "state": "up",
+                "docs_behind": l.docs_behind,
+                "oldest_unacked_ms": l.oldest_unacked_ms,
+                "digest_differences": l.digest_differences,
+                "frames_in": l.frames_in,
+                "frames_out": l.frames_out,
+                "bytes_in": l.bytes_in,
+                "bytes_out": l.bytes_out,
+            })
+        })
+        .collect();
+    let up: std::collections::BTreeSet<String> = links
+        .iter()
+        .filter_map(|l| l["region"].as_str().map(str::to_owned))
+        .collect();
+    Json(json!({
+        "region": app.config.region,
+        "replicating": app.config.peer_secret.is_some(),
+        "storage_id": app.repo.storage_id().map(|s| s.to_string()),
+        "indexed_documents": app.repo.indexed_documents(),
+        "configured_peers": app.config.peers.iter().map(|p| crate::server::redact(p)).collect::<Vec<_>>(),
+        "regions_up": up,
+        "links": links,
+    }))
+    .into_response()
+}
+
 /// `GET /admin/docs/{id}`: one document as JSON with its heads.
 pub async fn get_doc(
     State(app): State<AppState>,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use concord::core::{GrantPolicy, Housekeeping, Limits};
+use concord::core::{GrantPolicy, Housekeeping, Limits, RegionConfig};
 use concord::storage::{SqliteConfig, SqliteStorage, StorageError};
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
@@ -94,6 +94,7 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(http::metrics))
         .route("/admin/docs", get(http::list_docs))
         .route("/admin/docs/{id}", get(http::get_doc))
+        .route("/admin/replication", get(http::replication))
         .with_state(state)
 }
 
@@ -138,10 +139,31 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             ..Housekeeping::default()
         },
         outgoing_queue: config.outgoing_queue,
+        region: config.peer_secret.as_ref().map(|_| RegionConfig {
+            name: config.region.clone(),
+            anti_entropy_ms: config.anti_entropy_secs.saturating_mul(1000),
+        }),
         ..RepoConfig::default()
     };
     let repo = Repo::open(storage, repo_config).await?;
     slot.set(repo.clone());
+    if let Some(secret) = config.peer_secret.clone() {
+        tracing::info!(
+            region = %config.region,
+            peers = ?config.peers.iter().map(|p| redact(p)).collect::<Vec<_>>(),
+            indexed = repo.indexed_documents(),
+            "region replication on"
+        );
+        for url in &config.peers {
+            let (secret, region) = (secret.clone(), config.region.clone());
+            let credentials: concord::repo::Credentials = Arc::new(move || {
+                crate::auth::mint_region(secret.as_bytes(), &region)
+                    .map_err(|e| tracing::error!(error = %e, "cannot mint a region token"))
+                    .ok()
+            });
+            repo.connect_with_credentials(vec![url.clone()], credentials);
+        }
+    }
     let listener = TcpListener::bind(config.bind)
         .await
         .map_err(|source| ServerError::Io {
@@ -175,6 +197,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         listener,
         shutdown_tx,
     })
+}
+
+/// A URL without its query string (which may carry a token), for logs.
+pub(crate) fn redact(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_owned()
 }
 
 /// Loads the revocation file and reloads it every second until shutdown.

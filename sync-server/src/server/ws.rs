@@ -64,6 +64,8 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
         slots: _slots,
     } = admitted;
     let principal = grant.as_ref().map(|g| g.principal.clone());
+    // Region links carry every document of a region: they are not rate limited.
+    let replicating = grant.as_ref().is_some_and(|g| g.replicate);
     let mut revoked = app.revoked.clone();
     let mut att = app.repo.attach_with_grant(true, grant);
     let one = NonZeroU32::MIN;
@@ -105,7 +107,7 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
                     Some(Ok(Message::Text(t))) => Some(t.len()),
                     _ => None,
                 };
-                if let Some(size) = size {
+                if let Some(size) = size.filter(|_| !replicating) {
                     let n = NonZeroU32::new(u32::try_from(size).unwrap_or(u32::MAX)).unwrap_or(one);
                     if msgs.check().is_err() || !matches!(bytes.check_n(n), Ok(Ok(()))) {
                         tracing::warn!(%conn, "rate limit exceeded");
