@@ -101,7 +101,7 @@ struct Ledger {
     last_read: BTreeMap<(usize, DocumentId), Vec<ChangeHash>>,
 }
 
-fn check_reads(w: &World, ledger: &mut Ledger) {
+fn check_reads(w: &World, ledger: &mut Ledger, seed: u64) {
     for (ci, &c) in w.clients.iter().enumerate() {
         for &d in &w.docs {
             let Some(am) = w.sim.peer(c).core.document(&d) else {
@@ -110,7 +110,7 @@ fn check_reads(w: &World, ledger: &mut Ledger) {
             if let Some(prev) = ledger.last_read.get(&(ci, d)) {
                 assert!(
                     am.get_missing_deps(prev).is_empty(),
-                    "monotonic reads: client c{ci} lost changes of {d}"
+                    "seed {seed}: monotonic reads: client c{ci} lost changes of {d}"
                 );
             }
             ledger.last_read.insert((ci, d), am.get_heads());
@@ -194,7 +194,7 @@ fn run_seed(seed: u64) -> (Vec<String>, usize) {
         if rng.random_bool(0.3) {
             w.sim.advance(AE_MS);
         }
-        check_reads(&w, &mut ledger);
+        check_reads(&w, &mut ledger, seed);
         check_durability_claims(&w, &mut ledger);
     }
     // Heal everything, let anti-entropy and sync finish.
@@ -206,7 +206,7 @@ fn run_seed(seed: u64) -> (Vec<String>, usize) {
     }
     w.sim.run_until_quiescent(500_000).expect("quiescent");
     check_durability_claims(&w, &mut ledger);
-    check_reads(&w, &mut ledger);
+    check_reads(&w, &mut ledger, seed);
 
     // Convergence: identical heads everywhere, every acknowledged write present.
     let everyone: Vec<usize> = w.regions.iter().chain(&w.clients).copied().collect();

@@ -60,8 +60,7 @@ async fn write(
     apply(&handle, op)
         .await
         .with_context(|| format!("cannot {what} at `{path}` in {}", url.document_id.url()))?;
-    r.confirm_write(&handle, before).await;
-    Ok(())
+    r.confirm_write(&handle, before).await
 }
 
 /// `create [JSON]`: prints the new document's URL once it is committed locally.
@@ -82,7 +81,7 @@ pub(super) async fn create(r: &Replica, init: Option<Json>) -> anyhow::Result<()
     } else {
         Freshness::Offline
     };
-    r.confirm_write(&handle, before).await;
+    r.confirm_write(&handle, before).await?;
     Ok(())
 }
 

@@ -92,6 +92,13 @@ pub struct DocArgs {
     #[arg(long, value_name = "SECS", env = "CONCORD_TIMEOUT", value_parser = parse_timeout, global = true)]
     timeout: Option<Duration>,
 
+    /// Writes: also wait until the change is committed at this level — `server` (a server
+    /// holds it) or `regions:N` (N distinct regions hold it) — and fail (exit 1, saying where it
+    /// is) when that does not happen within --timeout. The write itself is committed locally
+    /// either way.
+    #[arg(long, value_name = "LEVEL", env = "CONCORD_DURABILITY", global = true)]
+    durability: Option<concord::core::Durability>,
+
     #[command(subcommand)]
     command: DocCommand,
 }
@@ -226,6 +233,7 @@ pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
         policies,
         token,
         timeout,
+        durability,
         command,
     } = args;
     let schema = policies::schema(&policies)?;
@@ -235,7 +243,8 @@ pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
         .collect();
     // `watch` bounds only its start-up by the default; its watching is unbounded unless given.
     let wait = timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let replica = Replica::open(&data, servers, offline, wait).await?;
+    let mut replica = Replica::open(&data, servers, offline, wait).await?;
+    replica.durability = durability;
     let result = dispatch(&replica, command, timeout, &schema).await;
     replica.close().await;
     result

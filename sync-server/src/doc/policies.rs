@@ -72,6 +72,6 @@ pub(super) async fn resolve(
         .resolve(schema, path, value)
         .await
         .with_context(|| format!("cannot resolve `{path}` in {}", url.document_id.url()))?;
-    r.confirm_write(&handle, before).await;
+    r.confirm_write(&handle, before).await?;
     Ok(())
 }

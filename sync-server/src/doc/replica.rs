@@ -41,6 +41,8 @@ pub(super) struct Replica {
     deadline: Option<Instant>,
     /// Documents opened online: remote changes may still be on their way to storage at exit.
     opened: std::sync::Mutex<Vec<DocHandle>>,
+    /// `--durability`: what writes wait for.
+    pub(super) durability: Option<concord::core::Durability>,
 }
 
 impl Replica {
@@ -75,6 +77,7 @@ impl Replica {
             wait,
             deadline: Instant::now().checked_add(wait),
             opened: std::sync::Mutex::default(),
+            durability: None,
         })
     }
 
@@ -194,7 +197,22 @@ impl Replica {
 
     /// After a local commit: waits (within the budget) for a server to hold it, warning when none
     /// did. `before` is the freshness measured before the write.
-    pub(super) async fn confirm_write(&self, handle: &DocHandle, before: Freshness) {
+    pub(super) async fn confirm_write(
+        &self,
+        handle: &DocHandle,
+        before: Freshness,
+    ) -> anyhow::Result<()> {
+        if let Some(level) = self.durability {
+            if !self.online {
+                bail!("--durability {level} needs a server connection (not --offline)");
+            }
+            let report = handle
+                .wait_durable(level, self.remaining())
+                .await
+                .context("the change is committed to the local replica, but")?;
+            eprintln!("durable: {report}");
+            return Ok(());
+        }
         let after = match before {
             Freshness::Offline | Freshness::Unreachable => before,
             Freshness::Synced | Freshness::Unconfirmed => self.refresh(handle).await,
@@ -213,6 +231,7 @@ impl Replica {
                 self.wait
             )),
         }
+        Ok(())
     }
 
     /// Remembers a document whose remote changes must be saved before exit (online only).
