@@ -12,6 +12,7 @@
 //! - read-your-writes and monotonic reads for clients, across failover;
 //! - no sync traffic after quiescence: a full anti-entropy round on converged regions sends
 //!   digests and nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 
@@ -65,9 +66,9 @@ fn setup(seed: u64) -> World {
     ];
     let client_links = [0, 1, 2].map(|i| (sim.connect(clients[i], regions[i]), i));
     let mut docs = Vec::new();
-    for k in 0..2 {
-        let doc = sim.create(clients[k]).expect("create");
-        sim.change(clients[k], doc, |tx| tx.put(ROOT, "origin", k as i64))
+    for (k, &c) in clients.iter().enumerate().take(2) {
+        let doc = sim.create(c).expect("create");
+        sim.change(c, doc, |tx| tx.put(ROOT, "origin", k as i64))
             .expect("first write");
         docs.push(doc);
     }
