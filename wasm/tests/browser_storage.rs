@@ -13,7 +13,10 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn fresh_name(prefix: &str) -> String {
-    format!("{prefix}-{}", hex::encode(concord_wasm::js::random_bytes::<6>()))
+    format!(
+        "{prefix}-{}",
+        hex::encode(concord_wasm::js::random_bytes::<6>())
+    )
 }
 
 #[wasm_bindgen_test]
@@ -35,7 +38,11 @@ async fn documents_survive_a_repo_reopen() {
     let repo = open(&opts).await;
     let storage_id = repo.storage_id().unwrap();
     let doc = handle_from(ok(repo.create(js(r#"{"title": "persist me"}"#)), "create").await);
-    ok(doc.splice_text("title".into(), 0.into(), 0.into(), "please ".into()), "splice").await;
+    ok(
+        doc.splice_text("title".into(), 0.into(), 0.into(), "please ".into()),
+        "splice",
+    )
+    .await;
     ok(doc.increment("n".into(), JsValue::UNDEFINED), "increment").await;
     ok(doc.increment("n".into(), JsValue::UNDEFINED), "increment").await;
     let url = doc.url();
@@ -43,7 +50,11 @@ async fn documents_survive_a_repo_reopen() {
     repo.close();
 
     let reopened = open(&opts).await;
-    assert_eq!(reopened.storage_id().unwrap(), storage_id, "storage id is kept in the database");
+    assert_eq!(
+        reopened.storage_id().unwrap(),
+        storage_id,
+        "storage id is kept in the database"
+    );
     let again = handle_from(ok(reopened.find(url.clone().into()), "find after reopen").await);
     assert_eq!(stringify(&again.to_json().unwrap()), before);
     assert_eq!(before, r#"{"n":2,"title":"please persist me"}"#);
@@ -67,7 +78,9 @@ fn fail_writes_with_quota(on: bool) {
     } else {
         "const P = IDBObjectStore.prototype; P.add = P.__add; P.put = P.__put;"
     };
-    js_sys::Function::new_no_args(script).call0(&JsValue::NULL).unwrap();
+    js_sys::Function::new_no_args(script)
+        .call0(&JsValue::NULL)
+        .unwrap();
 }
 
 #[wasm_bindgen_test]
@@ -82,7 +95,11 @@ async fn a_quota_error_is_a_typed_error_and_the_module_survives() {
     fail_writes_with_quota(false);
     // Storage works again: the next write commits (the core retries what failed).
     ok(doc.put("a".into(), 3.into()), "put after quota").await;
-    ok(doc.wait_durable("local".into(), js(r#"{"timeoutMs": 5000}"#)), "durable locally").await;
+    ok(
+        doc.wait_durable("local".into(), js(r#"{"timeoutMs": 5000}"#)),
+        "durable locally",
+    )
+    .await;
     let url = doc.url();
     repo.close();
     let reopened = open(&format!(r#"{{"database": "{name}"}}"#)).await;

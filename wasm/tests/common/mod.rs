@@ -23,7 +23,10 @@ pub async fn ok(p: Promise, what: &str) -> JsValue {
 /// The `kind` of a thrown error, asserting it is an `Error`.
 pub fn kind(e: &JsValue) -> String {
     assert!(e.is_instance_of::<js_sys::Error>(), "not an Error: {e:?}");
-    Reflect::get(e, &"kind".into()).unwrap().as_string().unwrap_or_default()
+    Reflect::get(e, &"kind".into())
+        .unwrap()
+        .as_string()
+        .unwrap_or_default()
 }
 
 /// The message of a thrown error.
