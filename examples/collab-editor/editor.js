@@ -76,28 +76,39 @@ async function main() {
     showStatus(repo.status);
   });
 
-  // The text: local edits become splices; remote changes re-render, keeping the selection.
+  // The text: local edits become splices (applied at once); remote changes re-render, and the
+  // selection follows stable Automerge cursors taken at the heads of what was shown.
   let shown = handle.get("text") ?? "";
+  let shownHeads = handle.heads();
   area.value = shown;
   area.disabled = false;
+  // A caret sticks to the character on its left (so two people typing at the same place do
+  // not interleave): follow that character's cursor.
+  const moved = (i, heads) => (i === 0 ? 0 : handle.cursorPosition("text", handle.cursor("text", i - 1, heads)) + 1);
   const render = () => {
     const text = handle.get("text") ?? "";
-    if (text === shown) return;
-    const e = diff(shown, text);
-    const [start, end] = [shift(area.selectionStart, e), shift(area.selectionEnd, e)];
-    area.value = text;
+    if (text !== shown) {
+      const [start, end] = [moved(area.selectionStart, shownHeads), moved(area.selectionEnd, shownHeads)];
+      area.value = text;
+      if (document.activeElement === area) area.setSelectionRange(start, end);
+    }
     shown = text;
-    if (document.activeElement === area) area.setSelectionRange(start, end);
+    shownHeads = handle.heads();
     drawCursors();
   };
   area.addEventListener("input", () => {
     const local = diff(shown, area.value);
+    const caret = area.selectionStart - local.pos;
     // The document may hold remote text not rendered yet: move the edit across it.
-    const current = handle.get("text") ?? "";
-    const remote = diff(shown, current);
-    const pos = current === shown ? local.pos : shift(local.pos, remote);
-    shown = area.value;
-    handle.spliceText("text", pos, local.del, local.ins).then(render, showError);
+    const pos = moved(local.pos, shownHeads);
+    handle.spliceText("text", pos, local.del, local.ins).catch(showError);
+    const text = handle.get("text") ?? "";
+    if (text !== area.value) {
+      area.value = text;
+      area.setSelectionRange(pos + caret, pos + caret);
+    }
+    shown = text;
+    shownHeads = handle.heads();
     sendPresence();
   });
   handle.on("change", ({ origin }) => {
@@ -108,7 +119,8 @@ async function main() {
   const peers = new Map();
   const sendPresence = () => {
     try {
-      handle.broadcast({ ...me, pos: area.selectionStart });
+      const caret = area.selectionStart;
+      handle.broadcast({ ...me, cursor: caret === 0 ? "start" : handle.cursor("text", caret - 1, shownHeads) });
     } catch (e) {
       if (e.kind !== "closed") showError(e);
     }
@@ -116,7 +128,7 @@ async function main() {
   document.addEventListener("selectionchange", () => document.activeElement === area && sendPresence());
   setInterval(sendPresence, 1500);
   handle.on("ephemeral", ({ sessionId, message }) => {
-    if (message && typeof message.pos === "number") peers.set(sessionId, { ...message, seen: Date.now() });
+    if (message && typeof message.cursor === "string") peers.set(sessionId, { ...message, seen: Date.now() });
     drawCursors();
   });
   const drawCursors = () => {
@@ -126,7 +138,15 @@ async function main() {
     layer.replaceChildren();
     const list = $("peers");
     list.replaceChildren();
-    const sorted = [...peers.values()].sort((a, b) => a.pos - b.pos);
+    const placed = [];
+    for (const p of peers.values()) {
+      try {
+        placed.push({ ...p, pos: p.cursor === "start" ? 0 : handle.cursorPosition("text", p.cursor) + 1 });
+      } catch {
+        // The cursor points at text this replica has not received yet.
+      }
+    }
+    const sorted = placed.sort((a, b) => a.pos - b.pos);
     let at = 0;
     for (const p of sorted) {
       const pos = Math.min(p.pos, shown.length);

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use automerge::{AutoSerde, ChangeHash};
+use automerge::{AutoSerde, ChangeHash, CursorPosition, ReadDoc};
 use concord::DocumentId;
 use futures::channel::oneshot;
 use js_sys::{Array, Function, Promise};
@@ -33,14 +33,23 @@ pub struct DocHandle {
     doc: DocumentId,
 }
 
-/// Applies `ops` as one change; resolves with the new heads once committed locally.
-pub async fn commit(shared: Rc<Shared>, doc: DocumentId, ops: Vec<Op>) -> Result<JsValue> {
+/// A change applied in memory, waiting for its local commit.
+#[derive(Debug)]
+pub enum Applied {
+    /// Nothing changed: these are the heads.
+    Unchanged(Vec<ChangeHash>),
+    /// Committing.
+    Pending(oneshot::Receiver<std::result::Result<Vec<ChangeHash>, String>>),
+}
+
+/// Applies `ops` as one change now (readers see it at once) and starts its local commit.
+pub fn apply(shared: &Rc<Shared>, doc: DocumentId, ops: &[Op]) -> Result<Applied> {
     let (tx, rx) = oneshot::channel();
     let now = shared.now();
     let mut failure = None;
     let outcome = shared.with_core(|core| {
         core.change_stamped(now, js::wall_ms(), &doc, |t| {
-            for op in &ops {
+            for op in ops {
                 if let Err(e) = ops::apply(t, op) {
                     let message = e.to_string();
                     failure = Some(e);
@@ -56,15 +65,53 @@ pub async fn commit(shared: Rc<Shared>, doc: DocumentId, ops: Vec<Op>) -> Result
     };
     let Some(ticket) = ticket else {
         let heads = shared.with_core(|c| c.document(&doc).map(|d| d.get_heads()))?;
-        return Ok(heads_array(&heads.unwrap_or_default()));
+        return Ok(Applied::Unchanged(heads.unwrap_or_default()));
     };
     shared.register(ticket, Waiter::Commit(tx));
     shared.pump();
-    match rx.await {
-        Ok(Ok(heads)) => Ok(heads_array(&heads)),
-        Ok(Err(e)) => Err(Error::storage(e)),
-        Err(_) => Err(Error::Closed),
+    Ok(Applied::Pending(rx))
+}
+
+/// Resolves with the heads once an applied change is committed locally.
+pub async fn committed(applied: Applied) -> Result<JsValue> {
+    match applied {
+        Applied::Unchanged(heads) => Ok(heads_array(&heads)),
+        Applied::Pending(rx) => match rx.await {
+            Ok(Ok(heads)) => Ok(heads_array(&heads)),
+            Ok(Err(e)) => Err(Error::storage(e)),
+            Err(_) => Err(Error::Closed),
+        },
     }
+}
+
+/// Applies `ops` as one change; resolves with the new heads once committed locally.
+pub async fn commit(shared: Rc<Shared>, doc: DocumentId, ops: Vec<Op>) -> Result<JsValue> {
+    committed(apply(&shared, doc, &ops)?).await
+}
+
+/// Optional heads from JavaScript (an array of hex hashes).
+fn heads_arg(value: &JsValue) -> Result<Option<Vec<ChangeHash>>> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    if !Array::is_array(value) {
+        return Err(Error::arg(
+            "heads",
+            format!(
+                "expected an array of hex hashes, got {}",
+                js::type_name(value)
+            ),
+        ));
+    }
+    Array::from(value)
+        .iter()
+        .map(|h| {
+            js::string_arg("heads", &h)?
+                .parse::<ChangeHash>()
+                .map_err(|e| Error::arg("heads", e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
@@ -78,9 +125,11 @@ impl DocHandle {
         Self { shared, doc }
     }
 
+    /// Applies `op` at once (so `get` sees it when the call returns); the promise resolves
+    /// once it is committed locally.
     fn write(&self, op: Result<Op>) -> Promise {
-        let (shared, doc) = (self.shared.clone(), self.doc);
-        promise(async move { commit(shared, doc, vec![op?]).await })
+        let applied = op.and_then(|op| apply(&self.shared, self.doc, &[op]));
+        promise(async move { committed(applied?).await })
     }
 
     fn read<R>(&self, f: impl FnOnce(&automerge::Automerge) -> R) -> Result<R> {
@@ -257,6 +306,57 @@ impl DocHandle {
         promise(
             async move { crate::durable::wait(&handle.shared, handle.doc, &level, &options).await },
         )
+    }
+
+    /// A stable cursor for position `index` of the text or list at `path` (as the document was
+    /// at `heads`, when given): it keeps pointing at the same character as others edit. An
+    /// `index` at the end gives a cursor that follows the end.
+    pub fn cursor(
+        &self,
+        path: JsValue,
+        index: JsValue,
+        heads: JsValue,
+    ) -> std::result::Result<String, JsValue> {
+        let path = path_arg(&path)?;
+        let index = js::index_arg("index", &index)?;
+        let heads = heads_arg(&heads)?;
+        let cursor = self.read(|d| -> Result<String> {
+            let obj = ops::obj_at(d, &path)?;
+            let len = match &heads {
+                Some(h) => d.length_at(&obj, h),
+                None => d.length(&obj),
+            };
+            let at: CursorPosition = if index >= len {
+                CursorPosition::End
+            } else {
+                index.into()
+            };
+            let c = d
+                .get_cursor(&obj, at, heads.as_deref())
+                .map_err(|e| Error::Path(e.to_string()))?;
+            Ok(c.to_string())
+        })??;
+        Ok(cursor)
+    }
+
+    /// The current position of a cursor from [`DocHandle::cursor`] (here or on another replica
+    /// that shared it, e.g. in presence messages).
+    #[wasm_bindgen(js_name = cursorPosition)]
+    pub fn cursor_position(
+        &self,
+        path: JsValue,
+        cursor: JsValue,
+    ) -> std::result::Result<u32, JsValue> {
+        let path = path_arg(&path)?;
+        let raw = js::string_arg("cursor", &cursor)?;
+        let cursor = automerge::Cursor::try_from(raw.as_str())
+            .map_err(|e| Error::arg("cursor", e.to_string()))?;
+        let pos = self.read(|d| -> Result<usize> {
+            let obj = ops::obj_at(d, &path)?;
+            d.get_cursor_position(&obj, &cursor, None)
+                .map_err(|e| Error::Path(e.to_string()))
+        })??;
+        Ok(u32::try_from(pos).unwrap_or(u32::MAX))
     }
 
     /// Every concurrent value at `path`: `[{value, actor, hlc: {ms, counter}, stamped, change, op}]`.

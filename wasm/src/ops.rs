@@ -1,7 +1,7 @@
 //! Path-based writes, recorded from JavaScript and applied in one Automerge transaction.
 
 use automerge::transaction::Transactable;
-use automerge::{ObjType, ScalarValue, Value};
+use automerge::{ObjType, ReadDoc, ScalarValue, Value};
 use concord::path::{self, DocPath, PathError};
 use serde_json::Value as Json;
 use wasm_bindgen::JsValue;
@@ -54,27 +54,36 @@ pub fn path_arg(value: &JsValue) -> Result<DocPath> {
     ))
 }
 
-/// The list at `path` (an error naming what is there otherwise).
-fn list_at<T: Transactable>(tx: &T, path: &DocPath) -> Result<(automerge::ObjId, usize)> {
+/// The object (map, list or text) at `path`.
+pub fn obj_at<R: ReadDoc>(doc: &R, path: &DocPath) -> Result<automerge::ObjId> {
     let mut obj = automerge::ROOT;
     for (i, seg) in path.segments().iter().enumerate() {
-        let here = DocPath::from_segments(path.segments()[..i].iter().cloned()).to_string();
-        let prop: automerge::Prop = match tx.object_type(&obj) {
-            Ok(ObjType::List) => seg
+        let prop: automerge::Prop = match doc.object_type(&obj) {
+            Ok(ObjType::List) | Ok(ObjType::Text) => seg
                 .parse::<usize>()
                 .map_err(|_| {
+                    let here = DocPath::from_segments(path.segments()[..i].iter().cloned());
                     Error::Path(format!("`{seg}` is not a list index (`{here}` is a list)"))
                 })?
                 .into(),
             _ => seg.as_str().into(),
         };
-        match tx.get(&obj, prop).map_err(PathError::from)? {
+        match doc.get(&obj, prop).map_err(PathError::from)? {
             Some((Value::Object(_), id)) => obj = id,
             _ => return Err(Error::Path(format!("no object at `{path}`"))),
         }
     }
-    match tx.object_type(&obj) {
-        Ok(ObjType::List) => Ok((obj.clone(), tx.length(&obj))),
+    Ok(obj)
+}
+
+/// The list at `path` and its length.
+fn list_at<R: ReadDoc>(doc: &R, path: &DocPath) -> Result<(automerge::ObjId, usize)> {
+    let obj = obj_at(doc, path)?;
+    match doc.object_type(&obj) {
+        Ok(ObjType::List) => {
+            let len = doc.length(&obj);
+            Ok((obj, len))
+        }
         _ => Err(Error::Path(format!("`{path}` is not a list"))),
     }
 }

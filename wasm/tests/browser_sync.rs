@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use common::*;
 use concord_wasm::Repo;
 use js_sys::Reflect;
@@ -44,15 +41,6 @@ async fn connected_repo(db: &str) -> Repo {
     .await;
     eventually(10_000, "a server connection", || repo.status() != "offline").await;
     repo
-}
-
-fn recorder() -> (Rc<RefCell<Vec<JsValue>>>, Closure<dyn FnMut(JsValue)>) {
-    let seen: Rc<RefCell<Vec<JsValue>>> = Rc::default();
-    let sink = seen.clone();
-    (
-        seen,
-        Closure::new(move |e: JsValue| sink.borrow_mut().push(e)),
-    )
 }
 
 fn field(v: &JsValue, key: &str) -> JsValue {

@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use common::*;
 use concord_wasm::Repo;
 use wasm_bindgen::prelude::*;
@@ -117,9 +114,7 @@ async fn change_callback_is_atomic() {
 async fn change_events_carry_heads() {
     let repo = open("{}").await;
     let doc = handle_from(ok(repo.create(js("{}")), "create").await);
-    let seen: Rc<RefCell<Vec<JsValue>>> = Rc::default();
-    let sink = seen.clone();
-    let cb = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| sink.borrow_mut().push(e));
+    let (seen, cb) = recorder();
     let off = doc.on("change".into(), cb.as_ref().clone()).unwrap();
     let heads = ok(doc.put("x".into(), 1.into()), "put").await;
     eventually(2_000, "a change event", || !seen.borrow().is_empty()).await;

@@ -92,3 +92,16 @@ pub async fn eventually(ms: u32, what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out after {ms} ms waiting for {what}");
 }
+
+/// Events a listener received.
+pub type Seen = std::rc::Rc<std::cell::RefCell<Vec<JsValue>>>;
+
+/// A listener recording every event it receives.
+pub fn recorder() -> (Seen, wasm_bindgen::closure::Closure<dyn FnMut(JsValue)>) {
+    let seen: Seen = Seen::default();
+    let sink = seen.clone();
+    (
+        seen,
+        wasm_bindgen::closure::Closure::new(move |e: JsValue| sink.borrow_mut().push(e)),
+    )
+}
