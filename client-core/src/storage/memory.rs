@@ -160,7 +160,8 @@ impl MemoryStorage {
     }
 }
 
-#[async_trait::async_trait]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 impl Storage for MemoryStorage {
     async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
         self.load_sync(doc)
