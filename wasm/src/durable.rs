@@ -19,15 +19,20 @@ enum Level {
     Local,
     /// Acknowledged by a connected server.
     Server,
+    /// Committed by this many distinct region servers (heads gossip from the server).
+    Regions(usize),
 }
 
 fn level(value: &JsValue) -> Result<Level> {
     match js::string_arg("level", value)?.as_str() {
         "local" => Ok(Level::Local),
         "server" => Ok(Level::Server),
-        other => Err(Error::Unsupported(format!(
-            "durability level `{other}` is not supported by this build (use \"local\" or \"server\")"
-        ))),
+        other => match other.parse::<concord::core::Durability>() {
+            Ok(concord::core::Durability::Regions(k)) => Ok(Level::Regions(k)),
+            _ => Err(Error::Unsupported(format!(
+                "durability level `{other}` is not supported (use \"local\", \"server\" or \"regions:N\")"
+            ))),
+        },
     }
 }
 
@@ -45,6 +50,9 @@ fn durable(shared: &Shared, doc: &DocumentId, level: Level, target: &[ChangeHash
                     .as_deref()
                     .is_some_and(|theirs| covers(theirs, target))
         }),
+        Level::Regions(k) => core
+            .durability(doc, target)
+            .satisfies(concord::core::Durability::Regions(k)),
     })
 }
 
@@ -77,6 +85,7 @@ pub async fn wait(
                 what: match level {
                     Level::Local => "a local commit",
                     Level::Server => "a server to acknowledge the document's heads",
+                    Level::Regions(_) => "enough regions to commit the document's heads",
                 },
             });
         }

@@ -156,6 +156,11 @@ async fn durability_levels() {
     )
     .await;
     rejects(
+        doc.wait_durable("regions:2".into(), js(r#"{"timeoutMs": 100}"#)),
+        "timeout",
+    )
+    .await;
+    rejects(
         doc.wait_durable("region".into(), JsValue::UNDEFINED),
         "unsupported",
     )
