@@ -111,17 +111,13 @@ pub(super) fn covers(doc: &Automerge, remote: &[ChangeHash], target: &[ChangeHas
     if target.iter().all(|t| remote.contains(t)) {
         return true;
     }
-    let missing = doc.get_missing_deps(remote);
-    let known: Vec<ChangeHash> = remote
-        .iter()
-        .filter(|h| !missing.contains(h))
-        .copied()
-        .collect();
+    let has = |h: &ChangeHash| doc.get_change_meta_by_hash(h).is_some();
+    let known: Vec<ChangeHash> = remote.iter().filter(|h| has(h)).copied().collect();
     if known.is_empty() {
         return false;
     }
     let newer: BTreeSet<ChangeHash> = doc.get_changes(&known).iter().map(|c| c.hash()).collect();
-    target.iter().all(|t| !newer.contains(t)) && doc.get_missing_deps(target).is_empty()
+    target.iter().all(|t| !newer.contains(t) && has(t))
 }
 
 fn same(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
