@@ -73,6 +73,7 @@ mod effects;
 mod error;
 mod housekeeping;
 mod inflate;
+mod ingest;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

@@ -1,0 +1,36 @@
+//! Concord benchmark suite: each benchmark runs Concord and its reference in the same process
+//! run and prints the ratio. See BENCHMARKS.md for the commands and the figures.
+
+mod docgen;
+mod harness;
+mod ingest;
+mod probe;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(about = "Concord benchmarks (see BENCHMARKS.md)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Per-call cost of Automerge's apply paths vs document size and batch size.
+    Probe(probe::Args),
+    /// Benchmark 1: remote ingest per change vs document size (server path vs reference).
+    Ingest(ingest::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    match Cli::parse().cmd {
+        Cmd::Probe(a) => probe::run(&a),
+        Cmd::Ingest(a) => ingest::run(&a, &rt),
+    }
+}
