@@ -35,6 +35,8 @@ pub struct Harness {
     pub sent: Vec<(ConnId, Vec<u8>)>,
     /// Events the core emitted.
     pub events: Vec<Event>,
+    /// When set, every write operation handed to storage is also recorded here.
+    pub writes: Option<Vec<StorageOp>>,
 }
 
 /// The server's peer id in the benchmarks.
@@ -103,6 +105,7 @@ impl Harness {
             busy: Duration::ZERO,
             sent: Vec::new(),
             events: Vec::new(),
+            writes: None,
         })
     }
 
@@ -124,6 +127,11 @@ impl Harness {
             match effect {
                 Effect::Send { conn, bytes } => self.sent.push((conn, bytes)),
                 Effect::Storage { id, op } => {
+                    if let Some(w) = &mut self.writes {
+                        if !matches!(op, StorageOp::Load { .. }) {
+                            w.push(op.clone());
+                        }
+                    }
                     if let Some(tx) = &self.ops {
                         if tx.send((id, op)).is_ok() {
                             self.pending += 1;
@@ -148,6 +156,11 @@ impl Harness {
             supported_protocol_versions: vec![wire::PROTOCOL_V1.to_string()],
         };
         self.frame(conn, &wire::encode(&join));
+    }
+
+    /// Loads `doc` from storage (no peer asked).
+    pub fn load(&mut self, doc: DocumentId) {
+        self.timed(|c, now| c.load(now, doc));
     }
 
     /// A frame arrives on `conn`.

@@ -1,7 +1,9 @@
 //! Concord benchmark suite: each benchmark runs Concord and its reference in the same process
 //! run and prints the ratio. See BENCHMARKS.md for the commands and the figures.
 
+mod coldload;
 mod docgen;
+mod durable;
 mod harness;
 mod ingest;
 mod probe;
@@ -22,6 +24,10 @@ enum Cmd {
     Probe(probe::Args),
     /// Benchmark 1: remote ingest per change vs document size (server path vs reference).
     Ingest(ingest::Args),
+    /// Benchmark 3: durable change ingest vs raw rusqlite inserts of the same bytes.
+    Durable(durable::Args),
+    /// Benchmark 5: cold load from storage vs `Automerge::load` of the saved bytes.
+    Coldload(coldload::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +38,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Probe(a) => probe::run(&a),
         Cmd::Ingest(a) => ingest::run(&a, &rt),
+        Cmd::Durable(a) => durable::run(&a, &rt),
+        Cmd::Coldload(a) => coldload::run(&a, &rt),
     }
 }
