@@ -7,6 +7,7 @@ mod durable;
 mod harness;
 mod ingest;
 mod probe;
+mod reconnect;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Cmd {
     Durable(durable::Args),
     /// Benchmark 5: cold load from storage vs `Automerge::load` of the saved bytes.
     Coldload(coldload::Args),
+    /// Benchmark 4: reconnect of in-sync documents vs in-process automerge sync.
+    Reconnect(reconnect::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ingest(a) => ingest::run(&a, &rt),
         Cmd::Durable(a) => durable::run(&a, &rt),
         Cmd::Coldload(a) => coldload::run(&a, &rt),
+        Cmd::Reconnect(a) => reconnect::run(&a, &rt),
     }
 }
