@@ -10,7 +10,7 @@ run ingest --sizes 1000 --typists 2 --rate 20 --secs 0.5 --reference-msgs 5
 run durable --docs 10 --changes 3
 run coldload --sizes 1000 --reps 1
 run reconnect --docs 50
-if [ "${CONCORD_BENCH_FANOUT:-1}" = 1 ] && [ -x "${CONCORD_BIN:-}" ] && command -v node >/dev/null; then
+if [ "${CONCORD_BENCH_FANOUT:-1}" = 1 ] && [ -f benches/reference/fanout.sh ] && [ -x "${CONCORD_BIN:-}" ] && command -v node >/dev/null; then
   bash benches/reference/fanout.sh --quick
 fi
 echo "bench quick mode: ok"
