@@ -21,10 +21,10 @@ pub fn text_doc(ops: usize, ops_per_change: usize) -> anyhow::Result<Automerge> 
     let dir = std::env::temp_dir().join("concord-bench-docs");
     std::fs::create_dir_all(&dir)?;
     let path: PathBuf = dir.join(format!("text-{ops}-{ops_per_change}.automerge"));
-    if let Ok(bytes) = std::fs::read(&path) {
-        if let Ok(doc) = Automerge::load(&bytes) {
-            return Ok(doc);
-        }
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(doc) = Automerge::load(&bytes)
+    {
+        return Ok(doc);
     }
     let mut doc = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
     let text = doc.put_object(ROOT, "text", ObjType::Text)?;
@@ -38,7 +38,7 @@ pub fn text_doc(ops: usize, ops_per_change: usize) -> anyhow::Result<Automerge> 
             let ch = alphabet[(written + i) % alphabet.len()] as char;
             // Typing at the end, with an occasional jump back, like an editing session.
             let len = automerge::ReadDoc::length(&doc, &text);
-            let pos = if (written + i) % 97 == 0 {
+            let pos = if (written + i).is_multiple_of(97) {
                 len / 2
             } else {
                 len

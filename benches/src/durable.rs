@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use automerge::ActorId;
-use automerge::sync;
 use automerge::transaction::Transactable;
 use concord::core::StorageOp;
 use concord::storage::{ChunkKey, SqliteConfig, SqliteStorage, Storage};
@@ -19,6 +18,7 @@ use concord::{ConnId, DocumentId, PeerId};
 
 use crate::docgen;
 use crate::harness::{Harness, process_cpu, thread_cpu};
+use crate::ingest::message;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -28,17 +28,6 @@ pub struct Args {
     /// One-change messages per document.
     #[arg(long, default_value_t = 20)]
     pub changes: usize,
-}
-
-fn message(heads: Vec<automerge::ChangeHash>, changes: Vec<Vec<u8>>) -> sync::Message {
-    sync::Message {
-        heads,
-        need: Vec::new(),
-        have: Vec::new(),
-        changes: changes.into(),
-        flags: None,
-        version: sync::MessageVersion::V1,
-    }
 }
 
 const SCHEMA: &str = include_str!("../../client-core/migrations/0001_initial.sql");

@@ -127,15 +127,15 @@ impl Harness {
             match effect {
                 Effect::Send { conn, bytes } => self.sent.push((conn, bytes)),
                 Effect::Storage { id, op } => {
-                    if let Some(w) = &mut self.writes {
-                        if !matches!(op, StorageOp::Load { .. }) {
-                            w.push(op.clone());
-                        }
+                    if let Some(w) = &mut self.writes
+                        && !matches!(op, StorageOp::Load { .. })
+                    {
+                        w.push(op.clone());
                     }
-                    if let Some(tx) = &self.ops {
-                        if tx.send((id, op)).is_ok() {
-                            self.pending += 1;
-                        }
+                    if let Some(tx) = &self.ops
+                        && tx.send((id, op)).is_ok()
+                    {
+                        self.pending += 1;
                     }
                 }
                 Effect::Event(e) => self.events.push(e),

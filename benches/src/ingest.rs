@@ -59,7 +59,7 @@ struct Typist {
 }
 
 /// One sync message carrying `changes`, with heads and no have/need.
-fn message(heads: Vec<ChangeHash>, changes: Vec<Vec<u8>>) -> sync::Message {
+pub fn message(heads: Vec<ChangeHash>, changes: Vec<Vec<u8>>) -> sync::Message {
     sync::Message {
         heads,
         need: Vec::new(),

@@ -40,7 +40,12 @@ fn doc_id(i: usize) -> DocumentId {
 }
 
 /// Delivers `msgs` (doc, data) on `conn` and runs the server until it is idle.
-fn session(h: &mut Harness, conn: ConnId, peer: &PeerId, msgs: &[(DocumentId, Vec<u8>)]) -> anyhow::Result<Duration> {
+fn session(
+    h: &mut Harness,
+    conn: ConnId,
+    peer: &PeerId,
+    msgs: &[(DocumentId, Vec<u8>)],
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     h.connect(conn, peer, Some(StorageId::from("bench-client")));
     for (d, data) in msgs {
@@ -62,7 +67,9 @@ fn replies(h: &mut Harness, conn: ConnId) -> Vec<(DocumentId, Vec<u8>)> {
         .drain(..)
         .filter(|(c, _)| *c == conn)
         .filter_map(|(_, bytes)| match wire::decode(&bytes, usize::MAX) {
-            Ok(Message::Sync { document_id, data, .. }) => Some((document_id, data)),
+            Ok(Message::Sync {
+                document_id, data, ..
+            }) => Some((document_id, data)),
             _ => None,
         })
         .collect()
@@ -105,7 +112,9 @@ pub fn run(a: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         docs.iter().enumerate().map(|(i, d)| (*d, i)).collect();
     for (d, data) in replies(&mut h, ConnId(1)) {
         if let Some(&i) = index.get(&d) {
-            client.clone().receive_sync_message(&mut client_states[i], sync::Message::decode(&data)?)?;
+            client
+                .clone()
+                .receive_sync_message(&mut client_states[i], sync::Message::decode(&data)?)?;
         }
     }
     // What an automerge-repo client persists and reloads: the encoded sync state.
@@ -149,11 +158,17 @@ pub fn run(a: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         server_states.push(sync::State::decode(&st.encode())?);
     }
     // One in-memory copy of each document per side, made before the clock starts.
-    let mut pairs: Vec<(Automerge, Automerge)> =
-        docs.iter().map(|_| (client.clone(), server_doc.clone())).collect();
+    let mut pairs: Vec<(Automerge, Automerge)> = docs
+        .iter()
+        .map(|_| (client.clone(), server_doc.clone()))
+        .collect();
     let mut server_half = Duration::ZERO;
     let t = Instant::now();
-    for ((enc, sst), (c, s)) in persisted.iter().zip(server_states.iter_mut()).zip(pairs.iter_mut()) {
+    for ((enc, sst), (c, s)) in persisted
+        .iter()
+        .zip(server_states.iter_mut())
+        .zip(pairs.iter_mut())
+    {
         let mut cst = sync::State::decode(enc)?;
         loop {
             let mut quiet = true;
@@ -184,11 +199,31 @@ pub fn run(a: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     }
     let loads = t.elapsed();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("# reconnect: {} in-sync documents (100-op texts), one connection, persisted sync states", a.docs);
-    println!("concord warm (resident)    {:>9.1} ms  ({} replies; core {:.1} ms)", ms(warm), warm_replies, ms(warm_busy));
-    println!("concord cold (restarted)   {:>9.1} ms  ({} replies; core {:.1} ms, includes loading every document from SQLite)", ms(cold), cold_replies, ms(cold_busy));
-    println!("in-process sync, both ends {:>9.1} ms  (of which the server half {:.1} ms)", ms(reference), ms(server_half));
-    println!("Automerge::load of every doc {:>9.1} ms  (the floor under a cold reconnect)", ms(loads));
+    println!(
+        "# reconnect: {} in-sync documents (100-op texts), one connection, persisted sync states",
+        a.docs
+    );
+    println!(
+        "concord warm (resident)    {:>9.1} ms  ({} replies; core {:.1} ms)",
+        ms(warm),
+        warm_replies,
+        ms(warm_busy)
+    );
+    println!(
+        "concord cold (restarted)   {:>9.1} ms  ({} replies; core {:.1} ms, includes loading every document from SQLite)",
+        ms(cold),
+        cold_replies,
+        ms(cold_busy)
+    );
+    println!(
+        "in-process sync, both ends {:>9.1} ms  (of which the server half {:.1} ms)",
+        ms(reference),
+        ms(server_half)
+    );
+    println!(
+        "Automerge::load of every doc {:>9.1} ms  (the floor under a cold reconnect)",
+        ms(loads)
+    );
     println!(
         "ratio warm / in-process {:.2}, cold / in-process {:.2} (target <= 2), cold / (in-process + loads) {:.2}",
         ms(warm) / ms(reference),

@@ -217,8 +217,8 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .0
-                .to_scalar()
-                .and_then(automerge::ScalarValue::to_i64),
+                .as_scalar()
+                .and_then(automerge::ScalarValue::as_i64),
             Some(2)
         );
     }
