@@ -178,12 +178,12 @@ fn peer_doc<'a>(
 
 /// How many changes of `msg` depend on changes that are neither in `doc`, nor in `msg`, nor in
 /// `staged` (earlier messages of the same batch); whole document chunks are self-contained and
-/// count as zero. Also returns the hashes of the changes of `msg`.
+/// count as zero. Also returns the changes of `msg`, parsed (whole-document chunks are not).
 fn orphan_changes(
     doc: &Automerge,
     msg: &sync::Message,
     staged: &HashSet<ChangeHash>,
-) -> (usize, HashSet<ChangeHash>) {
+) -> (usize, Vec<automerge::Change>) {
     let changes: Vec<automerge::Change> = msg
         .changes
         .iter()
@@ -200,7 +200,7 @@ fn orphan_changes(
             })
         })
         .count();
-    (orphans, in_msg)
+    (orphans, changes)
 }
 
 fn build_doc(
@@ -495,6 +495,7 @@ impl Core {
                 continue;
             }
             pd.awaiting = false;
+            let mut parsed = Vec::new();
             if changes > 0 {
                 let cap = max_inflated;
                 if super::inflate::decompressed_size(msg.changes.iter(), cap)
@@ -507,7 +508,7 @@ impl Core {
                     ));
                     continue;
                 }
-                let (orphans, hashes) = orphan_changes(&entry.doc, &msg, &staged_hashes);
+                let (orphans, ours) = orphan_changes(&entry.doc, &msg, &staged_hashes);
                 if orphans > 0 {
                     let queued = entry.queued_orphans + orphans;
                     if queued > max_missing {
@@ -524,10 +525,11 @@ impl Core {
                     }
                     entry.queued_orphans = queued;
                 }
-                staged_hashes.extend(hashes);
+                staged_hashes.extend(ours.iter().map(automerge::Change::hash));
+                parsed = ours;
             }
             pd.owe_ack |= changes > 0;
-            staged.push(((storage, changes), Staged { conn, msg }));
+            staged.push(((storage, changes), Staged { conn, msg, parsed }));
         }
         // One Automerge apply for the whole batch (see ingest.rs).
         let (meta, staged): (Vec<_>, Vec<_>) = staged.into_iter().unzip();

@@ -5,8 +5,10 @@
 //! on a 100k-op text; 32 ms for 1,000 changes in one call: see BENCHMARKS.md). Applying each
 //! queued sync message with its own `receive_sync_message` therefore pays that cost once per
 //! message. [`receive_batch`] pays it once per batch: the changes of every message are applied
-//! with ONE `load_incremental` call, then each message updates its peer's sync state with its
-//! changes stripped, exactly as `receive_sync_message` would have after applying them.
+//! with ONE Automerge call (`apply_changes` of the changes already parsed when the messages were
+//! validated, so they are not parsed and hashed twice; `load_incremental` when a message carries a
+//! whole-document chunk), then each message updates its peer's sync state with its changes
+//! stripped, exactly as `receive_sync_message` would have after applying them.
 //!
 //! If the combined apply fails (one bad message poisons the batch), the messages are applied one
 //! by one instead, so the error is attributed to the connection that sent it.
@@ -14,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, AutomergeError, ChangeHash};
+use automerge::{Automerge, AutomergeError, Change, ChangeHash};
 
 use super::document::PeerDoc;
 use crate::id::ConnId;
@@ -24,6 +26,8 @@ use crate::id::ConnId;
 pub(super) struct Staged {
     pub(super) conn: ConnId,
     pub(super) msg: sync::Message,
+    /// The changes `msg` carries, parsed once when the message was validated.
+    pub(super) parsed: Vec<Change>,
 }
 
 /// Applies the changes of every staged message with one Automerge call, then updates each
@@ -37,18 +41,32 @@ pub(super) fn receive_batch(
     let read_only = staged
         .iter()
         .any(|s| peers.get(&s.conn).is_some_and(|p| p.sync.read_only));
-    if carrying < 2 || read_only {
-        // Nothing to gain (or a read-only state, whose changes Automerge must ignore).
+    if carrying == 0 || read_only {
+        // Nothing to apply (or a read-only state, whose changes Automerge must ignore).
         return one_by_one(doc, peers, staged);
     }
     let before = doc.get_heads();
-    let mut bytes = Vec::new();
-    for s in &staged {
-        for chunk in s.msg.changes.iter() {
-            bytes.extend_from_slice(chunk);
+    let all_parsed = staged.iter().all(|s| s.parsed.len() == s.msg.changes.len());
+    let owns: Vec<HashSet<ChangeHash>> = staged
+        .iter()
+        .map(|s| s.parsed.iter().map(Change::hash).collect())
+        .collect();
+    let applied = if all_parsed {
+        let changes: Vec<Change> = staged
+            .iter()
+            .flat_map(|s| s.parsed.iter().cloned())
+            .collect();
+        doc.apply_changes(changes)
+    } else {
+        let mut bytes = Vec::new();
+        for s in &staged {
+            for chunk in s.msg.changes.iter() {
+                bytes.extend_from_slice(chunk);
+            }
         }
-    }
-    if doc.load_incremental(&bytes).is_err() {
+        doc.load_incremental(&bytes).map(|_| ())
+    };
+    if applied.is_err() {
         // Changes already applied stay applied (Automerge skips duplicates), so replaying the
         // messages one by one is safe and attributes the error to its sender.
         return one_by_one(doc, peers, staged);
@@ -57,7 +75,8 @@ pub(super) fn receive_batch(
     let before: HashSet<ChangeHash> = before.into_iter().collect();
     staged
         .into_iter()
-        .map(|Staged { conn, mut msg }| {
+        .zip(owns)
+        .map(|(Staged { conn, mut msg, .. }, own)| {
             let Some(pd) = peers.get_mut(&conn) else {
                 return (conn, Ok(()));
             };
@@ -65,7 +84,6 @@ pub(super) fn receive_batch(
             if !had_changes {
                 return (conn, doc.receive_sync_message(&mut pd.sync, msg));
             }
-            let own = change_hashes(&msg);
             msg.changes = Vec::<Vec<u8>>::new().into();
             // What `receive_sync_message` does after applying the changes of one message:
             // shared heads advance by the new heads this message brought.
@@ -87,19 +105,10 @@ fn one_by_one(
 ) -> Vec<(ConnId, Result<(), AutomergeError>)> {
     staged
         .into_iter()
-        .map(|Staged { conn, msg }| match peers.get_mut(&conn) {
+        .map(|Staged { conn, msg, .. }| match peers.get_mut(&conn) {
             Some(pd) => (conn, doc.receive_sync_message(&mut pd.sync, msg)),
             None => (conn, Ok(())),
         })
-        .collect()
-}
-
-/// Hashes of the changes a message carries (whole-document chunks contribute none).
-fn change_hashes(msg: &sync::Message) -> HashSet<ChangeHash> {
-    msg.changes
-        .iter()
-        .filter_map(|bytes| automerge::Change::try_from(bytes).ok())
-        .map(|c| c.hash())
         .collect()
 }
 
@@ -131,6 +140,13 @@ mod tests {
 
     fn peer() -> PeerDoc {
         PeerDoc::new(None)
+    }
+
+    fn parsed(msg: &sync::Message) -> Vec<Change> {
+        msg.changes
+            .iter()
+            .filter_map(|b| Change::try_from(b).ok())
+            .collect()
     }
 
     /// A sync message carrying every change of `doc`.
@@ -181,11 +197,17 @@ mod tests {
                 };
                 batched.1.entry(conn).or_insert_with(peer);
                 single.1.entry(conn).or_insert_with(peer);
+                let p = parsed(&msg);
                 staged_b.push(Staged {
                     conn,
                     msg: msg.clone(),
+                    parsed: p.clone(),
                 });
-                staged_s.push(Staged { conn, msg });
+                staged_s.push(Staged {
+                    conn,
+                    msg,
+                    parsed: p,
+                });
             }
             for (_, r) in receive_batch(&mut batched.0, &mut batched.1, staged_b) {
                 r.unwrap();
@@ -248,10 +270,12 @@ mod tests {
             vec![
                 Staged {
                     conn: ConnId(1),
+                    parsed: parsed(&good_msg),
                     msg: good_msg,
                 },
                 Staged {
                     conn: ConnId(2),
+                    parsed: parsed(&bad_msg),
                     msg: bad_msg,
                 },
             ],
