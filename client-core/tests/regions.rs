@@ -260,13 +260,19 @@ fn run_seed(seed: u64) -> (Vec<String>, usize) {
     }
 
     // No sync traffic after quiescence: one anti-entropy round sends digests only.
+    // Loading documents above offers them to region links once more: let that settle first.
+    w.sim.run_until_quiescent(100_000).expect("quiet after loads");
+    for p in 0..w.sim.len() {
+        assert!(w.sim.peer(p).core.is_idle(), "seed {seed}: {} is not idle at quiescence", w.sim.peer(p).name);
+    }
     let before = w.sim.log().len();
     w.sim.advance(AE_MS);
     w.sim.run_until_quiescent(10_000).expect("quiet");
     for line in &w.sim.log()[before..] {
         assert!(
             !line.contains(": sync") && !line.contains(": request"),
-            "seed {seed}: sync traffic after quiescence: {line}"
+            "seed {seed}: sync traffic after quiescence: {line}\n{}",
+            w.sim.log()[before..].join("\n")
         );
     }
     (w.sim.log().to_vec(), ledger.regions2)

@@ -13,10 +13,10 @@ use std::rc::Rc;
 use automerge::ChangeHash;
 use concord::ConnId;
 use concord::core::{
-    CloseReason, Core, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,
+    CloseReason, Core, Effect, Event, FindOutcome, OpId, Origin, StorageOp, Ticket,
 };
 use concord::policy::Schema;
-use concord::storage::{Storage, StorageError};
+use concord::storage::Storage;
 use futures::channel::oneshot;
 use wasm_bindgen::JsValue;
 
@@ -339,39 +339,12 @@ impl Shared {
     }
 }
 
-async fn execute(
-    storage: &dyn Storage,
-    op: StorageOp,
-) -> std::result::Result<StorageReply, StorageError> {
-    match op {
-        StorageOp::Load { doc } => storage.load(&doc).await.map(StorageReply::Loaded),
-        StorageOp::Append { doc, key, bytes } => storage
-            .append(&doc, key, &bytes)
-            .await
-            .map(|()| StorageReply::Done),
-        StorageOp::Compact {
-            doc,
-            key,
-            bytes,
-            covered,
-        } => storage
-            .compact(&doc, key, &bytes, &covered)
-            .await
-            .map(|()| StorageReply::Done),
-        StorageOp::PutSyncState { doc, peer, state } => storage
-            .put_sync_state(&doc, &peer, &state)
-            .await
-            .map(|()| StorageReply::Done),
-        _ => Ok(StorageReply::Done),
-    }
-}
-
 /// Runs queued storage operations one at a time, reporting each result to the core.
 async fn run_storage(shared: Rc<Shared>) {
     loop {
         let next = shared.queue.borrow_mut().pop_front();
         let Some((id, op)) = next else { break };
-        let result = execute(shared.storage.as_ref(), op).await;
+        let result = op.run_async(shared.storage.as_ref()).await;
         let now = shared.now();
         if let Ok(mut core) = shared.core.try_borrow_mut() {
             core.handle_storage_result(now, id, result);

@@ -1,13 +1,14 @@
 //! Documents: loading, local changes, batched application of incoming sync messages, group
 //! commit, availability (request / doc-unavailable), compaction and eviction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
+use super::ingest::{Staged, receive_batch};
 use super::{
     Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp, StorageReply,
     Ticket,
@@ -45,7 +46,7 @@ pub(super) struct PeerDoc {
 }
 
 impl PeerDoc {
-    fn new(stored: Option<&Vec<u8>>) -> Self {
+    pub(super) fn new(stored: Option<&Vec<u8>>) -> Self {
         let sync = stored
             .and_then(|b| sync::State::decode(b).ok())
             .unwrap_or_default();
@@ -178,27 +179,31 @@ fn peer_doc<'a>(
     peers.entry(conn).or_insert_with(|| PeerDoc::new(stored))
 }
 
-/// How many changes of `msg` depend on changes that are neither in `doc` nor in `msg` (whole
-/// document chunks are self-contained and count as zero).
-fn orphan_changes(doc: &Automerge, msg: &sync::Message) -> usize {
+/// How many changes of `msg` depend on changes that are neither in `doc`, nor in `msg`, nor in
+/// `staged` (earlier messages of the same batch); whole document chunks are self-contained and
+/// count as zero. Also returns the changes of `msg`, parsed (whole-document chunks are not).
+fn orphan_changes(
+    doc: &Automerge,
+    msg: &sync::Message,
+    staged: &HashSet<ChangeHash>,
+) -> (usize, Vec<automerge::Change>) {
     let changes: Vec<automerge::Change> = msg
         .changes
         .iter()
         .filter_map(|bytes| automerge::Change::try_from(bytes).ok())
         .collect();
-    if changes.is_empty() {
-        return 0;
-    }
-    let in_msg: std::collections::HashSet<ChangeHash> =
-        changes.iter().map(automerge::Change::hash).collect();
-    changes
+    let in_msg: HashSet<ChangeHash> = changes.iter().map(automerge::Change::hash).collect();
+    let orphans = changes
         .iter()
         .filter(|c| {
-            c.deps()
-                .iter()
-                .any(|d| !in_msg.contains(d) && doc.get_change_meta_by_hash(d).is_none())
+            c.deps().iter().any(|d| {
+                !in_msg.contains(d)
+                    && !staged.contains(d)
+                    && doc.get_change_meta_by_hash(d).is_none()
+            })
         })
-        .count()
+        .count();
+    (orphans, changes)
 }
 
 fn build_doc(
@@ -477,6 +482,8 @@ impl Core {
         let mut errors = Vec::new();
         let mut state_writes = Vec::new();
         let mut check = false;
+        let mut staged = Vec::new();
+        let mut staged_hashes = HashSet::new();
         for Inbound { conn, msg, request } in inbox {
             let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.as_ref()) else {
                 continue;
@@ -491,6 +498,7 @@ impl Core {
                 continue;
             }
             pd.awaiting = false;
+            let mut parsed = Vec::new();
             if changes > 0 {
                 let cap = max_inflated;
                 if super::inflate::decompressed_size(msg.changes.iter(), cap)
@@ -503,7 +511,7 @@ impl Core {
                     ));
                     continue;
                 }
-                let orphans = orphan_changes(&entry.doc, &msg);
+                let (orphans, ours) = orphan_changes(&entry.doc, &msg, &staged_hashes);
                 if orphans > 0 {
                     let queued = entry.queued_orphans + orphans;
                     if queued > max_missing {
@@ -520,9 +528,20 @@ impl Core {
                     }
                     entry.queued_orphans = queued;
                 }
+                staged_hashes.extend(ours.iter().map(automerge::Change::hash));
+                parsed = ours;
             }
             pd.owe_ack |= changes > 0;
-            match entry.doc.receive_sync_message(&mut pd.sync, msg) {
+            staged.push(((storage, changes), Staged { conn, msg, parsed }));
+        }
+        // One Automerge apply for the whole batch (see ingest.rs).
+        let (meta, staged): (Vec<_>, Vec<_>) = staged.into_iter().unzip();
+        let results = receive_batch(&mut entry.doc, &mut entry.peers, staged);
+        for ((storage, changes), (conn, result)) in meta.into_iter().zip(results) {
+            let Some(pd) = entry.peers.get_mut(&conn) else {
+                continue;
+            };
+            match result {
                 Ok(()) => self.out.stats.changes_applied += changes,
                 Err(e) => {
                     pd.sync = sync::State::new();

@@ -93,6 +93,38 @@ impl StorageOp {
         }
     }
 
+    /// Executes the operation on any [`Storage`](crate::storage::Storage) backend (the tokio
+    /// driver's storage task, benchmarks).
+    pub async fn run_async(
+        self,
+        storage: &dyn crate::storage::Storage,
+    ) -> Result<StorageReply, StorageError> {
+        match self {
+            Self::Load { doc } => storage.load(&doc).await.map(StorageReply::Loaded),
+            Self::Append { doc, key, bytes } => storage
+                .append(&doc, key, &bytes)
+                .await
+                .map(|()| StorageReply::Done),
+            Self::Compact {
+                doc,
+                key,
+                bytes,
+                covered,
+            } => storage
+                .compact(&doc, key, &bytes, &covered)
+                .await
+                .map(|()| StorageReply::Done),
+            Self::PutSyncState { doc, peer, state } => storage
+                .put_sync_state(&doc, &peer, &state)
+                .await
+                .map(|()| StorageReply::Done),
+            Self::PutHeads { doc, heads } => storage
+                .put_heads(&doc, &heads)
+                .await
+                .map(|()| StorageReply::Done),
+        }
+    }
+
     /// The document the operation is about.
     pub fn doc(&self) -> DocumentId {
         match self {

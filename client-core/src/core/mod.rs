@@ -74,6 +74,7 @@ mod effects;
 mod error;
 mod housekeeping;
 mod inflate;
+mod ingest;
 mod region;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

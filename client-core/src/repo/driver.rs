@@ -9,11 +9,9 @@ use automerge::ChangeHash;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use super::{DocEvent, RepoError, RepoEvent};
-use crate::core::{
-    CloseReason, Core, Effect, Event, FindOutcome, OpId, StorageOp, StorageReply, Ticket,
-};
+use crate::core::{CloseReason, Core, Effect, Event, FindOutcome, OpId, StorageOp, Ticket};
 use crate::id::{ConnId, DocumentId};
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 
 pub(super) enum Waiter {
     Commit(oneshot::Sender<Result<Vec<ChangeHash>, String>>),
@@ -296,35 +294,6 @@ fn op_name(op: &StorageOp) -> &'static str {
     }
 }
 
-async fn execute(storage: &dyn Storage, op: StorageOp) -> Result<StorageReply, StorageError> {
-    match op {
-        StorageOp::Load { doc } => storage.load(&doc).await.map(StorageReply::Loaded),
-        StorageOp::Append { doc, key, bytes } => storage
-            .append(&doc, key, &bytes)
-            .await
-            .map(|()| StorageReply::Done),
-        StorageOp::Compact {
-            doc,
-            key,
-            bytes,
-            covered,
-        } => storage
-            .compact(&doc, key, &bytes, &covered)
-            .await
-            .map(|()| StorageReply::Done),
-        StorageOp::PutSyncState { doc, peer, state } => storage
-            .put_sync_state(&doc, &peer, &state)
-            .await
-            .map(|()| StorageReply::Done),
-        StorageOp::PutHeads { doc, heads } => storage
-            .put_heads(&doc, &heads)
-            .await
-            .map(|()| StorageReply::Done),
-        #[allow(unreachable_patterns)]
-        _ => Ok(StorageReply::Done),
-    }
-}
-
 /// Executes storage operations in order, one at a time, reporting each result to the core.
 pub(super) async fn run_storage(
     shared: Arc<Shared>,
@@ -332,7 +301,7 @@ pub(super) async fn run_storage(
 ) {
     while let Some((id, op)) = rx.recv().await {
         tracing::trace!(?id, doc = %op.doc(), op = op_name(&op), "storage op");
-        let result = execute(shared.storage.as_ref(), op).await;
+        let result = op.run_async(shared.storage.as_ref()).await;
         tracing::trace!(?id, ok = result.is_ok(), "storage op done");
         if let Ok(mut core) = shared.core.lock() {
             let now = shared.now();

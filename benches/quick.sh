@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Quick mode of the benchmark suite: every benchmark at a small size, in seconds, so that the
+# benchmarks keep compiling and running. It asserts nothing about speed; the figures it prints
+# mean nothing (debug build, tiny sizes). Full runs: see BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run() { cargo run -q -p concord-bench -- "$@"; }
+run probe --sizes 1000 --iters 3 --batches 1,10
+run ingest --sizes 1000 --typists 2 --rate 20 --secs 0.5 --reference-msgs 5
+run durable --docs 10 --changes 3
+run coldload --sizes 1000 --reps 1
+run reconnect --docs 50
+if [ "${CONCORD_BENCH_FANOUT:-1}" = 1 ] && [ -f benches/reference/fanout.sh ] && [ -x "${CONCORD_BIN:-}" ] && command -v node >/dev/null; then
+  bash benches/reference/fanout.sh --quick
+fi
+echo "bench quick mode: ok"

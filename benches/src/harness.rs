@@ -1,0 +1,225 @@
+//! The server's real path, in process: a [`Core`] configured as `concord serve` configures it,
+//! with its storage operations executed on a separate thread (as the tokio driver's storage task
+//! does), so messages that arrive while a commit is in flight queue up exactly as in the server.
+//! Time spent inside the core is measured around each call; the storage thread's CPU time is
+//! read from the kernel.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use concord::core::{
+    Core, CoreConfig, Effect, Event, GrantPolicy, Housekeeping, Limits, OpId, StorageOp,
+    StorageReply,
+};
+use concord::storage::{Storage, StorageError};
+use concord::wire::{self, Message, PeerMetadata};
+use concord::{ConnId, DocumentId, PeerId, StorageId};
+
+type Reply = (OpId, Result<StorageReply, StorageError>);
+
+/// Server under test.
+#[derive(Debug)]
+pub struct Harness {
+    pub core: Core,
+    ops: Option<mpsc::Sender<(OpId, StorageOp)>>,
+    replies: mpsc::Receiver<Reply>,
+    worker: Option<JoinHandle<Duration>>,
+    pending: usize,
+    start: Instant,
+    /// Wall time spent inside core calls (the core is single-threaded: this is its CPU time).
+    pub busy: Duration,
+    /// Frames the core sent, by connection.
+    pub sent: Vec<(ConnId, Vec<u8>)>,
+    /// Events the core emitted.
+    pub events: Vec<Event>,
+    /// When set, every write operation handed to storage is also recorded here.
+    pub writes: Option<Vec<StorageOp>>,
+}
+
+/// The server's peer id in the benchmarks.
+pub fn server_peer() -> PeerId {
+    PeerId::from("concord-bench-server")
+}
+
+/// CPU time of the whole process, dead threads included (from /proc, 10 ms resolution).
+pub fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at field 3.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = f.get(11)?.parse().ok()?;
+            let stime: u64 = f.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        });
+    Duration::from_millis(ticks.unwrap_or(0) * 10)
+}
+
+/// CPU time of the calling thread (from /proc; zero where unavailable).
+pub fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+impl Harness {
+    /// A server core over `storage`, configured like `concord serve --insecure-no-auth`.
+    /// Storage operations run on `rt` (sqlx runs SQLite itself on its own connection threads).
+    pub fn new(storage: Arc<dyn Storage>, rt: tokio::runtime::Handle) -> anyhow::Result<Self> {
+        let config = CoreConfig {
+            limits: Limits::default(),
+            housekeeping: Housekeeping::default(),
+            ..CoreConfig::new(server_peer(), Some(StorageId::from("bench-server")), 1)
+        }
+        .with_policy(Arc::new(GrantPolicy {
+            allow_anonymous: true,
+        }));
+        let (op_tx, op_rx) = mpsc::channel::<(OpId, StorageOp)>();
+        let (reply_tx, replies) = mpsc::channel::<Reply>();
+        let worker = std::thread::Builder::new()
+            .name("storage".into())
+            .spawn(move || {
+                let cpu0 = thread_cpu();
+                while let Ok((id, op)) = op_rx.recv() {
+                    let r = rt.block_on(op.run_async(storage.as_ref()));
+                    if reply_tx.send((id, r)).is_err() {
+                        break;
+                    }
+                }
+                thread_cpu().saturating_sub(cpu0)
+            })
+            .context("spawning the storage thread")?;
+        Ok(Self {
+            core: Core::new(config),
+            ops: Some(op_tx),
+            replies,
+            worker: Some(worker),
+            pending: 0,
+            start: Instant::now(),
+            busy: Duration::ZERO,
+            sent: Vec::new(),
+            events: Vec::new(),
+            writes: None,
+        })
+    }
+
+    /// Milliseconds since the harness started (the core's clock).
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn timed(&mut self, f: impl FnOnce(&mut Core, u64)) {
+        let now = self.now();
+        let t = Instant::now();
+        f(&mut self.core, now);
+        self.drain();
+        self.busy += t.elapsed();
+    }
+
+    fn drain(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                Effect::Send { conn, bytes } => self.sent.push((conn, bytes)),
+                Effect::Storage { id, op } => {
+                    if let Some(w) = &mut self.writes
+                        && !matches!(op, StorageOp::Load { .. })
+                    {
+                        w.push(op.clone());
+                    }
+                    if let Some(tx) = &self.ops
+                        && tx.send((id, op)).is_ok()
+                    {
+                        self.pending += 1;
+                    }
+                }
+                Effect::Event(e) => self.events.push(e),
+                _ => {}
+            }
+        }
+    }
+
+    /// A client connection arrives and says `join`.
+    pub fn connect(&mut self, conn: ConnId, peer: &PeerId, storage: Option<StorageId>) {
+        self.timed(|c, now| c.handle_accept(now, conn));
+        let join = Message::Join {
+            sender_id: peer.clone(),
+            peer_metadata: Some(PeerMetadata {
+                is_ephemeral: storage.is_none(),
+                region: None,
+                storage_id: storage,
+            }),
+            supported_protocol_versions: vec![wire::PROTOCOL_V1.to_string()],
+        };
+        self.frame(conn, &wire::encode(&join));
+    }
+
+    /// Loads `doc` from storage (no peer asked).
+    pub fn load(&mut self, doc: DocumentId) {
+        self.timed(|c, now| c.load(now, doc));
+    }
+
+    /// A frame arrives on `conn`.
+    pub fn frame(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.timed(|c, now| c.handle_message(now, conn, bytes));
+    }
+
+    /// A sync message for `doc` arrives from `peer` on `conn`.
+    pub fn sync(&mut self, conn: ConnId, peer: &PeerId, doc: DocumentId, data: Vec<u8>) {
+        let msg = Message::Sync {
+            sender_id: peer.clone(),
+            target_id: server_peer(),
+            document_id: doc,
+            data,
+        };
+        self.frame(conn, &wire::encode(&msg));
+    }
+
+    /// Hands finished storage operations to the core; waits up to `wait` for the first one.
+    pub fn poll_storage(&mut self, wait: Duration) {
+        let first = if wait.is_zero() {
+            self.replies.try_recv().ok()
+        } else {
+            self.replies.recv_timeout(wait).ok()
+        };
+        let Some(mut next) = first else {
+            return;
+        };
+        loop {
+            self.pending = self.pending.saturating_sub(1);
+            let (id, result) = next;
+            self.timed(|c, now| c.handle_storage_result(now, id, result));
+            match self.replies.try_recv() {
+                Ok(r) => next = r,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Runs storage until nothing is pending (bounded by `limit`).
+    pub fn settle(&mut self, limit: Duration) {
+        let end = Instant::now() + limit;
+        while self.pending > 0 && Instant::now() < end {
+            self.poll_storage(Duration::from_millis(50));
+        }
+    }
+
+    /// Storage operations not yet answered.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Stops the storage thread; returns its CPU time.
+    pub fn finish(mut self) -> Duration {
+        self.ops = None;
+        self.worker
+            .take()
+            .and_then(|w| w.join().ok())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,48 @@
+//! Concord benchmark suite: each benchmark runs Concord and its reference in the same process
+//! run and prints the ratio. See BENCHMARKS.md for the commands and the figures.
+
+mod coldload;
+mod docgen;
+mod durable;
+mod harness;
+mod ingest;
+mod probe;
+mod reconnect;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(about = "Concord benchmarks (see BENCHMARKS.md)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Per-call cost of Automerge's apply paths vs document size and batch size.
+    Probe(probe::Args),
+    /// Benchmark 1: remote ingest per change vs document size (server path vs reference).
+    Ingest(ingest::Args),
+    /// Benchmark 3: durable change ingest vs raw rusqlite inserts of the same bytes.
+    Durable(durable::Args),
+    /// Benchmark 5: cold load from storage vs `Automerge::load` of the saved bytes.
+    Coldload(coldload::Args),
+    /// Benchmark 4: reconnect of in-sync documents vs in-process automerge sync.
+    Reconnect(reconnect::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    match Cli::parse().cmd {
+        Cmd::Probe(a) => probe::run(&a),
+        Cmd::Ingest(a) => ingest::run(&a, &rt),
+        Cmd::Durable(a) => durable::run(&a, &rt),
+        Cmd::Coldload(a) => coldload::run(&a, &rt),
+        Cmd::Reconnect(a) => reconnect::run(&a, &rt),
+    }
+}
