@@ -173,7 +173,13 @@ async fn oversized_messages_close_the_connection_with_1009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_disconnected() {
-    let server = TestServer::start(|c| c.outgoing_queue = 8).await;
+    let server = TestServer::start(|c| {
+        c.outgoing_queue = 8;
+        // The canary floods on purpose: its own rate limit must not end it first on a busy machine.
+        c.max_bytes_per_sec = u32::MAX;
+        c.max_messages_per_sec = u32::MAX;
+    })
+    .await;
     let (c, doc) = canary(&server).await;
     // The slow client subscribes to the canary's document, then stops reading.
     let mut ws = raw(&server).await;

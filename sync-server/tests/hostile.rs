@@ -443,6 +443,31 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     cases += 1;
     canary.check("compression bomb").await;
 
+    // 26: a small change whose run-length-encoded columns declare 2 million operations (the
+    // default limit is 1 million per message): refused before Automerge verifies them.
+    let bomb = crafted_change(2_000_000, 1, 1);
+    assert!(bomb.len() < 1024, "the op bomb is {} bytes", bomb.len());
+    let started = std::time::Instant::now();
+    let refused = send_chunk(&mut ws, "bomber", &sid, bomb).await;
+    assert!(
+        refused.as_deref().is_some_and(|m| m.contains("operations"))
+            && started.elapsed() < Duration::from_secs(1),
+        "the op bomb is refused with an error within 1 s: {refused:?}"
+    );
+    cases += 1;
+    canary.check("op bomb").await;
+
+    // 27: huge sequence and operation numbers: a typed error, nothing applied.
+    let huge = crafted_change(1, 1 << 62, 1 << 40);
+    let started = std::time::Instant::now();
+    let refused = send_chunk(&mut ws, "bomber", &sid, huge).await;
+    assert!(
+        refused.is_some() && started.elapsed() < Duration::from_secs(1),
+        "huge sequence numbers are refused with an error within 1 s"
+    );
+    cases += 1;
+    canary.check("huge sequence numbers").await;
+
     // 25: a dropped-message sync loop: a peer replays the same stale sync message over and over
     // (as after lost answers); the server answers each but never starts an exchange of its own.
     let stale = sync_msg("bomber", &sid, d, &Automerge::new(), true);

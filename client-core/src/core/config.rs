@@ -85,6 +85,9 @@ pub struct Limits {
     /// Bytes the changes of one sync message may decompress to (checked with capped inflation
     /// before Automerge parses them).
     pub max_decompressed_bytes: u64,
+    /// Operations the changes of one sync message may carry (counted from their run-length
+    /// encoded columns before Automerge parses them).
+    pub max_ops_per_message: u64,
 }
 
 impl Default for Limits {
@@ -95,6 +98,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             max_missing_deps: 256,
             max_decompressed_bytes: 64 << 20,
+            max_ops_per_message: 1_000_000,
         }
     }
 }

@@ -477,7 +477,7 @@ impl Core {
         }
         let inbox = std::mem::take(&mut entry.inbox);
         let max_missing = self.config.limits.max_missing_deps;
-        let max_inflated = self.config.limits.max_decompressed_bytes;
+        let limits = &self.config.limits;
         let before = entry.doc.get_heads();
         let mut errors = Vec::new();
         let mut state_writes = Vec::new();
@@ -500,15 +500,9 @@ impl Core {
             pd.awaiting = false;
             let mut parsed = Vec::new();
             if changes > 0 {
-                let cap = max_inflated;
-                if super::inflate::decompressed_size(msg.changes.iter(), cap)
-                    .is_some_and(|n| n > cap)
-                {
+                if let Err(e) = super::inflate::check_expansion(&msg.changes.iter().collect::<Vec<_>>(), limits, doc) {
                     pd.sync = sync::State::new();
-                    errors.push((
-                        conn,
-                        ProtocolError::DecompressedTooLarge { doc, limit: cap },
-                    ));
+                    errors.push((conn, e));
                     continue;
                 }
                 let (orphans, ours) = orphan_changes(&entry.doc, &msg, &staged_hashes);

@@ -56,6 +56,15 @@ pub enum ProtocolError {
         /// The limit.
         limit: u64,
     },
+    /// The message's changes declare more operations than the limit (run-length encoding lets a
+    /// few bytes declare millions of operations).
+    #[error("sync message for {doc} refused: its changes carry more than {limit} operations")]
+    TooManyOps {
+        /// The document.
+        doc: DocumentId,
+        /// The limit.
+        limit: u64,
+    },
     /// The peer may not write this document; its changes were refused.
     #[error("changes to {0} refused: read-only access")]
     WriteDenied(DocumentId),

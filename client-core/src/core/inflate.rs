@@ -6,8 +6,146 @@
 //! stored as is; type 2 is a DEFLATE-compressed change; type 0 (a whole document) has leb128
 //! column metadata whose spec has a deflate bit per column. Anything unrecognised counts with its
 //! raw size (Automerge then rejects or accepts it itself).
+//!
+//! The same walk counts operations: a change's columns are run-length encoded, so a few bytes can
+//! declare millions of operations that Automerge would then verify one by one. The action
+//! column's run lengths are summed (capped) before Automerge sees the change.
 
 use std::io::Read;
+
+use super::{Limits, ProtocolError};
+use crate::id::DocumentId;
+
+/// Column spec of a change's action column: id 4, type unsigned LEB128 (2).
+const ACTION_COLUMN: u64 = (4 << 4) | 2;
+
+/// Refuses the changes of a sync message that would decompress beyond
+/// [`Limits::max_decompressed_bytes`] or carry more than [`Limits::max_ops_per_message`]
+/// operations, measured without letting Automerge parse them.
+pub(super) fn check_expansion(
+    changes: &[&[u8]],
+    limits: &Limits,
+    doc: DocumentId,
+) -> Result<(), ProtocolError> {
+    let cap = limits.max_decompressed_bytes;
+    if decompressed_size(changes.iter().copied(), cap).is_some_and(|n| n > cap) {
+        return Err(ProtocolError::DecompressedTooLarge { doc, limit: cap });
+    }
+    let max_ops = limits.max_ops_per_message;
+    let mut ops = 0u64;
+    for c in changes {
+        ops = ops.saturating_add(change_ops(c, cap, max_ops.saturating_sub(ops)).unwrap_or(0));
+        if ops > max_ops {
+            return Err(ProtocolError::TooManyOps {
+                doc,
+                limit: max_ops,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Operations declared by the change chunk `b` (counting stops past `budget`); `None` when it does
+/// not parse (Automerge reports that itself).
+fn change_ops(b: &[u8], max_bytes: u64, budget: u64) -> Option<u64> {
+    if b.len() < 9 || b[..4] != MAGIC {
+        return None;
+    }
+    let ty = b[8];
+    let mut r = &b[9..];
+    let len = usize::try_from(leb128::read::unsigned(&mut r).ok()?).ok()?;
+    let data = r.get(..len)?;
+    match ty {
+        1 => change_data_ops(data, max_bytes, budget),
+        2 => {
+            let mut inflated = Vec::new();
+            flate2::read::DeflateDecoder::new(data)
+                .take(max_bytes)
+                .read_to_end(&mut inflated)
+                .ok()?;
+            change_data_ops(&inflated, max_bytes, budget)
+        }
+        _ => None,
+    }
+}
+
+fn skip_bytes(r: &mut &[u8]) -> Option<()> {
+    let n = usize::try_from(leb128::read::unsigned(r).ok()?).ok()?;
+    *r = r.get(n..)?;
+    Some(())
+}
+
+/// The body of a change chunk: deps, actor, seq, start op, time, message, other actors, column
+/// metadata, column data.
+fn change_data_ops(data: &[u8], max_bytes: u64, budget: u64) -> Option<u64> {
+    let mut r = data;
+    let deps = usize::try_from(leb128::read::unsigned(&mut r).ok()?).ok()?;
+    r = r.get(deps.checked_mul(32)?..)?;
+    skip_bytes(&mut r)?; // actor
+    leb128::read::unsigned(&mut r).ok()?; // seq
+    leb128::read::unsigned(&mut r).ok()?; // start op
+    leb128::read::signed(&mut r).ok()?; // time
+    skip_bytes(&mut r)?; // message
+    let others = leb128::read::unsigned(&mut r).ok()?;
+    for _ in 0..others {
+        skip_bytes(&mut r)?;
+    }
+    let n = leb128::read::unsigned(&mut r).ok()?;
+    let mut columns = Vec::new();
+    for _ in 0..n {
+        let spec = leb128::read::unsigned(&mut r).ok()?;
+        let len = usize::try_from(leb128::read::unsigned(&mut r).ok()?).ok()?;
+        columns.push((spec, len));
+    }
+    for (spec, len) in columns {
+        let col = r.get(..len)?;
+        r = &r[len..];
+        if spec & !DEFLATE_BIT != ACTION_COLUMN {
+            continue;
+        }
+        if spec & DEFLATE_BIT == 0 {
+            return Some(rle_rows(col, budget));
+        }
+        let mut inflated = Vec::new();
+        flate2::read::DeflateDecoder::new(col)
+            .take(max_bytes)
+            .read_to_end(&mut inflated)
+            .ok()?;
+        return Some(rle_rows(&inflated, budget));
+    }
+    Some(0)
+}
+
+/// Rows of an RLE column of unsigned LEB128 values, counting stops past `budget`.
+fn rle_rows(col: &[u8], budget: u64) -> u64 {
+    let mut r = col;
+    let mut rows = 0u64;
+    while !r.is_empty() && rows <= budget {
+        let Ok(count) = leb128::read::signed(&mut r) else {
+            break;
+        };
+        let step = match count {
+            n if n > 0 => leb128::read::unsigned(&mut r).map(|_| n.unsigned_abs()),
+            n if n < 0 => {
+                let literals = n.unsigned_abs();
+                let mut ok = Ok(literals);
+                for _ in 0..literals.min(u64::try_from(r.len()).unwrap_or(u64::MAX)) {
+                    if let Err(e) = leb128::read::unsigned(&mut r) {
+                        ok = Err(e);
+                        break;
+                    }
+                }
+                ok
+            }
+            _ => leb128::read::unsigned(&mut r), // a run of nulls
+        };
+        match step {
+            Ok(n) => rows = rows.saturating_add(n),
+            Err(_) => break,
+        }
+    }
+    rows
+}
 
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 const DEFLATE_BIT: u64 = 0b1000;
@@ -147,5 +285,31 @@ mod tests {
             decompressed_size(std::iter::once(&b"garbage!!"[..]), 100),
             None
         );
+    }
+
+    #[test]
+    fn counts_the_operations_of_changes() {
+        let mut d = Automerge::new();
+        let mut tx = d.transaction();
+        for i in 0..1000i64 {
+            assert!(tx.put(ROOT, format!("k{i}"), i).is_ok());
+        }
+        tx.commit();
+        let change = d
+            .get_last_local_change()
+            .map(|c| c.raw_bytes().to_vec())
+            .unwrap_or_default();
+        assert_eq!(change_ops(&change, 1 << 20, u64::MAX), Some(1000));
+        let limits = Limits {
+            max_ops_per_message: 999,
+            ..Limits::default()
+        };
+        let doc = DocumentId::from_bytes([1; 16]);
+        assert!(matches!(
+            check_expansion(&[change.as_slice()], &limits, doc),
+            Err(ProtocolError::TooManyOps { limit: 999, .. })
+        ));
+        assert!(check_expansion(&[change.as_slice()], &Limits::default(), doc).is_ok());
+        assert_eq!(change_ops(b"garbage!!", 100, 100), None);
     }
 }

@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// Bytes the changes of one sync message may decompress to [default: 67108864].
     #[arg(long, env = "CONCORD_MAX_DECOMPRESSED_BYTES")]
     pub max_decompressed_bytes: Option<u64>,
+    /// Operations the changes of one sync message may declare [default: 1000000].
+    #[arg(long, env = "CONCORD_MAX_OPS_PER_MESSAGE")]
+    pub max_ops_per_message: Option<u64>,
     /// Close connections silent for this many seconds (pongs count) [default: 60].
     #[arg(long, env = "CONCORD_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -144,6 +147,7 @@ struct FileConfig {
     max_bytes_per_sec: Option<u32>,
     idle_timeout_secs: Option<u64>,
     max_decompressed_bytes: Option<u64>,
+    max_ops_per_message: Option<u64>,
     peers: Option<Vec<String>>,
     peer_secret: Option<String>,
     anti_entropy_secs: Option<u64>,
@@ -190,6 +194,8 @@ pub struct ServeConfig {
     pub idle_timeout_secs: u64,
     /// Decompressed bytes per sync message.
     pub max_decompressed_bytes: u64,
+    /// Operations per sync message.
+    pub max_ops_per_message: u64,
     /// Other regions to dial.
     pub peers: Vec<String>,
     /// Shared region secret (`None`: no region replication).
@@ -220,6 +226,7 @@ impl Default for ServeConfig {
             max_bytes_per_sec: 16 << 20,
             idle_timeout_secs: 60,
             max_decompressed_bytes: 64 << 20,
+            max_ops_per_message: 1_000_000,
             peers: Vec::new(),
             peer_secret: None,
             anti_entropy_secs: 30,
@@ -284,6 +291,7 @@ impl ServeConfig {
             max_bytes_per_sec: pick!(max_bytes_per_sec),
             idle_timeout_secs: pick!(idle_timeout_secs),
             max_decompressed_bytes: pick!(max_decompressed_bytes),
+            max_ops_per_message: pick!(max_ops_per_message),
             peers: if args.peers.is_empty() {
                 file.peers.clone().unwrap_or_default()
             } else {

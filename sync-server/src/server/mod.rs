@@ -131,6 +131,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             max_message_bytes: config.max_message_bytes,
             handshake_timeout_ms: config.handshake_timeout_secs.saturating_mul(1000),
             max_decompressed_bytes: config.max_decompressed_bytes,
+            max_ops_per_message: config.max_ops_per_message,
             ..Limits::default()
         },
         housekeeping: Housekeeping {

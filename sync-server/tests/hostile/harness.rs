@@ -264,3 +264,64 @@ async fn reqwest_like_get(addr: &str, path: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// A change by a fresh actor with `ops` identical puts on the root, `seq` and `start_op` as given
+/// (run-length encoding keeps it a few dozen bytes however many operations it declares).
+fn crafted_change(ops: usize, seq: u64, start_op: u64) -> Vec<u8> {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    let op = Op {
+        action: OpType::Put(automerge::ScalarValue::Null),
+        obj: ObjectId::Root,
+        key: Key::Map("k".into()),
+        pred: SortedVec::new(),
+        insert: false,
+    };
+    let expanded = automerge::ExpandedChange {
+        operations: vec![op; ops],
+        actor_id: ActorId::random(),
+        hash: None,
+        seq,
+        start_op: std::num::NonZeroU64::new(start_op).unwrap(),
+        time: 0,
+        message: None,
+        deps: Vec::new(),
+        extra_bytes: Vec::new(),
+        author: None,
+    };
+    automerge::Change::from(expanded).raw_bytes().to_vec()
+}
+
+/// Sends one sync message carrying `chunk` for a fresh document; returns the `error` message
+/// the server answers with within 1 s.
+async fn send_chunk(ws: &mut Socket, from: &str, sid: &PeerId, chunk: Vec<u8>) -> Option<String> {
+    let mut msg = automerge::sync::Message::decode(
+        &Automerge::new()
+            .generate_sync_message(&mut automerge::sync::State::new())
+            .unwrap()
+            .encode(),
+    )
+    .unwrap();
+    msg.changes = automerge::sync::ChunkList::from(vec![chunk]);
+    send(
+        ws,
+        &Message::Sync {
+            sender_id: PeerId::from(from),
+            target_id: sid.clone(),
+            document_id: DocumentId::from_bytes(rand_bytes()),
+            data: msg.encode(),
+        },
+    )
+    .await;
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), next(ws)).await {
+        if let Message::Error { message, .. } = m {
+            return Some(message);
+        }
+    }
+    None
+}
+
+fn rand_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&ActorId::random().to_bytes()[..16]);
+    b
+}
