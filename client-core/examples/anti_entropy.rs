@@ -77,7 +77,11 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let (disk_a, disk_b, empty) = (MemoryStorage::new(), MemoryStorage::new(), MemoryStorage::new());
+    let (disk_a, disk_b, empty) = (
+        MemoryStorage::new(),
+        MemoryStorage::new(),
+        MemoryStorage::new(),
+    );
     let mut docs = Vec::with_capacity(n);
     for i in 0..n {
         let mut d = Automerge::new();

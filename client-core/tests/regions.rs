@@ -48,7 +48,9 @@ fn storage_disk_holds(sim: &Sim, storage: &str, doc: DocumentId, target: &[Chang
     let Ok(am) = Automerge::load(&bytes) else {
         return false;
     };
-    target.iter().all(|h| am.get_change_meta_by_hash(h).is_some())
+    target
+        .iter()
+        .all(|h| am.get_change_meta_by_hash(h).is_some())
 }
 
 fn setup(seed: u64) -> World {
@@ -159,7 +161,10 @@ fn run_seed(seed: u64) -> (Vec<String>, usize) {
             w.sim.flush_storage(c);
             let am = w.sim.peer(c).core.document(&doc).expect("resident");
             assert_eq!(
-                am.get(ROOT, key.as_str()).ok().flatten().and_then(|(v, _)| v.as_i64()),
+                am.get(ROOT, key.as_str())
+                    .ok()
+                    .flatten()
+                    .and_then(|(v, _)| v.as_i64()),
                 Some(value),
                 "read-your-writes"
             );
@@ -203,7 +208,9 @@ fn run_seed(seed: u64) -> (Vec<String>, usize) {
     w.sim.chaos = Chaos::default();
     heal(&mut w);
     for _ in 0..5 {
-        w.sim.run_until_quiescent(500_000).expect("quiescent after healing");
+        w.sim
+            .run_until_quiescent(500_000)
+            .expect("quiescent after healing");
         w.sim.advance(AE_MS);
     }
     w.sim.run_until_quiescent(500_000).expect("quiescent");
@@ -232,8 +239,17 @@ fn run_seed(seed: u64) -> (Vec<String>, usize) {
     }
     for (ci, doc, key, value, _) in &ledger.writes {
         for &r in &w.regions {
-            let am = w.sim.peer(r).core.document(doc).expect("resident after convergence");
-            let got = am.get(ROOT, key.as_str()).ok().flatten().and_then(|(v, _)| v.as_i64());
+            let am = w
+                .sim
+                .peer(r)
+                .core
+                .document(doc)
+                .expect("resident after convergence");
+            let got = am
+                .get(ROOT, key.as_str())
+                .ok()
+                .flatten()
+                .and_then(|(v, _)| v.as_i64());
             assert_eq!(got, Some(*value), "seed {seed}: write {key} of c{ci} lost");
         }
         let report = w.sim.peer(w.clients[*ci]).core.durability(doc, &[]);
@@ -245,25 +261,40 @@ fn run_seed(seed: u64) -> (Vec<String>, usize) {
             let _ = std::fs::write("/tmp/concord-sim.log", w.sim.log().join("\n"));
             let r = w.regions[w.client_links[*ci].1];
             let now = w.sim.now();
-            eprintln!("sync status at region: {:?}", w.sim.peer(r).core.sync_status(doc));
+            eprintln!(
+                "sync status at region: {:?}",
+                w.sim.peer(r).core.sync_status(doc)
+            );
             eprintln!("links: {:?}", w.sim.peer_mut(r).core.region_status(now));
-            eprintln!("client sync: {:?}", w.sim.peer(w.clients[*ci]).core.sync_status(doc));
+            eprintln!(
+                "client sync: {:?}",
+                w.sim.peer(w.clients[*ci]).core.sync_status(doc)
+            );
         }
         let report = w.sim.peer(w.clients[*ci]).core.durability(doc, heads);
         assert!(
             report.satisfies(Durability::Regions(3)),
             "seed {seed}: c{ci} (at region {}) sees only {report}; final heads: {}; log tail: {:?}",
             w.client_links[*ci].1,
-            w.sim.peer(w.clients[*ci]).core.durability(doc, &w.sim.heads(w.clients[*ci], *doc)),
+            w.sim
+                .peer(w.clients[*ci])
+                .core
+                .durability(doc, &w.sim.heads(w.clients[*ci], *doc)),
             &w.sim.log()[w.sim.log().len().saturating_sub(30)..]
         );
     }
 
     // No sync traffic after quiescence: one anti-entropy round sends digests only.
     // Loading documents above offers them to region links once more: let that settle first.
-    w.sim.run_until_quiescent(100_000).expect("quiet after loads");
+    w.sim
+        .run_until_quiescent(100_000)
+        .expect("quiet after loads");
     for p in 0..w.sim.len() {
-        assert!(w.sim.peer(p).core.is_idle(), "seed {seed}: {} is not idle at quiescence", w.sim.peer(p).name);
+        assert!(
+            w.sim.peer(p).core.is_idle(),
+            "seed {seed}: {} is not idle at quiescence",
+            w.sim.peer(p).name
+        );
     }
     let before = w.sim.log().len();
     w.sim.advance(AE_MS);
@@ -296,14 +327,19 @@ fn heal(w: &mut World) {
 fn regions_converge_under_partitions_crashes_and_failover_for_200_seeds() {
     let mut confirmed = 0;
     // CONCORD_SIM_SEED=n replays one seed.
-    let seeds = match std::env::var("CONCORD_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    let seeds = match std::env::var("CONCORD_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(s) => s..s + 1,
         None => 0..200u64,
     };
     for seed in seeds {
         let (first, r2) = run_seed(seed);
         let (second, _) = run_seed(seed);
-        if let Some(i) = (0..first.len().max(second.len())).find(|i| first.get(*i) != second.get(*i)) {
+        if let Some(i) =
+            (0..first.len().max(second.len())).find(|i| first.get(*i) != second.get(*i))
+        {
             panic!(
                 "seed {seed} does not replay identically at line {i}: {:?} vs {:?}",
                 first.get(i),
@@ -325,7 +361,8 @@ fn a_new_empty_region_bootstraps_every_document_by_anti_entropy() {
     let mut docs = Vec::new();
     for i in 0..40 {
         let d = sim.create(client).expect("create");
-        sim.change(client, d, |tx| tx.put(ROOT, "i", i as i64)).expect("write");
+        sim.change(client, d, |tx| tx.put(ROOT, "i", i as i64))
+            .expect("write");
         docs.push(d);
     }
     sim.run_until_quiescent(100_000).expect("quiet");
@@ -350,7 +387,8 @@ fn a_reconnect_of_regions_in_sync_costs_one_digest_each_way() {
     let link = sim.connect_region(b, a);
     for i in 0..50 {
         let d = sim.create(client).expect("create");
-        sim.change(client, d, |tx| tx.put(ROOT, "i", i as i64)).expect("write");
+        sim.change(client, d, |tx| tx.put(ROOT, "i", i as i64))
+            .expect("write");
     }
     sim.run_until_quiescent(100_000).expect("replicated");
     sim.disconnect(link);
@@ -358,7 +396,12 @@ fn a_reconnect_of_regions_in_sync_costs_one_digest_each_way() {
     sim.redial(link);
     sim.run_until_quiescent(100_000).expect("quiet");
     // join, peer, and one digest each way; no per-document exchange.
-    assert_eq!(sim.delivered - delivered, 4, "{:?}", &sim.log()[sim.log().len() - 6..]);
+    assert_eq!(
+        sim.delivered - delivered,
+        4,
+        "{:?}",
+        &sim.log()[sim.log().len() - 6..]
+    );
 }
 
 #[test]
@@ -375,7 +418,9 @@ fn digests_from_a_non_region_peer_are_refused() {
     });
     let now = sim.now();
     // conn ids: the intruder's accepted connection on `a` is the second id handed out.
-    sim.peer_mut(a).core.handle_message(now, concord::ConnId(2), &frame);
+    sim.peer_mut(a)
+        .core
+        .handle_message(now, concord::ConnId(2), &frame);
     sim.drain();
     let refused = sim.peer(a).events.iter().any(|e| {
         matches!(e, concord::core::Event::Protocol { error, .. }

@@ -37,7 +37,14 @@ fn concord_bin() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "concord-server", "--bin", "concord"]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "concord-server",
+            "--bin",
+            "concord",
+        ]);
         build.arg("--manifest-path").arg(&manifest);
         if let Some(target_dir) = profile_dir.parent() {
             build.arg("--target-dir").arg(target_dir);
@@ -187,18 +194,27 @@ async fn find_within(repo: &Repo, url: &AutomergeUrl, limit: Duration) -> DocHan
         if let Ok(h) = repo.find(url.clone()).await {
             return h;
         }
-        assert!(start.elapsed() < limit, "document never reached this replica");
+        assert!(
+            start.elapsed() < limit,
+            "document never reached this replica"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 fn keys(h: &DocHandle) -> serde_json::Map<String, serde_json::Value> {
-    h.to_json().unwrap().as_object().cloned().unwrap_or_default()
+    h.to_json()
+        .unwrap()
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
 }
 
 async fn put(h: &DocHandle, key: &str, n: i64) {
     let key = key.to_owned();
-    h.change(move |tx| tx.put(ROOT, key.as_str(), n)).await.unwrap();
+    h.change(move |tx| tx.put(ROOT, key.as_str(), n))
+        .await
+        .unwrap();
 }
 
 async fn wait_for_keys(h: &DocHandle, want: &[String], limit: Duration, who: &str) {
@@ -277,7 +293,10 @@ async fn three_regions_converge_through_a_partition_a_kill_9_and_failover() {
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    assert!(!durable2.is_empty(), "some writes must be acknowledged at Regions(2)");
+    assert!(
+        !durable2.is_empty(),
+        "some writes must be acknowledged at Regions(2)"
+    );
 
     // Convergence of the clients.
     for (h, who) in [(&h0, "c0"), (&h1, "c1"), (&h2, "c2")] {
@@ -289,7 +308,11 @@ async fn three_regions_converge_through_a_partition_a_kill_9_and_failover() {
         let h = find_within(&v, &url, CONVERGE).await;
         wait_for_keys(&h, &written, CONVERGE, &r.name).await;
         for k in &durable2 {
-            assert!(keys(&h).contains_key(k), "{}: Regions(2) write {k} lost", r.name);
+            assert!(
+                keys(&h).contains_key(k),
+                "{}: Regions(2) write {k} lost",
+                r.name
+            );
         }
         v.shutdown().await;
     }

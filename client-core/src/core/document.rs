@@ -500,7 +500,11 @@ impl Core {
             pd.awaiting = false;
             let mut parsed = Vec::new();
             if changes > 0 {
-                if let Err(e) = super::inflate::check_expansion(&msg.changes.iter().collect::<Vec<_>>(), limits, doc) {
+                if let Err(e) = super::inflate::check_expansion(
+                    &msg.changes.iter().collect::<Vec<_>>(),
+                    limits,
+                    doc,
+                ) {
                     pd.sync = sync::State::new();
                     errors.push((conn, e));
                     continue;

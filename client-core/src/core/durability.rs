@@ -102,7 +102,12 @@ impl fmt::Display for DurabilityReport {
             return f.write_str("committed locally only");
         }
         let ids: Vec<&str> = self.storages.iter().map(StorageId::as_str).collect();
-        write!(f, "committed locally and on {}: {}", ids.len(), ids.join(", "))
+        write!(
+            f,
+            "committed locally and on {}: {}",
+            ids.len(),
+            ids.join(", ")
+        )
     }
 }
 
@@ -178,7 +183,12 @@ impl Core {
         );
     }
 
-    pub(super) fn on_remote_subscription(&mut self, conn: ConnId, add: &[StorageId], remove: &[StorageId]) {
+    pub(super) fn on_remote_subscription(
+        &mut self,
+        conn: ConnId,
+        add: &[StorageId],
+        remove: &[StorageId],
+    ) {
         if let Some(c) = self.conns.get_mut(&conn) {
             if !add.is_empty() {
                 c.heads_gossip = true;
@@ -204,7 +214,11 @@ impl Core {
         let known = self.remote_heads.entry(doc).or_default();
         let mut changed = false;
         for (sid, rh) in new_heads {
-            let Ok(heads) = rh.heads.iter().map(|h| decode_head(h)).collect::<Result<Vec<_>, _>>()
+            let Ok(heads) = rh
+                .heads
+                .iter()
+                .map(|h| decode_head(h))
+                .collect::<Result<Vec<_>, _>>()
             else {
                 continue;
             };
@@ -353,9 +367,15 @@ mod tests {
         tx.commit();
         let second = doc.get_heads();
         assert!(covers(&doc, &second, &first), "descendant covers ancestor");
-        assert!(!covers(&doc, &first, &second), "ancestor does not cover descendant");
+        assert!(
+            !covers(&doc, &first, &second),
+            "ancestor does not cover descendant"
+        );
         assert!(!covers(&doc, &[], &first));
-        assert!(!covers(&doc, &[ChangeHash([7; 32])], &first), "unknown heads prove nothing");
+        assert!(
+            !covers(&doc, &[ChangeHash([7; 32])], &first),
+            "unknown heads prove nothing"
+        );
         Ok(())
     }
 }

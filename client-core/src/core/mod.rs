@@ -89,11 +89,11 @@ pub use config::{
 };
 pub use document::PeerSyncStatus;
 pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
-pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
 pub use effects::{
     CloseReason, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,
 };
 pub use error::{CoreError, ProtocolError};
+pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
 
 use crate::id::{ConnId, DocumentId};
 use crate::storage::{ChunkKey, StorageError};

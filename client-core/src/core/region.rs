@@ -263,7 +263,11 @@ impl Core {
     }
 
     fn target(&self, conn: ConnId) -> Option<PeerId> {
-        self.conns.get(&conn)?.peer.as_ref().map(|p| p.peer_id.clone())
+        self.conns
+            .get(&conn)?
+            .peer
+            .as_ref()
+            .map(|p| p.peer_id.clone())
     }
 
     fn send_digest(&mut self, now: u64, conn: ConnId) {

@@ -178,7 +178,10 @@ impl DocHandle {
     /// regions; see [`crate::core::Durability`]).
     pub fn durability(&self) -> Result<crate::core::DurabilityReport, RepoError> {
         let core = self.shared.lock()?;
-        let heads = core.document(&self.doc).map(|d| d.get_heads()).unwrap_or_default();
+        let heads = core
+            .document(&self.doc)
+            .map(|d| d.get_heads())
+            .unwrap_or_default();
         Ok(core.durability(&self.doc, &heads))
     }
 

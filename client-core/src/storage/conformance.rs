@@ -183,11 +183,17 @@ pub async fn run<S: Storage>(s: &S) {
         ok(s.put_heads(&doc, &[2; 64]).await, "replace heads");
         ok(s.put_heads(&other, &[3; 32]).await, "put heads other");
         let index = ok(s.heads_index().await, "heads index").unwrap_or_default();
-        assert!(index.contains(&(doc, vec![2; 64])), "heads must be replaced");
+        assert!(
+            index.contains(&(doc, vec![2; 64])),
+            "heads must be replaced"
+        );
         assert!(index.contains(&(other, vec![3; 32])));
         ok(s.delete(&other).await, "delete indexed");
         let index = ok(s.heads_index().await, "heads index").unwrap_or_default();
-        assert!(!index.iter().any(|(d, _)| *d == other), "delete removes heads");
+        assert!(
+            !index.iter().any(|(d, _)| *d == other),
+            "delete removes heads"
+        );
     }
 
     // Large chunks survive intact.

@@ -316,7 +316,10 @@ impl ServeConfig {
             ));
         }
         if c.anti_entropy_secs == 0 {
-            return Err(ConfigError::Invalid("anti_entropy_secs", "must be greater than zero".into()));
+            return Err(ConfigError::Invalid(
+                "anti_entropy_secs",
+                "must be greater than zero".into(),
+            ));
         }
         if c.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(

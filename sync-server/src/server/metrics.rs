@@ -108,7 +108,12 @@ fn region_metrics(e: &mut DescriptorEncoder<'_>, repo: &Repo) -> Result<(), std:
                  help: &str,
                  value: fn(&concord::core::RegionLinkStatus) -> i64|
      -> Result<(), std::fmt::Error> {
-        let mut family = e.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+        let mut family = e.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
         for l in &links {
             let labels = [("region", l.region.as_str())];
             let g = ConstGauge::new(value(l));
@@ -116,11 +121,39 @@ fn region_metrics(e: &mut DescriptorEncoder<'_>, repo: &Repo) -> Result<(), std:
         }
         Ok(())
     };
-    gauge(e, "concord_region_link_up", "Region links that are up (one per connected region).", |_| 1)?;
-    gauge(e, "concord_region_docs_behind", "Documents a region is known not to hold at our committed heads.", |l| i64::try_from(l.docs_behind).unwrap_or(i64::MAX))?;
-    gauge(e, "concord_region_oldest_unacked_ms", "Age of the oldest change a region has not acknowledged (0: none).", |l| l.oldest_unacked_ms.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)))?;
-    gauge(e, "concord_region_bytes_out", "Bytes sent on the region link.", |l| i64::try_from(l.bytes_out).unwrap_or(i64::MAX))?;
-    gauge(e, "concord_region_bytes_in", "Bytes received on the region link.", |l| i64::try_from(l.bytes_in).unwrap_or(i64::MAX))?;
+    gauge(
+        e,
+        "concord_region_link_up",
+        "Region links that are up (one per connected region).",
+        |_| 1,
+    )?;
+    gauge(
+        e,
+        "concord_region_docs_behind",
+        "Documents a region is known not to hold at our committed heads.",
+        |l| i64::try_from(l.docs_behind).unwrap_or(i64::MAX),
+    )?;
+    gauge(
+        e,
+        "concord_region_oldest_unacked_ms",
+        "Age of the oldest change a region has not acknowledged (0: none).",
+        |l| {
+            l.oldest_unacked_ms
+                .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
+        },
+    )?;
+    gauge(
+        e,
+        "concord_region_bytes_out",
+        "Bytes sent on the region link.",
+        |l| i64::try_from(l.bytes_out).unwrap_or(i64::MAX),
+    )?;
+    gauge(
+        e,
+        "concord_region_bytes_in",
+        "Bytes received on the region link.",
+        |l| i64::try_from(l.bytes_in).unwrap_or(i64::MAX),
+    )?;
     Ok(())
 }
 
