@@ -1,8 +1,10 @@
 //! Helpers shared by the multi-process tests: spawning the helper binaries and reading their lines.
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 
 /// A child process whose stdout is read line by line.
 #[derive(Debug)]
@@ -48,4 +50,50 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds (if needed) and locates the `concord` binary of the calling test's target directory.
+///
+/// The binary belongs to another package (`concord-server`), so cargo does not build it for these
+/// tests on its own: the first call runs `cargo build -p concord-server --bin concord` (a no-op
+/// when it is fresh). `CONCORD_BIN` overrides it.
+pub fn concord_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CONCORD_BIN") {
+            return PathBuf::from(bin);
+        }
+        // target/<profile>/deps/<test>-HASH -> target/<profile>/concord
+        let exe = std::env::current_exe().expect("the test executable has a path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from target/<profile>/deps")
+            .to_path_buf();
+        let bin = profile_dir.join(format!("concord{}", std::env::consts::EXE_SUFFIX));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "concord-server",
+            "--bin",
+            "concord",
+        ]);
+        build.arg("--manifest-path").arg(&manifest);
+        if let Some(target_dir) = profile_dir.parent() {
+            build.arg("--target-dir").arg(target_dir);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .expect("run cargo to build the concord binary");
+        assert!(status.success(), "building the concord binary failed");
+        assert!(bin.exists(), "no concord binary at {}", bin.display());
+        bin
+    })
 }

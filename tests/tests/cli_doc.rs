@@ -11,56 +11,16 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use concord_tests::Proc;
+use concord_tests::{Proc, concord_bin};
 use serde_json::{Value, json};
 
 /// Per-command server wait given to the CLI (it returns as soon as it is in sync).
 const CLI_TIMEOUT: &str = "20";
 /// Bound on waits for lines from long-running CLI processes.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Builds (if needed) and locates the `concord` binary of this target directory.
-fn concord_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("CONCORD_BIN") {
-            return PathBuf::from(bin);
-        }
-        // target/<profile>/deps/cli_doc-HASH -> target/<profile>/concord
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let bin = profile_dir.join(format!("concord{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(cargo);
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "concord-server",
-            "--bin",
-            "concord",
-            "--manifest-path",
-        ]);
-        build.arg(&manifest);
-        if let Some(target_dir) = profile_dir.parent() {
-            build.arg("--target-dir").arg(target_dir);
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build
-            .status()
-            .expect("run cargo to build the concord binary");
-        assert!(status.success(), "building the concord binary failed");
-        assert!(bin.exists(), "no concord binary at {}", bin.display());
-        bin
-    })
-}
 
 /// A real `concord serve` process on 127.0.0.1 (dropped = killed). Returns its sync URL carrying
 /// the development token it prints.

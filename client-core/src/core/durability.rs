@@ -125,7 +125,8 @@ pub(super) fn covers(doc: &Automerge, remote: &[ChangeHash], target: &[ChangeHas
     target.iter().all(|t| !newer.contains(t) && has(t))
 }
 
-fn same(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
+/// The same set of heads, whatever the order.
+pub(super) fn same(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());
     a.sort();
     b.sort();

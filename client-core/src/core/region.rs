@@ -484,13 +484,7 @@ impl Core {
             .get(doc)
             .and_then(|e| e.peers.get(&conn))
             .and_then(|pd| pd.sync.their_heads.as_ref())
-            .is_some_and(|theirs| {
-                let mut t = theirs.clone();
-                let mut o = ours.clone();
-                t.sort();
-                o.sort();
-                t == o
-            })
+            .is_some_and(|theirs| super::durability::same(theirs, ours))
     }
 }
 
