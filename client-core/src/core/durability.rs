@@ -156,7 +156,7 @@ impl Core {
             }
         }
         if let Some(known) = self.remote_heads.get(doc) {
-            for (sid, (heads, _)) in known {
+            for (sid, heads) in known {
                 if Some(sid) != self.config.storage_id.as_ref() && covers(am, heads, target) {
                     report.storages.insert(sid.clone());
                 }
@@ -228,7 +228,7 @@ impl Core {
             }
             // Every reported head was committed on that storage, and a storage never loses a
             // commit: keep the union (gossip may arrive out of order), reduced to its heads.
-            let old = known.get(&sid).map(|(h, _)| h.clone()).unwrap_or_default();
+            let old = known.get(&sid).cloned().unwrap_or_default();
             let mut merged = old.clone();
             for h in heads {
                 if !merged.contains(&h) {
@@ -246,7 +246,7 @@ impl Core {
                 merged.drain(..merged.len() - MAX_GOSSIPED_HEADS);
             }
             if !same(&old, &merged) {
-                known.insert(sid, (merged, rh.timestamp));
+                known.insert(sid, merged);
                 changed = true;
             }
         }

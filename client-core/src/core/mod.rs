@@ -189,11 +189,8 @@ pub struct Core {
     /// Region servers: committed heads of every stored document, for anti-entropy digests.
     index: region::HeadsIndex,
     /// Heads other storages committed, as gossiped by peers (`remote-heads-changed`).
-    remote_heads: HashMap<DocumentId, BTreeMap<crate::id::StorageId, RemoteHeadsEntry>>,
+    remote_heads: HashMap<DocumentId, BTreeMap<crate::id::StorageId, Vec<automerge::ChangeHash>>>,
 }
-
-/// Heads a storage committed and the gossip timestamp they came with.
-type RemoteHeadsEntry = (Vec<automerge::ChangeHash>, f64);
 
 impl Core {
     /// A core with no documents and no connections.
