@@ -154,8 +154,26 @@ impl Sim {
             seed,
         )
         .with_policy(std::sync::Arc::new(crate::core::ServerPolicy))
-        .with_region(region);
+        .with_region(region)
+        .with_defer_apply(Self::server_defer());
         self.add_peer_with(name, config)
+    }
+
+    /// How simulated servers defer applying changes: on every document, applied 64 at a time
+    /// or after 500 ms without changes, so that simulations exercise the deferred path.
+    pub fn server_defer() -> crate::core::DeferApply {
+        crate::core::DeferApply {
+            min_ops: 0,
+            max_pending: 64,
+            idle_ms: 500,
+        }
+    }
+
+    /// `doc` on peer `i` with every received change applied (see [`Core::materialize`]).
+    pub fn document(&mut self, i: usize, doc: DocumentId) -> Option<&automerge::Automerge> {
+        let core = &mut self.peers[i].core;
+        core.materialize(&doc).ok()?;
+        core.document(&doc)
     }
 
     /// The peer at `i`.
@@ -296,18 +314,12 @@ impl Sim {
 
     /// Heads of `doc` on peer `i` (empty when it does not have it).
     pub fn heads(&self, i: usize, doc: DocumentId) -> Vec<ChangeHash> {
-        self.peers[i]
-            .core
-            .document(&doc)
-            .map(|d| d.get_heads())
-            .unwrap_or_default()
+        self.peers[i].core.heads(&doc).unwrap_or_default()
     }
 
     /// The document on peer `i` as JSON (`null` when absent).
-    pub fn json(&self, i: usize, doc: DocumentId) -> serde_json::Value {
-        self.peers[i]
-            .core
-            .document(&doc)
+    pub fn json(&mut self, i: usize, doc: DocumentId) -> serde_json::Value {
+        self.document(i, doc)
             .and_then(|d| serde_json::to_value(AutoSerde::from(d)).ok())
             .unwrap_or(serde_json::Value::Null)
     }

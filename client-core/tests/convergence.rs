@@ -185,7 +185,9 @@ fn add_replica(sim: &mut Sim, name: &str, seed: u64, server: bool, compact_after
         seed,
     );
     if server {
-        config = config.with_policy(Arc::new(ServerPolicy));
+        config = config
+            .with_policy(Arc::new(ServerPolicy))
+            .with_defer_apply(Sim::server_defer());
     }
     config.housekeeping.compact_after_increments = compact_after;
     sim.add_peer_with(name, config)

@@ -142,6 +142,9 @@ pub struct CoreConfig {
     pub housekeeping: Housekeeping,
     /// Makes this core a region server (see [`RegionConfig`](super::RegionConfig)).
     pub region: Option<super::RegionConfig>,
+    /// Defer applying incoming changes to large documents (servers; see
+    /// [`DeferApply`](super::DeferApply)). `None` (clients): apply at once.
+    pub defer_apply: Option<super::DeferApply>,
 }
 
 impl CoreConfig {
@@ -155,12 +158,19 @@ impl CoreConfig {
             limits: Limits::default(),
             housekeeping: Housekeeping::default(),
             region: None,
+            defer_apply: None,
         }
     }
 
     /// Replaces the share policy.
     pub fn with_policy(mut self, policy: Arc<dyn SharePolicy>) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Defers applying incoming changes to large documents (what a server wants).
+    pub fn with_defer_apply(mut self, defer: super::DeferApply) -> Self {
+        self.defer_apply = Some(defer);
         self
     }
 

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;
 
-use automerge::sync::{self, SyncDoc};
+use automerge::sync;
 use automerge::transaction::{CommitOptions, Transaction};
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash};
 
-use super::ingest::{Staged, receive_batch};
+use super::ingest::{Staged, receive_batch, receive_deferred};
+use super::lazy::LazyDoc;
 use super::{
     Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp, StorageReply,
     Ticket,
@@ -74,7 +75,7 @@ pub(super) struct Inbound {
 #[derive(Debug)]
 pub(super) struct DocEntry {
     pub(super) state: DocState,
-    pub(super) doc: Automerge,
+    pub(super) doc: LazyDoc,
     pub(super) peers: BTreeMap<ConnId, PeerDoc>,
     pub(super) stored_sync: HashMap<StorageId, Vec<u8>>,
     pub(super) inbox: Vec<Inbound>,
@@ -97,7 +98,7 @@ impl DocEntry {
     fn new(state: DocState, doc: Automerge, now: u64) -> Self {
         Self {
             state,
-            doc,
+            doc: LazyDoc::new(doc),
             peers: BTreeMap::new(),
             stored_sync: HashMap::new(),
             inbox: Vec::new(),
@@ -154,21 +155,6 @@ impl DocEntry {
     }
 }
 
-/// What we know of one peer's copy of a document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSyncStatus {
-    /// The connection.
-    pub conn: ConnId,
-    /// The peer.
-    pub peer_id: PeerId,
-    /// The heads the peer last told us it has (`None` before it said anything).
-    pub their_heads: Option<Vec<ChangeHash>>,
-    /// Heads we know we both have.
-    pub shared_heads: Vec<ChangeHash>,
-    /// True when the peer's last known heads equal ours.
-    pub in_sync: bool,
-}
-
 fn peer_doc<'a>(
     peers: &'a mut BTreeMap<ConnId, PeerDoc>,
     stored_sync: &HashMap<StorageId, Vec<u8>>,
@@ -183,7 +169,7 @@ fn peer_doc<'a>(
 /// `staged` (earlier messages of the same batch); whole document chunks are self-contained and
 /// count as zero. Also returns the changes of `msg`, parsed (whole-document chunks are not).
 fn orphan_changes(
-    doc: &Automerge,
+    doc: &LazyDoc,
     msg: &sync::Message,
     staged: &HashSet<ChangeHash>,
 ) -> (usize, Vec<automerge::Change>) {
@@ -196,11 +182,9 @@ fn orphan_changes(
     let orphans = changes
         .iter()
         .filter(|c| {
-            c.deps().iter().any(|d| {
-                !in_msg.contains(d)
-                    && !staged.contains(d)
-                    && doc.get_change_meta_by_hash(d).is_none()
-            })
+            c.deps()
+                .iter()
+                .any(|d| !in_msg.contains(d) && !staged.contains(d) && !doc.has_change(d))
         })
         .count();
     (orphans, changes)
@@ -283,41 +267,6 @@ impl Core {
         self.ensure_loaded(now, doc);
     }
 
-    /// The document, when resident and loaded.
-    pub fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
-        self.docs
-            .get(doc)
-            .filter(|e| e.state == DocState::Ready)
-            .map(|e| &e.doc)
-    }
-
-    /// Why a document could not be loaded, if it could not.
-    pub fn failure(&self, doc: &DocumentId) -> Option<&str> {
-        match self.docs.get(doc).map(|e| &e.state) {
-            Some(DocState::Failed(reason)) => Some(reason),
-            _ => None,
-        }
-    }
-
-    /// Documents currently resident.
-    pub fn resident(&self) -> Vec<DocumentId> {
-        self.docs.keys().copied().collect()
-    }
-
-    /// Keeps `doc` resident (not evicted) until as many `unpin`s.
-    pub fn pin(&mut self, doc: &DocumentId) {
-        if let Some(e) = self.docs.get_mut(doc) {
-            e.pins += 1;
-        }
-    }
-
-    /// Undoes one [`Core::pin`].
-    pub fn unpin(&mut self, doc: &DocumentId) {
-        if let Some(e) = self.docs.get_mut(doc) {
-            e.pins = e.pins.saturating_sub(1);
-        }
-    }
-
     /// Applies a local change, committed with default options (no HLC stamp). See
     /// [`Core::change_stamped`] for changes that last-writer-wins policies order.
     pub fn change<R, E: Display>(
@@ -340,9 +289,10 @@ impl Core {
         doc: &DocumentId,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Option<Ticket>), CoreError> {
+        self.materialize(doc)?;
         let options = match self.docs.get(doc) {
             Some(entry) if entry.state == DocState::Ready => {
-                self.clock.stamp(*doc, &entry.doc, wall_ms)
+                self.clock.stamp(*doc, entry.doc.applied(), wall_ms)
             }
             _ => CommitOptions::default(),
         };
@@ -358,6 +308,7 @@ impl Core {
         options: CommitOptions,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Option<Ticket>), CoreError> {
+        self.materialize(doc)?;
         let entry = self.docs.get_mut(doc).ok_or(CoreError::NotLoaded(*doc))?;
         match &entry.state {
             DocState::Ready => {}
@@ -369,8 +320,12 @@ impl Core {
                 });
             }
         }
-        let before = entry.doc.get_heads();
-        let mut tx = entry.doc.transaction();
+        let am = entry
+            .doc
+            .materialized()
+            .map_err(|e| CoreError::Change(e.to_string()))?;
+        let before = am.get_heads();
+        let mut tx = am.transaction();
         let value = match f(&mut tx) {
             Ok(v) => v,
             Err(e) => {
@@ -379,7 +334,7 @@ impl Core {
             }
         };
         tx.commit_with(options);
-        if entry.doc.get_heads() == before {
+        if am.get_heads() == before {
             return Ok((value, None));
         }
         let ticket = self.ticket();
@@ -401,28 +356,6 @@ impl Core {
         });
         self.announce(doc);
         self.pump(now, doc);
-    }
-
-    /// Which heads each connected peer is known to have for `doc`.
-    pub fn sync_status(&self, doc: &DocumentId) -> Vec<PeerSyncStatus> {
-        let Some(entry) = self.docs.get(doc) else {
-            return Vec::new();
-        };
-        let ours = entry.doc.get_heads();
-        entry
-            .peers
-            .iter()
-            .filter_map(|(conn, pd)| {
-                let peer = self.conns.get(conn)?.peer.as_ref()?;
-                Some(PeerSyncStatus {
-                    conn: *conn,
-                    peer_id: peer.peer_id.clone(),
-                    their_heads: pd.sync.their_heads.clone(),
-                    shared_heads: pd.sync.shared_heads.clone(),
-                    in_sync: pd.sync.their_heads.as_ref() == Some(&ours),
-                })
-            })
-            .collect()
     }
 
     pub(super) fn on_sync(
@@ -532,9 +465,32 @@ impl Core {
             pd.owe_ack |= changes > 0;
             staged.push(((storage, changes), Staged { conn, msg, parsed }));
         }
-        // One Automerge apply for the whole batch (see ingest.rs).
+        // Deferred (servers, large documents: lazy.rs) or one Automerge apply for the whole
+        // batch (ingest.rs).
         let (meta, staged): (Vec<_>, Vec<_>) = staged.into_iter().unzip();
-        let results = receive_batch(&mut entry.doc, &mut entry.peers, staged);
+        let defer = self.config.defer_apply.filter(|d| {
+            entry.queued_orphans == 0
+                && (entry.doc.has_pending() || entry.doc.applied_ops() >= d.min_ops)
+        });
+        let deferred = match defer {
+            Some(_) => receive_deferred(&mut entry.doc, &mut entry.peers, staged, now),
+            None => Err(staged),
+        };
+        let results = match deferred {
+            Ok(results) => {
+                self.out.stats.changes_deferred += meta.iter().map(|m| m.1).sum::<u64>();
+                results
+            }
+            Err(staged) => match entry.doc.materialized() {
+                Ok(am) => receive_batch(am, &mut entry.peers, staged),
+                Err(e) => {
+                    let reason = format!("pending changes do not apply: {e}");
+                    entry.state = DocState::Failed(reason.clone());
+                    self.out.event(Event::StorageFailed { doc, error: reason });
+                    return;
+                }
+            },
+        };
         for ((storage, changes), (conn, result)) in meta.into_iter().zip(results) {
             let Some(pd) = entry.peers.get_mut(&conn) else {
                 continue;
@@ -563,7 +519,12 @@ impl Core {
         if entry.doc.get_heads() != before {
             entry.remote_pending = true;
         }
-        if entry.queued_orphans > 0 && entry.doc.get_missing_deps(&[]).is_empty() {
+        if defer.is_some_and(|d| entry.doc.pending.len() >= d.max_pending)
+            && let Err(e) = entry.doc.flush()
+        {
+            entry.state = DocState::Failed(format!("pending changes do not apply: {e}"));
+        }
+        if entry.queued_orphans > 0 && entry.doc.get_missing_deps().is_empty() {
             entry.queued_orphans = 0; // their dependencies arrived: Automerge applied them
         }
         for (peer, state) in state_writes {
@@ -692,7 +653,7 @@ impl Core {
             Ok((am, stored)) => {
                 entry.saved_heads = am.get_heads();
                 let loaded_heads = entry.saved_heads.clone();
-                entry.doc = am;
+                entry.doc = LazyDoc::new(am);
                 entry.chunks = stored.chunks.iter().map(|c| (c.key, c.kind)).collect();
                 entry.stored_sync = stored.sync_states.into_iter().collect();
                 entry.state = DocState::Ready;
@@ -771,7 +732,14 @@ impl Core {
                 // Forces a message carrying our (committed) heads.
                 pd.sync.last_sent_heads.clear();
             }
-            if let Some(m) = entry.doc.generate_sync_message(&mut pd.sync) {
+            let generated = match entry.doc.generate_sync_message(&mut pd.sync) {
+                Ok(m) => m,
+                Err(e) => {
+                    entry.state = DocState::Failed(format!("pending changes do not apply: {e}"));
+                    break;
+                }
+            };
+            if let Some(m) = generated {
                 let data = m.encode();
                 let msg = if !has_content && !they_have {
                     Message::Request {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
-use automerge::{Automerge, ChangeHash};
+use automerge::ChangeHash;
 
 use super::{Core, Event};
 use crate::id::{ConnId, DocumentId, StorageId, decode_head, encode_head};
@@ -111,20 +111,6 @@ impl fmt::Display for DurabilityReport {
     }
 }
 
-/// True when every hash of `target` is an ancestor of (or in) `remote`.
-pub(super) fn covers(doc: &Automerge, remote: &[ChangeHash], target: &[ChangeHash]) -> bool {
-    if target.iter().all(|t| remote.contains(t)) {
-        return true;
-    }
-    let has = |h: &ChangeHash| doc.get_change_meta_by_hash(h).is_some();
-    let known: Vec<ChangeHash> = remote.iter().filter(|h| has(h)).copied().collect();
-    if known.is_empty() {
-        return false;
-    }
-    let newer: BTreeSet<ChangeHash> = doc.get_changes(&known).iter().map(|c| c.hash()).collect();
-    target.iter().all(|t| !newer.contains(t) && has(t))
-}
-
 /// The same set of heads, whatever the order.
 pub(super) fn same(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());
@@ -142,7 +128,7 @@ impl Core {
         };
         let am = &entry.doc;
         let mut report = DurabilityReport {
-            local: covers(am, &entry.saved_heads, target),
+            local: am.covers(&entry.saved_heads, target),
             storages: BTreeSet::new(),
         };
         for (conn, pd) in &entry.peers {
@@ -150,14 +136,14 @@ impl Core {
                 continue;
             };
             if let (Some(sid), Some(theirs)) = (peer.persistent_storage(), &pd.sync.their_heads)
-                && covers(am, theirs, target)
+                && am.covers(theirs, target)
             {
                 report.storages.insert(sid.clone());
             }
         }
         if let Some(known) = self.remote_heads.get(doc) {
             for (sid, heads) in known {
-                if Some(sid) != self.config.storage_id.as_ref() && covers(am, heads, target) {
+                if Some(sid) != self.config.storage_id.as_ref() && am.covers(heads, target) {
                     report.storages.insert(sid.clone());
                 }
             }
@@ -239,7 +225,7 @@ impl Core {
                 let all = merged.clone();
                 merged.retain(|h| {
                     let others: Vec<ChangeHash> = all.iter().filter(|o| *o != h).copied().collect();
-                    others.is_empty() || !covers(am, &others, &[*h])
+                    others.is_empty() || !am.covers(&others, &[*h])
                 });
             }
             if merged.len() > MAX_GOSSIPED_HEADS {
@@ -344,8 +330,6 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use automerge::ROOT;
-    use automerge::transaction::Transactable;
 
     #[test]
     fn parses_levels() {
@@ -354,29 +338,5 @@ mod tests {
         assert!("regions:0".parse::<Durability>().is_err());
         assert!("quorum".parse::<Durability>().is_err());
         assert_eq!(Durability::Regions(3).to_string(), "regions:3");
-    }
-
-    #[test]
-    fn coverage_follows_ancestry() -> Result<(), automerge::AutomergeError> {
-        let mut doc = Automerge::new();
-        let mut tx = doc.transaction();
-        tx.put(ROOT, "a", 1)?;
-        tx.commit();
-        let first = doc.get_heads();
-        let mut tx = doc.transaction();
-        tx.put(ROOT, "a", 2)?;
-        tx.commit();
-        let second = doc.get_heads();
-        assert!(covers(&doc, &second, &first), "descendant covers ancestor");
-        assert!(
-            !covers(&doc, &first, &second),
-            "ancestor does not cover descendant"
-        );
-        assert!(!covers(&doc, &[], &first));
-        assert!(
-            !covers(&doc, &[ChangeHash([7; 32])], &first),
-            "unknown heads prove nothing"
-        );
-        Ok(())
     }
 }

@@ -19,7 +19,16 @@ impl Core {
         if entry.compacting || increments < threshold.max(1) {
             return;
         }
-        let bytes = entry.doc.save();
+        // While changes are pending (sustained writes to a large document), compaction waits
+        // for the idle flush, up to 16 times the usual number of increments.
+        if entry.doc.has_pending() && increments < threshold.max(1) * 16 {
+            return;
+        }
+        if let Err(e) = entry.doc.flush() {
+            entry.state = DocState::Failed(format!("pending changes do not apply: {e}"));
+            return;
+        }
+        let bytes = entry.doc.applied().save();
         let key = ChunkKey::of(&bytes);
         let covered: Vec<ChunkKey> = entry.chunks.iter().map(|(k, _)| *k).collect();
         entry.compacting = true;
@@ -56,6 +65,27 @@ impl Core {
                 doc,
                 error: e.to_string(),
             }),
+        }
+    }
+
+    /// Applies the pending changes of documents that received none for `idle_ms`, then
+    /// compacts them if due.
+    pub(super) fn flush_idle(&mut self, now: u64) {
+        let Some(defer) = self.config.defer_apply else {
+            return;
+        };
+        let due: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, e)| {
+                e.doc.has_pending() && now.saturating_sub(e.doc.last_pending_at) >= defer.idle_ms
+            })
+            .map(|(d, _)| *d)
+            .collect();
+        for doc in due {
+            if self.materialize(&doc).is_ok() {
+                self.maybe_compact(doc);
+            }
         }
     }
 

@@ -19,7 +19,11 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, AutomergeError, Change, ChangeHash};
 
 use super::document::PeerDoc;
+use super::lazy::LazyDoc;
 use crate::id::ConnId;
+
+/// Each message's connection and outcome, in order.
+pub(super) type Outcomes = Vec<(ConnId, Result<(), AutomergeError>)>;
 
 /// A validated incoming message, waiting to be applied with the rest of its batch.
 #[derive(Debug)]
@@ -96,6 +100,52 @@ pub(super) fn receive_batch(
             (conn, result)
         })
         .collect()
+}
+
+/// Deferred ingest (servers, see `lazy.rs`): the changes of every staged message join the
+/// pending graph, then each sender's sync state is updated exactly as [`receive_batch`] updates
+/// it. Gives the messages back, with nothing added, when the batch cannot be deferred.
+pub(super) fn receive_deferred(
+    doc: &mut LazyDoc,
+    peers: &mut BTreeMap<ConnId, PeerDoc>,
+    staged: Vec<Staged>,
+    now: u64,
+) -> Result<Outcomes, Vec<Staged>> {
+    let deferrable = staged.iter().all(|s| {
+        s.parsed.len() == s.msg.changes.len()
+            && peers.get(&s.conn).is_none_or(|p| !p.sync.read_only)
+    });
+    let all: Vec<Change> = staged
+        .iter()
+        .flat_map(|s| s.parsed.iter().cloned())
+        .collect();
+    let before: HashSet<ChangeHash> = doc.get_heads().into_iter().collect();
+    if !deferrable || !doc.try_defer(&all, now) {
+        return Err(staged);
+    }
+    let after: HashSet<ChangeHash> = doc.get_heads().into_iter().collect();
+    Ok(staged
+        .into_iter()
+        .map(
+            |Staged {
+                 conn,
+                 mut msg,
+                 parsed,
+             }| {
+                if let Some(pd) = peers.get_mut(&conn) {
+                    let carried = !msg.changes.is_empty();
+                    if carried {
+                        let own: HashSet<ChangeHash> = parsed.iter().map(Change::hash).collect();
+                        pd.sync.shared_heads =
+                            advance_heads(&before, &after, &own, &pd.sync.shared_heads);
+                        msg.changes = Vec::<Vec<u8>>::new().into();
+                    }
+                    doc.receive_state(&mut pd.sync, msg, carried);
+                }
+                (conn, Ok(()))
+            },
+        )
+        .collect())
 }
 
 fn one_by_one(

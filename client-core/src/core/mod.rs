@@ -64,6 +64,7 @@
 //! assert!(!disk_b.load_sync(&doc).unwrap().is_empty()); // Bob stored it durably
 //! ```
 
+mod access;
 mod auth;
 mod availability;
 mod config;
@@ -75,6 +76,8 @@ mod error;
 mod housekeeping;
 mod inflate;
 mod ingest;
+mod lazy;
+mod lazy_sync;
 mod region;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -83,16 +86,17 @@ use automerge::ActorId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub use access::PeerSyncStatus;
 pub use auth::{DocScope, Grant, GrantPolicy};
 pub use config::{
     ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, SharePolicy,
 };
-pub use document::PeerSyncStatus;
 pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
 pub use effects::{
     CloseReason, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,
 };
 pub use error::{CoreError, ProtocolError};
+pub use lazy::DeferApply;
 pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
 
 use crate::id::{ConnId, DocumentId};
@@ -112,8 +116,10 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
-    /// Changes received in sync messages and applied.
+    /// Changes received in sync messages and applied (or, on servers, deferred).
     pub changes_applied: u64,
+    /// Of those, changes whose application was deferred (see [`DeferApply`]).
+    pub changes_deferred: u64,
     /// Documents evicted from memory.
     pub evictions: u64,
     /// Storage commits completed.
@@ -281,6 +287,7 @@ impl Core {
     /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.
     pub fn handle_tick(&mut self, now: u64) {
         self.expire_handshakes(now);
+        self.flush_idle(now);
         self.evict(now);
         self.region_tick(now);
     }

@@ -97,7 +97,8 @@ impl DocHandle {
 
     /// Runs `f` on the current state of the document.
     pub fn with_doc<R>(&self, f: impl FnOnce(&Automerge) -> R) -> Result<R, RepoError> {
-        let core = self.shared.lock()?;
+        let mut core = self.shared.lock()?;
+        let _ = core.materialize(&self.doc); // a failure makes the document unavailable
         core.document(&self.doc)
             .map(f)
             .ok_or(RepoError::Unavailable(self.doc))
@@ -178,10 +179,7 @@ impl DocHandle {
     /// regions; see [`crate::core::Durability`]).
     pub fn durability(&self) -> Result<crate::core::DurabilityReport, RepoError> {
         let core = self.shared.lock()?;
-        let heads = core
-            .document(&self.doc)
-            .map(|d| d.get_heads())
-            .unwrap_or_default();
+        let heads = core.heads(&self.doc).unwrap_or_default();
         Ok(core.durability(&self.doc, &heads))
     }
 

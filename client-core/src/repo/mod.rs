@@ -121,6 +121,9 @@ pub struct RepoConfig {
     pub tick: Duration,
     /// Makes this repo a region server (replicates every document with its region links).
     pub region: Option<crate::core::RegionConfig>,
+    /// Defer applying incoming changes to large documents (servers; see
+    /// [`crate::core::DeferApply`]). `None`: apply at once.
+    pub defer_apply: Option<crate::core::DeferApply>,
 }
 
 /// Supplies a fresh bearer token for each connection attempt (e.g. a short-lived region token).
@@ -139,6 +142,7 @@ impl Default for RepoConfig {
             connect_wait: Duration::from_secs(5),
             tick: Duration::from_millis(500),
             region: None,
+            defer_apply: None,
         }
     }
 }
@@ -195,6 +199,7 @@ impl Repo {
         core_config.limits = config.limits.clone();
         core_config.housekeeping = config.housekeeping.clone();
         core_config.region = config.region.clone();
+        core_config.defer_apply = config.defer_apply;
         let mut core = Core::new(core_config);
         let mut unindexed = Vec::new();
         if config.region.is_some() {
@@ -490,7 +495,8 @@ impl Repo {
         let mut progress = self.shared.progress.subscribe();
         let result = loop {
             let state = {
-                let core = self.shared.lock()?;
+                let mut core = self.shared.lock()?;
+                let _ = core.materialize(&doc); // a failure shows as `failure` below
                 match core.document(&doc) {
                     Some(d) => Some(Ok(!d.get_heads().is_empty())),
                     None => core.failure(&doc).map(|r| Err(r.to_owned())),

@@ -109,6 +109,11 @@ pub struct ServeArgs {
     /// Operations the changes of one sync message may declare [default: 1000000].
     #[arg(long, env = "CONCORD_MAX_OPS_PER_MESSAGE")]
     pub max_ops_per_message: Option<u64>,
+    /// Documents of at least this many ops have incoming changes validated, committed and
+    /// relayed at once but applied later, in batches (when idle, or 2048 at a time); smaller
+    /// ones are applied as they arrive. 0 defers for every document [default: 10000].
+    #[arg(long, env = "CONCORD_DEFER_APPLY_MIN_OPS")]
+    pub defer_apply_min_ops: Option<u64>,
     /// Close connections silent for this many seconds (pongs count) [default: 60].
     #[arg(long, env = "CONCORD_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -148,6 +153,7 @@ struct FileConfig {
     idle_timeout_secs: Option<u64>,
     max_decompressed_bytes: Option<u64>,
     max_ops_per_message: Option<u64>,
+    defer_apply_min_ops: Option<u64>,
     peers: Option<Vec<String>>,
     peer_secret: Option<String>,
     anti_entropy_secs: Option<u64>,
@@ -196,6 +202,8 @@ pub struct ServeConfig {
     pub max_decompressed_bytes: u64,
     /// Operations per sync message.
     pub max_ops_per_message: u64,
+    /// Document size (ops) from which incoming changes are applied in deferred batches.
+    pub defer_apply_min_ops: u64,
     /// Other regions to dial.
     pub peers: Vec<String>,
     /// Shared region secret (`None`: no region replication).
@@ -227,6 +235,7 @@ impl Default for ServeConfig {
             idle_timeout_secs: 60,
             max_decompressed_bytes: 64 << 20,
             max_ops_per_message: 1_000_000,
+            defer_apply_min_ops: 10_000,
             peers: Vec::new(),
             peer_secret: None,
             anti_entropy_secs: 30,
@@ -292,6 +301,7 @@ impl ServeConfig {
             idle_timeout_secs: pick!(idle_timeout_secs),
             max_decompressed_bytes: pick!(max_decompressed_bytes),
             max_ops_per_message: pick!(max_ops_per_message),
+            defer_apply_min_ops: pick!(defer_apply_min_ops),
             peers: if args.peers.is_empty() {
                 file.peers.clone().unwrap_or_default()
             } else {

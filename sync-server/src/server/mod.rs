@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use concord::core::{GrantPolicy, Housekeeping, Limits, RegionConfig};
+use concord::core::{DeferApply, GrantPolicy, Housekeeping, Limits, RegionConfig};
 use concord::storage::{SqliteConfig, SqliteStorage, StorageError};
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
@@ -140,6 +140,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             ..Housekeeping::default()
         },
         outgoing_queue: config.outgoing_queue,
+        defer_apply: Some(DeferApply {
+            min_ops: config.defer_apply_min_ops,
+            ..DeferApply::default()
+        }),
         region: config.peer_secret.as_ref().map(|_| RegionConfig {
             name: config.region.clone(),
             anti_entropy_ms: config.anti_entropy_secs.saturating_mul(1000),
