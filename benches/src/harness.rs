@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use concord::core::{
-    Core, CoreConfig, Effect, Event, GrantPolicy, Housekeeping, Limits, OpId, StorageOp,
+    Core, CoreConfig, DeferApply, Effect, Event, GrantPolicy, Housekeeping, Limits, OpId, StorageOp,
     StorageReply,
 };
 use concord::storage::{Storage, StorageError};
@@ -72,9 +72,19 @@ impl Harness {
     /// A server core over `storage`, configured like `concord serve --insecure-no-auth`.
     /// Storage operations run on `rt` (sqlx runs SQLite itself on its own connection threads).
     pub fn new(storage: Arc<dyn Storage>, rt: tokio::runtime::Handle) -> anyhow::Result<Self> {
+        Self::with_defer(storage, rt, Some(DeferApply::default()))
+    }
+
+    /// [`Harness::new`] with another deferred-apply setting (`None`: apply every batch at once).
+    pub fn with_defer(
+        storage: Arc<dyn Storage>,
+        rt: tokio::runtime::Handle,
+        defer: Option<DeferApply>,
+    ) -> anyhow::Result<Self> {
         let config = CoreConfig {
             limits: Limits::default(),
             housekeeping: Housekeeping::default(),
+            defer_apply: defer,
             ..CoreConfig::new(server_peer(), Some(StorageId::from("bench-server")), 1)
         }
         .with_policy(Arc::new(GrantPolicy {
@@ -112,6 +122,11 @@ impl Harness {
     /// Milliseconds since the harness started (the core's clock).
     pub fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// The driver's periodic tick (timeouts, eviction, idle flush of deferred changes).
+    pub fn tick(&mut self) {
+        self.timed(Core::handle_tick);
     }
 
     fn timed(&mut self, f: impl FnOnce(&mut Core, u64)) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ChangeHash};
-use concord::core::{Event, Origin};
+use concord::core::{DeferApply, Event, Origin};
 use concord::storage::{ChunkKey, SqliteConfig, SqliteStorage, Storage};
 use concord::{ConnId, DocumentId, PeerId};
 
@@ -46,6 +46,10 @@ pub struct Args {
     /// Messages replayed into the reference per size (it is slow on large documents).
     #[arg(long, default_value_t = 40)]
     pub reference_msgs: usize,
+    /// Server modes to run per size: `deferred` (as `concord serve` runs, see `DeferApply`)
+    /// and/or `immediate` (every batch applied at once).
+    #[arg(long, value_delimiter = ',', default_value = "deferred,immediate")]
+    pub modes: Vec<String>,
 }
 
 struct Typist {
@@ -76,7 +80,8 @@ pub fn run(a: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         a.typists, a.rate, a.secs
     );
     println!(
-        "{:>8} | {:>7} {:>7} | {:>12} {:>12} | {:>11} {:>11} | {:>10} | {:>14} | {:>8}",
+        "{:>9} {:>8} | {:>7} {:>7} | {:>12} {:>12} | {:>11} {:>11} | {:>10} | {:>14} | {:>8}",
+        "mode",
         "ops",
         "changes",
         "batches",
@@ -89,12 +94,22 @@ pub fn run(a: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         "client"
     );
     for &size in &a.sizes {
-        one_size(a, rt, size)?;
+        for mode in &a.modes {
+            one_size(a, rt, size, mode)?;
+        }
     }
     Ok(())
 }
 
-fn one_size(a: &Args, rt: &tokio::runtime::Runtime, size: usize) -> anyhow::Result<()> {
+/// The driver's tick period (`RepoConfig::tick`).
+const TICK: Duration = Duration::from_millis(500);
+
+fn one_size(
+    a: &Args,
+    rt: &tokio::runtime::Runtime,
+    size: usize,
+    mode: &str,
+) -> anyhow::Result<()> {
     let base = docgen::text_doc(size, 10)?;
     let text = docgen::text_obj(&base)?;
     let bytes = base.save();
@@ -105,7 +120,12 @@ fn one_size(a: &Args, rt: &tokio::runtime::Runtime, size: usize) -> anyhow::Resu
         s.append(&doc, ChunkKey::of(&bytes), &bytes).await?;
         anyhow::Ok(s)
     })?;
-    let mut h = Harness::new(Arc::new(storage), rt.handle().clone())?;
+    let defer = match mode {
+        "deferred" => Some(DeferApply::default()),
+        "immediate" => None,
+        other => anyhow::bail!("unknown mode {other} (deferred or immediate)"),
+    };
+    let mut h = Harness::with_defer(Arc::new(storage), rt.handle().clone(), defer)?;
     let start = Instant::now();
     let mut typists: Vec<Typist> = (0..a.typists)
         .map(|i| Typist {
@@ -142,8 +162,13 @@ fn one_size(a: &Args, rt: &tokio::runtime::Runtime, size: usize) -> anyhow::Resu
         t.next_due = t0 + interval.mul_f64(i as f64 / a.typists as f64);
     }
     let end = t0 + Duration::from_secs_f64(a.secs);
+    let mut last_tick = t0;
     loop {
         let now = Instant::now();
+        if now.duration_since(last_tick) >= TICK {
+            h.tick();
+            last_tick = now;
+        }
         let typing = now < end;
         if typing {
             for t in typists.iter_mut() {
@@ -200,6 +225,10 @@ fn one_size(a: &Args, rt: &tokio::runtime::Runtime, size: usize) -> anyhow::Resu
         }
     }
     let wall = t0.elapsed();
+    let pending = h.core.pending_changes(&doc);
+    let flush = Instant::now();
+    h.core.materialize(&doc)?;
+    let flush = flush.elapsed();
     let busy = h.busy - busy0;
     let commits = h.core.stats().commits - commits0;
     let main_cpu = thread_cpu().saturating_sub(main0);
@@ -223,8 +252,10 @@ fn one_size(a: &Args, rt: &tokio::runtime::Runtime, size: usize) -> anyhow::Resu
     }
     let reference = Summary::of(&mut per);
     let per_change = busy.as_secs_f64() * 1e3 / typed.max(1) as f64;
+    let amortized = (busy + flush).as_secs_f64() * 1e3 / typed.max(1) as f64;
     println!(
-        "{:>8} | {:>7} {:>7} | {:>12.4} {:>12.4} | {:>11.2} {:>11.2} | {:>10.4} | {:>14.4} | {:>4.0} ms",
+        "{:>9} {:>8} | {:>7} {:>7} | {:>12.4} {:>12.4} | {:>11.2} {:>11.2} | {:>10.4} | {:>14.4} | {:>4.0} ms",
+        mode,
         size,
         typed,
         commits,
@@ -235,6 +266,12 @@ fn one_size(a: &Args, rt: &tokio::runtime::Runtime, size: usize) -> anyhow::Resu
         reference.p50,
         per_change / reference.p50.max(1e-9),
         client_cpu.as_secs_f64() * 1e3,
+    );
+    println!(
+        "           {} changes still pending at the end, applied in {:.1} ms: {:.4} ms/chg with that apply amortized",
+        pending,
+        flush.as_secs_f64() * 1e3,
+        amortized
     );
     println!(
         "           wall {:.1} s; core busy {:.0}% of wall; mean batch {:.1} changes per commit; reference p99 {:.4} ms/chg over {} msgs",

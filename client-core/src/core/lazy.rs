@@ -72,11 +72,19 @@ pub(super) struct LazyDoc {
     by_actor: Vec<Vec<usize>>,
     /// Heads of applied + pending (kept only while something is pending).
     heads: Vec<ChangeHash>,
-    /// The applied document's highest seq per actor (computed on first deferral).
-    applied_seqs: Option<HashMap<ActorId, u64>>,
+    /// The applied document's change hashes and highest seq per actor, listed once on the
+    /// first deferral (Automerge's own lookup by hash reads delta-encoded columns, which costs
+    /// more the larger the document).
+    applied: Option<Applied>,
     /// When the first pending change arrived, and the last.
     pub(super) first_pending_at: u64,
     pub(super) last_pending_at: u64,
+}
+
+#[derive(Debug, Default)]
+struct Applied {
+    hashes: HashSet<ChangeHash>,
+    seqs: HashMap<ActorId, u64>,
 }
 
 /// The deferred path cannot answer: flush and let Automerge do it.
@@ -93,7 +101,7 @@ impl LazyDoc {
             actor_index: HashMap::new(),
             by_actor: Vec::new(),
             heads: Vec::new(),
-            applied_seqs: None,
+            applied: None,
             first_pending_at: 0,
             last_pending_at: 0,
         }
@@ -127,7 +135,15 @@ impl LazyDoc {
     }
 
     pub(super) fn has_change(&self, hash: &ChangeHash) -> bool {
-        self.index.contains_key(hash) || self.doc.get_change_meta_by_hash(hash).is_some()
+        self.index.contains_key(hash) || self.is_applied(hash)
+    }
+
+    /// Is `hash` in the applied document?
+    pub(super) fn is_applied(&self, hash: &ChangeHash) -> bool {
+        match &self.applied {
+            Some(a) => a.hashes.contains(hash),
+            None => self.doc.get_change_meta_by_hash(hash).is_some(),
+        }
     }
 
     /// Ops in the applied document.
@@ -146,10 +162,11 @@ impl LazyDoc {
             return Ok(());
         }
         let nodes = std::mem::take(&mut self.pending);
-        if let Some(seqs) = self.applied_seqs.as_mut() {
+        if let Some(a) = self.applied.as_mut() {
             for n in &nodes {
-                let s = seqs.entry(n.change.actor_id().clone()).or_default();
+                let s = a.seqs.entry(n.change.actor_id().clone()).or_default();
                 *s = (*s).max(n.change.seq());
+                a.hashes.insert(n.change.hash());
             }
         }
         self.index.clear();
@@ -167,13 +184,14 @@ impl LazyDoc {
             // Automerge holds orphans that these changes may complete: let it apply them.
             return false;
         }
-        if self.applied_seqs.is_none() {
-            let mut seqs: HashMap<ActorId, u64> = HashMap::new();
+        if self.applied.is_none() {
+            let mut a = Applied::default();
             for m in self.doc.get_changes_meta(&[]) {
-                let s = seqs.entry(m.actor.into_owned()).or_default();
+                a.hashes.insert(m.hash);
+                let s = a.seqs.entry(m.actor.into_owned()).or_default();
                 *s = (*s).max(m.seq);
             }
-            self.applied_seqs = Some(seqs);
+            self.applied = Some(a);
         }
         let mut batch: HashSet<ChangeHash> = HashSet::new();
         let mut batch_seqs: HashMap<&ActorId, u64> = HashMap::new();
@@ -223,9 +241,9 @@ impl LazyDoc {
             .and_then(|&a| self.by_actor[a].last())
             .map(|&i| self.pending[i].change.seq());
         let applied = self
-            .applied_seqs
+            .applied
             .as_ref()
-            .and_then(|s| s.get(actor).copied());
+            .and_then(|a| a.seqs.get(actor).copied());
         pending.into_iter().chain(applied).max().unwrap_or(0)
     }
 
@@ -311,7 +329,7 @@ impl LazyDoc {
                     frontier.extend(n.frontier.iter().copied());
                 }
                 None => {
-                    if self.doc.get_change_meta_by_hash(h).is_some() {
+                    if self.is_applied(h) {
                         frontier.push(*h);
                     }
                 }

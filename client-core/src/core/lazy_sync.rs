@@ -77,7 +77,7 @@ impl LazyDoc {
                 .into_iter()
                 .filter(|&i| !st.sent_hashes.contains(&self.pending[i].change.hash()))
                 .collect();
-            if to_send.len() > self.num_changes() / 3 && supports_v2(st) {
+            if !to_send.is_empty() && supports_v2(st) && to_send.len() > self.num_changes() / 3 {
                 return Err(NeedsDoc); // Automerge sends the whole document
             }
         }
@@ -254,7 +254,7 @@ impl LazyDoc {
         st.sent_hashes.retain(|h| match self.in_pending(h) {
             Some(i) => !self.pending_covered(&clock, i),
             // Not in our graph at all: Automerge's traversal never reaches it either.
-            None if self.applied().get_change_meta_by_hash(h).is_none() => true,
+            None if !self.is_applied(h) => true,
             None => frontier.is_empty() || newer_applied.contains(h),
         });
     }
