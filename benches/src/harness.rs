@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use concord::core::{
-    Core, CoreConfig, DeferApply, Effect, Event, GrantPolicy, Housekeeping, Limits, OpId, StorageOp,
-    StorageReply,
+    Core, CoreConfig, DeferApply, Effect, Event, GrantPolicy, Housekeeping, Limits, OpId,
+    StorageOp, StorageReply,
 };
 use concord::storage::{Storage, StorageError};
 use concord::wire::{self, Message, PeerMetadata};

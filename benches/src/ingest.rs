@@ -104,12 +104,7 @@ pub fn run(a: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
 /// The driver's tick period (`RepoConfig::tick`).
 const TICK: Duration = Duration::from_millis(500);
 
-fn one_size(
-    a: &Args,
-    rt: &tokio::runtime::Runtime,
-    size: usize,
-    mode: &str,
-) -> anyhow::Result<()> {
+fn one_size(a: &Args, rt: &tokio::runtime::Runtime, size: usize, mode: &str) -> anyhow::Result<()> {
     let base = docgen::text_doc(size, 10)?;
     let text = docgen::text_obj(&base)?;
     let bytes = base.save();

@@ -71,6 +71,9 @@ impl Region {
             SECRET.into(),
             "--anti-entropy-secs".into(),
             "1".into(),
+            // Every document takes the deferred path (applied in batches), as large ones do.
+            "--defer-apply-min-ops".into(),
+            "0".into(),
         ];
         for p in &self.peers {
             args.push("--peer".into());

@@ -305,13 +305,17 @@ impl LazyDoc {
             );
         }
         pending.sort_unstable();
-        // Applied ancestors of `heads` are those of its frontier (none when it is empty).
-        let applied = self
-            .doc
-            .get_changes_meta(&frontier)
-            .into_iter()
-            .map(|m| m.hash)
-            .collect();
+        // Applied ancestors of `heads` are those of its frontier (none when it is empty); when
+        // the frontier is the applied document's heads, every applied change is an ancestor.
+        let applied = if !frontier.is_empty() && frontier == self.doc.get_heads() {
+            Vec::new()
+        } else {
+            self.doc
+                .get_changes_meta(&frontier)
+                .into_iter()
+                .map(|m| m.hash)
+                .collect()
+        };
         (applied, pending)
     }
 
