@@ -85,6 +85,9 @@ pub(super) struct LazyDoc {
 struct Applied {
     hashes: HashSet<ChangeHash>,
     seqs: HashMap<ActorId, u64>,
+    /// The document was handed out for changes (local ones, or a batch Automerge applied):
+    /// the applied heads at that moment. Changes since are added by [`LazyDoc::refresh`].
+    stale_since: Option<Vec<ChangeHash>>,
 }
 
 /// The deferred path cannot answer: flush and let Automerge do it.
@@ -115,7 +118,27 @@ impl LazyDoc {
     /// Applies what is pending and returns the document.
     pub(super) fn materialized(&mut self) -> Result<&mut Automerge, AutomergeError> {
         self.flush()?;
+        if let Some(a) = self.applied.as_mut() {
+            if a.stale_since.is_none() {
+                a.stale_since = Some(self.doc.get_heads());
+            }
+        }
         Ok(&mut self.doc)
+    }
+
+    /// Brings the applied hashes and seqs up to date after [`LazyDoc::materialized`].
+    pub(super) fn refresh(&mut self) {
+        let Some(a) = self.applied.as_mut() else {
+            return;
+        };
+        let Some(since) = a.stale_since.take() else {
+            return;
+        };
+        for m in self.doc.get_changes_meta(&since) {
+            a.hashes.insert(m.hash);
+            let s = a.seqs.entry(m.actor.into_owned()).or_default();
+            *s = (*s).max(m.seq);
+        }
     }
 
     pub(super) fn has_pending(&self) -> bool {
@@ -141,8 +164,8 @@ impl LazyDoc {
     /// Is `hash` in the applied document?
     pub(super) fn is_applied(&self, hash: &ChangeHash) -> bool {
         match &self.applied {
-            Some(a) => a.hashes.contains(hash),
-            None => self.doc.get_change_meta_by_hash(hash).is_some(),
+            Some(a) if a.stale_since.is_none() => a.hashes.contains(hash),
+            _ => self.doc.get_change_meta_by_hash(hash).is_some(),
         }
     }
 
@@ -184,6 +207,7 @@ impl LazyDoc {
             // Automerge holds orphans that these changes may complete: let it apply them.
             return false;
         }
+        self.refresh();
         if self.applied.is_none() {
             let mut a = Applied::default();
             for m in self.doc.get_changes_meta(&[]) {

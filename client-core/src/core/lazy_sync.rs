@@ -30,6 +30,7 @@ impl LazyDoc {
     ) -> Result<Option<Message>, automerge::AutomergeError> {
         use automerge::sync::SyncDoc;
         if self.has_pending() {
+            self.refresh();
             if let Ok(m) = self.deferred_generate(st) {
                 return Ok(m);
             }
