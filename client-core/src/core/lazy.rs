@@ -44,7 +44,7 @@ impl Default for DeferApply {
     fn default() -> Self {
         Self {
             min_ops: 10_000,
-            max_pending: 2_048,
+            max_pending: 4_096,
             idle_ms: 1_000,
         }
     }
@@ -322,11 +322,10 @@ impl LazyDoc {
         let (clock, frontier) = self.clock_of(heads);
         let mut pending: Vec<usize> = Vec::new();
         for (a, idxs) in self.by_actor.iter().enumerate() {
+            // An actor's pending changes are in increasing seq order (`try_defer` checks it).
             let seen = clock.get(a).copied().unwrap_or(0);
-            pending.extend(
-                idxs.iter()
-                    .filter(|&&i| self.pending[i].change.seq() > seen),
-            );
+            let first = idxs.partition_point(|&i| self.pending[i].change.seq() <= seen);
+            pending.extend(&idxs[first..]);
         }
         pending.sort_unstable();
         // Applied ancestors of `heads` are those of its frontier (none when it is empty); when

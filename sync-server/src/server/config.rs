@@ -110,7 +110,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CONCORD_MAX_OPS_PER_MESSAGE")]
     pub max_ops_per_message: Option<u64>,
     /// Documents of at least this many ops have incoming changes validated, committed and
-    /// relayed at once but applied later, in batches (when idle, or 2048 at a time); smaller
+    /// relayed at once but applied later, in batches (when idle, or 4096 at a time); smaller
     /// ones are applied as they arrive. 0 defers for every document [default: 10000].
     #[arg(long, env = "CONCORD_DEFER_APPLY_MIN_OPS")]
     pub defer_apply_min_ops: Option<u64>,

@@ -73,8 +73,14 @@ impl Collector for EngineCollector {
         counter(
             &mut e,
             "concord_changes_applied",
-            "Changes received and applied.",
+            "Changes received and applied (or, on large documents, committed with their application deferred).",
             s.changes_applied,
+        )?;
+        counter(
+            &mut e,
+            "concord_changes_deferred",
+            "Changes received whose application to the in-memory document was deferred.",
+            s.changes_deferred,
         )?;
         counter(
             &mut e,
