@@ -90,7 +90,8 @@ pub use config::{
 pub use document::PeerSyncStatus;
 pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
 pub use effects::{
-    CloseReason, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,
+    CloseReason, Effect, Event, FindOutcome, Gathered, MAX_BATCH_BYTES, MAX_BATCH_OPS, OpId,
+    Origin, StorageOp, StorageReply, Ticket,
 };
 pub use error::{CoreError, ProtocolError};
 pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
