@@ -9,7 +9,9 @@
 //! Durability rule: the core sends sync messages for a document only while everything it holds of
 //! that document is committed to storage. A peer that learns our heads therefore learns heads we
 //! have durably stored, and incoming changes are applied in batches: everything that arrives while
-//! a commit is in flight is applied together once it lands (group commit).
+//! a commit is in flight is applied together once it lands (group commit). The tokio driver also
+//! commits the writes queued together, across documents, in one transaction
+//! ([`StorageOp::gather`], [`StorageOp::run_batch_async`]).
 //!
 //! # Two peers syncing
 //!
