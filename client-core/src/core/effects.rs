@@ -186,19 +186,23 @@ impl StorageOp {
     ) -> Vec<Result<StorageReply, StorageError>> {
         let mut results = Vec::with_capacity(ops.len());
         let mut rest = ops.as_slice();
-        while let Some(op) = rest.first() {
+        while let Some((op, tail)) = rest.split_first() {
             let writes: Vec<WriteOp<'_>> = rest.iter().map_while(StorageOp::as_write).collect();
             if writes.len() < 2 {
                 results.push(op.run_alone(storage).await);
-                rest = &rest[1..];
+                rest = tail;
                 continue;
             }
-            rest = &rest[writes.len()..];
+            rest = rest.get(writes.len()..).unwrap_or_default();
             match storage.write_batch(&writes).await {
                 Ok(()) => results.extend(writes.iter().map(|_| Ok(StorageReply::Done))),
                 Err(_error) => {
                     #[cfg(feature = "native")]
-                    tracing::warn!(%_error, writes = writes.len(), "group commit failed: retrying write by write");
+                    tracing::warn!(
+                        %_error,
+                        writes = writes.len(),
+                        "group commit failed: retrying write by write"
+                    );
                     for w in &writes {
                         results.push(w.write_alone(storage).await.map(|()| StorageReply::Done));
                     }
@@ -375,5 +379,58 @@ pub enum Event {
 impl From<StorageError> for FindOutcome {
     fn from(e: StorageError) -> Self {
         Self::Failed(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(n: u8) -> (u8, StorageOp) {
+        let bytes = vec![n; 4];
+        let op = StorageOp::Append {
+            doc: DocumentId::from_bytes([n; 16]),
+            key: ChunkKey::of(&bytes),
+            bytes,
+        };
+        (n, op)
+    }
+
+    fn tags(group: &[(u8, StorageOp)]) -> Vec<u8> {
+        group.iter().map(|(t, _)| *t).collect()
+    }
+
+    #[test]
+    fn gather_takes_queued_writes_up_to_a_load_and_holds_the_load() {
+        let load = StorageOp::Load {
+            doc: DocumentId::from_bytes([9; 16]),
+        };
+        let mut queue = vec![append(1), append(2), (3, load), append(4)].into_iter();
+        let g = StorageOp::gather(append(0), || queue.next());
+        assert_eq!(tags(&g.group), [0, 1, 2]);
+        assert!(matches!(g.held, Some((3, StorageOp::Load { .. }))));
+        // A held load runs alone; the writes after it form the next group.
+        let g = StorageOp::gather(g.held.unwrap(), || queue.next());
+        assert_eq!(tags(&g.group), [3]);
+        let g = StorageOp::gather(queue.next().unwrap(), || queue.next());
+        assert_eq!(tags(&g.group), [4]);
+        assert!(g.held.is_none());
+    }
+
+    #[test]
+    fn gather_stops_at_the_bounds() {
+        let mut n = 0u8;
+        let g = StorageOp::gather(append(0), || {
+            n = n.wrapping_add(1);
+            Some(append(n))
+        });
+        assert_eq!(g.group.len(), MAX_BATCH_OPS);
+        let big = StorageOp::Append {
+            doc: DocumentId::from_bytes([0; 16]),
+            key: ChunkKey::of(b"big"),
+            bytes: vec![0; MAX_BATCH_BYTES],
+        };
+        let g = StorageOp::gather((0, big), || Some(append(1)));
+        assert_eq!(g.group.len(), 1, "a write at the byte bound commits alone");
     }
 }
