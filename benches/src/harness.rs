@@ -1,6 +1,8 @@
 //! The server's real path, in process: a [`Core`] configured as `concord serve` configures it,
-//! with its storage operations executed on a separate thread (as the tokio driver's storage task
-//! does), so messages that arrive while a commit is in flight queue up exactly as in the server.
+//! with its storage operations executed on a separate thread as the tokio driver's storage task
+//! executes them (the writes queued together in one transaction: [`StorageOp::gather`],
+//! [`StorageOp::run_batch_async`]), so messages that arrive while a commit is in flight queue up
+//! exactly as in the server.
 //! Time spent inside the core is measured around each call; the storage thread's CPU time is
 //! read from the kernel.
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use concord::core::{
-    Core, CoreConfig, DeferApply, Effect, Event, GrantPolicy, Housekeeping, Limits, OpId,
+    Core, CoreConfig, DeferApply, Effect, Event, Gathered, GrantPolicy, Housekeeping, Limits, OpId,
     StorageOp, StorageReply,
 };
 use concord::storage::{Storage, StorageError};
@@ -20,12 +22,20 @@ use concord::{ConnId, DocumentId, PeerId, StorageId};
 
 type Reply = (OpId, Result<StorageReply, StorageError>);
 
+/// What the storage thread executed together, and the results.
+#[derive(Debug)]
+struct Group {
+    replies: Vec<Reply>,
+    /// A run of writes (one transaction when every write succeeded), not a load.
+    writes: bool,
+}
+
 /// Server under test.
 #[derive(Debug)]
 pub struct Harness {
     pub core: Core,
     ops: Option<mpsc::Sender<(OpId, StorageOp)>>,
-    replies: mpsc::Receiver<Reply>,
+    replies: mpsc::Receiver<Group>,
     worker: Option<JoinHandle<Duration>>,
     pending: usize,
     start: Instant,
@@ -36,7 +46,11 @@ pub struct Harness {
     /// Events the core emitted.
     pub events: Vec<Event>,
     /// When set, every write operation handed to storage is also recorded here.
-    pub writes: Option<Vec<StorageOp>>,
+    pub writes: Option<Vec<(OpId, StorageOp)>>,
+    /// While `writes` is set: the writes storage executed together, one entry per transaction.
+    pub transactions: Vec<Vec<OpId>>,
+    /// Storage operations that failed.
+    pub storage_errors: usize,
 }
 
 /// The server's peer id in the benchmarks.
@@ -91,14 +105,21 @@ impl Harness {
             allow_anonymous: true,
         }));
         let (op_tx, op_rx) = mpsc::channel::<(OpId, StorageOp)>();
-        let (reply_tx, replies) = mpsc::channel::<Reply>();
+        let (reply_tx, replies) = mpsc::channel::<Group>();
         let worker = std::thread::Builder::new()
             .name("storage".into())
             .spawn(move || {
                 let cpu0 = thread_cpu();
-                while let Ok((id, op)) = op_rx.recv() {
-                    let r = rt.block_on(op.run_async(storage.as_ref()));
-                    if reply_tx.send((id, r)).is_err() {
+                let mut held = None;
+                while let Some(first) = held.take().or_else(|| op_rx.recv().ok()) {
+                    let Gathered { group, held: next } =
+                        StorageOp::gather(first, || op_rx.try_recv().ok());
+                    held = next;
+                    let writes = group.iter().all(|(_, op)| op.as_write().is_some());
+                    let (ids, ops): (Vec<OpId>, Vec<StorageOp>) = group.into_iter().unzip();
+                    let results = rt.block_on(StorageOp::run_batch_async(ops, storage.as_ref()));
+                    let replies = ids.into_iter().zip(results).collect();
+                    if reply_tx.send(Group { replies, writes }).is_err() {
                         break;
                     }
                 }
@@ -116,6 +137,8 @@ impl Harness {
             sent: Vec::new(),
             events: Vec::new(),
             writes: None,
+            transactions: Vec::new(),
+            storage_errors: 0,
         })
     }
 
@@ -143,9 +166,9 @@ impl Harness {
                 Effect::Send { conn, bytes } => self.sent.push((conn, bytes)),
                 Effect::Storage { id, op } => {
                     if let Some(w) = &mut self.writes
-                        && !matches!(op, StorageOp::Load { .. })
+                        && op.as_write().is_some()
                     {
-                        w.push(op.clone());
+                        w.push((id, op.clone()));
                     }
                     if let Some(tx) = &self.ops
                         && tx.send((id, op)).is_ok()
@@ -206,9 +229,15 @@ impl Harness {
             return;
         };
         loop {
-            self.pending = self.pending.saturating_sub(1);
-            let (id, result) = next;
-            self.timed(|c, now| c.handle_storage_result(now, id, result));
+            if next.writes && self.writes.is_some() {
+                self.transactions
+                    .push(next.replies.iter().map(|(id, _)| *id).collect());
+            }
+            for (id, result) in next.replies {
+                self.pending = self.pending.saturating_sub(1);
+                self.storage_errors += usize::from(result.is_err());
+                self.timed(|c, now| c.handle_storage_result(now, id, result));
+            }
             match self.replies.try_recv() {
                 Ok(r) => next = r,
                 Err(_) => return,

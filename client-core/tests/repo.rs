@@ -9,8 +9,8 @@ use automerge::ROOT;
 use automerge::transaction::Transactable;
 use concord::core::{Origin, ServerPolicy};
 use concord::repo::DocEvent;
-use concord::storage::MemoryStorage;
-use concord::{Repo, RepoConfig, RepoError};
+use concord::storage::{ChunkKey, MemoryStorage, Storage, StorageResult, StoredDocument, WriteOp};
+use concord::{DocumentId, Repo, RepoConfig, RepoError, StorageId};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -157,6 +157,108 @@ async fn a_failed_commit_is_reported_not_acknowledged() {
     storage.set_fail_writes(true);
     let err = doc.change(|tx| tx.put(ROOT, "k", 1)).await.unwrap_err();
     assert!(matches!(err, RepoError::CommitFailed(_)), "{err:?}");
+    c.shutdown().await;
+}
+
+/// Memory storage whose writes take a while, recording how many writes each batch held.
+#[derive(Debug, Clone, Default)]
+struct SlowStorage {
+    inner: MemoryStorage,
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl SlowStorage {
+    async fn slow(&self, writes: usize) {
+        self.batches.lock().unwrap().push(writes);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for SlowStorage {
+    async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
+        self.inner.load(doc).await
+    }
+    async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
+        self.slow(1).await;
+        self.inner.append(doc, key, bytes).await
+    }
+    async fn compact(
+        &self,
+        doc: &DocumentId,
+        key: ChunkKey,
+        snapshot: &[u8],
+        covered: &[ChunkKey],
+    ) -> StorageResult<()> {
+        self.slow(1).await;
+        self.inner.compact(doc, key, snapshot, covered).await
+    }
+    async fn put_sync_state(
+        &self,
+        doc: &DocumentId,
+        peer: &StorageId,
+        state: &[u8],
+    ) -> StorageResult<()> {
+        self.slow(1).await;
+        self.inner.put_sync_state(doc, peer, state).await
+    }
+    async fn list(&self) -> StorageResult<Vec<DocumentId>> {
+        self.inner.list().await
+    }
+    async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
+        self.inner.delete(doc).await
+    }
+    async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        self.inner.get_meta(key).await
+    }
+    async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
+        self.inner.put_meta(key, value).await
+    }
+    async fn write_batch(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
+        self.slow(ops.len()).await;
+        self.inner.write_batch(ops).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_together_commit_together_and_a_failing_one_fails_alone() {
+    let storage = SlowStorage::default();
+    let c = Repo::open(Arc::new(storage.clone()), RepoConfig::default())
+        .await
+        .unwrap();
+    let mut docs = Vec::new();
+    for _ in 0..12 {
+        docs.push(c.create().await.unwrap());
+    }
+    let poisoned = docs[5].id();
+    storage.inner.set_fail_writes_to(poisoned, true);
+    let changes = docs
+        .iter()
+        .zip(0i64..)
+        .map(|(d, i)| d.change(move |tx| tx.put(ROOT, "k", i)));
+    let results = futures::future::join_all(changes).await;
+    for (d, r) in docs.iter().zip(&results) {
+        if d.id() == poisoned {
+            assert!(matches!(r, Err(RepoError::CommitFailed(_))), "{r:?}");
+        } else {
+            assert!(r.is_ok(), "{r:?}");
+            let stored = storage.inner.load(&d.id()).await.unwrap();
+            let mut reloaded = automerge::Automerge::new();
+            for chunk in &stored.chunks {
+                reloaded.load_incremental(&chunk.bytes).unwrap();
+            }
+            assert_eq!(
+                reloaded.get_heads(),
+                d.heads().unwrap(),
+                "acknowledged = stored"
+            );
+        }
+    }
+    let batches = storage.batches.lock().unwrap().clone();
+    assert!(
+        batches.iter().any(|n| *n > 1),
+        "writes queued behind a slow commit share one: {batches:?}"
+    );
     c.shutdown().await;
 }
 

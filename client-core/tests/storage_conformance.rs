@@ -60,3 +60,10 @@ async fn memory_backend_can_fail_writes_on_demand() {
         "a failed write stores nothing"
     );
 }
+
+#[tokio::test]
+async fn memory_backend_batches_are_all_or_nothing() {
+    let m = MemoryStorage::new();
+    m.set_fail_writes_to(conformance::POISONED, true);
+    conformance::run_failing_batch(&m).await;
+}

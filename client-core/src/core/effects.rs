@@ -3,7 +3,7 @@
 use automerge::ChangeHash;
 
 use crate::id::{ConnId, DocumentId, PeerId};
-use crate::storage::{ChunkKey, StorageError, StoredDocument};
+use crate::storage::{ChunkKey, Storage, StorageError, StoredDocument, WriteOp};
 use crate::wire::PeerMetadata;
 
 use super::ProtocolError;
@@ -65,64 +65,151 @@ pub enum StorageOp {
     },
 }
 
+/// What a [`StorageOp`] does to storage.
+enum Access<'a> {
+    Load(&'a DocumentId),
+    Write(WriteOp<'a>),
+}
+
+/// Queued operations to execute together ([`StorageOp::gather`]), each with the caller's tag.
+#[derive(Debug)]
+pub struct Gathered<T> {
+    /// The operations, in queue order: one load, or a run of writes.
+    pub group: Vec<(T, StorageOp)>,
+    /// The load that ended the run of writes: it runs next.
+    pub held: Option<(T, StorageOp)>,
+}
+
+/// At most this many operations go into one group commit ([`StorageOp::gather`]).
+pub const MAX_BATCH_OPS: usize = 256;
+/// A group commit stops taking writes once they carry this many bytes.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
 impl StorageOp {
+    fn access(&self) -> Access<'_> {
+        Access::Write(match self {
+            Self::Load { doc } => return Access::Load(doc),
+            Self::Append { doc, key, bytes } => WriteOp::Append {
+                doc,
+                key: *key,
+                bytes,
+            },
+            Self::Compact {
+                doc,
+                key,
+                bytes,
+                covered,
+            } => WriteOp::Compact {
+                doc,
+                key: *key,
+                snapshot: bytes,
+                covered,
+            },
+            Self::PutSyncState { doc, peer, state } => WriteOp::PutSyncState { doc, peer, state },
+            Self::PutHeads { doc, heads } => WriteOp::PutHeads { doc, heads },
+        })
+    }
+
+    /// The operation as a [`WriteOp`]; `None` for a load.
+    pub fn as_write(&self) -> Option<WriteOp<'_>> {
+        match self.access() {
+            Access::Write(write) => Some(write),
+            Access::Load(_) => None,
+        }
+    }
+
     /// Executes the operation on in-memory storage, synchronously (simulations, tests, examples).
     pub fn run_on(
         self,
         disk: &crate::storage::MemoryStorage,
     ) -> Result<StorageReply, StorageError> {
-        match self {
-            Self::Load { doc } => disk.load_sync(&doc).map(StorageReply::Loaded),
-            Self::Append { doc, key, bytes } => disk
-                .append_sync(&doc, key, &bytes)
-                .map(|()| StorageReply::Done),
-            Self::Compact {
-                doc,
-                key,
-                bytes,
-                covered,
-            } => disk
-                .compact_sync(&doc, key, &bytes, &covered)
-                .map(|()| StorageReply::Done),
-            Self::PutSyncState { doc, peer, state } => disk
-                .put_sync_state_sync(&doc, &peer, &state)
-                .map(|()| StorageReply::Done),
-            Self::PutHeads { doc, heads } => disk
-                .put_heads_sync(&doc, &heads)
+        match self.access() {
+            Access::Load(doc) => disk.load_sync(doc).map(StorageReply::Loaded),
+            Access::Write(write) => disk.write_batch_sync(&[write]).map(|()| StorageReply::Done),
+        }
+    }
+
+    /// Executes the operation on any [`Storage`] backend, alone (its own transaction).
+    pub async fn run_async(self, storage: &dyn Storage) -> Result<StorageReply, StorageError> {
+        self.run_alone(storage).await
+    }
+
+    async fn run_alone(&self, storage: &dyn Storage) -> Result<StorageReply, StorageError> {
+        match self.access() {
+            Access::Load(doc) => storage.load(doc).await.map(StorageReply::Loaded),
+            Access::Write(write) => write
+                .write_alone(storage)
+                .await
                 .map(|()| StorageReply::Done),
         }
     }
 
-    /// Executes the operation on any [`Storage`](crate::storage::Storage) backend (the tokio
-    /// driver's storage task, benchmarks).
-    pub async fn run_async(
-        self,
-        storage: &dyn crate::storage::Storage,
-    ) -> Result<StorageReply, StorageError> {
-        match self {
-            Self::Load { doc } => storage.load(&doc).await.map(StorageReply::Loaded),
-            Self::Append { doc, key, bytes } => storage
-                .append(&doc, key, &bytes)
-                .await
-                .map(|()| StorageReply::Done),
-            Self::Compact {
-                doc,
-                key,
-                bytes,
-                covered,
-            } => storage
-                .compact(&doc, key, &bytes, &covered)
-                .await
-                .map(|()| StorageReply::Done),
-            Self::PutSyncState { doc, peer, state } => storage
-                .put_sync_state(&doc, &peer, &state)
-                .await
-                .map(|()| StorageReply::Done),
-            Self::PutHeads { doc, heads } => storage
-                .put_heads(&doc, &heads)
-                .await
-                .map(|()| StorageReply::Done),
+    /// Takes the next group of queued operations to execute together: `first`, then, when
+    /// `first` is a write, the writes `next` yields after it, up to [`MAX_BATCH_OPS`] operations
+    /// and about [`MAX_BATCH_BYTES`] bytes. A load ends the group and is held apart, to run after
+    /// it, so every operation still runs in queue order.
+    pub fn gather<T>(
+        first: (T, StorageOp),
+        mut next: impl FnMut() -> Option<(T, StorageOp)>,
+    ) -> Gathered<T> {
+        let Some(mut bytes) = first.1.as_write().map(|w| w.payload_len()) else {
+            return Gathered {
+                group: vec![first],
+                held: None,
+            };
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+            let Some(item) = next() else { break };
+            match item.1.as_write() {
+                Some(w) => bytes += w.payload_len(),
+                None => {
+                    return Gathered {
+                        group,
+                        held: Some(item),
+                    };
+                }
+            }
+            group.push(item);
         }
+        Gathered { group, held: None }
+    }
+
+    /// Executes `ops` in order: each run of consecutive writes as ONE transaction
+    /// ([`Storage::write_batch`]; a lone write on its own), each load alone. Returns every
+    /// operation's result, in order, once its write committed. When a batch fails, its writes are
+    /// retried one by one, each its own transaction, so the error reaches only the write that
+    /// caused it and the others still commit (writes are idempotent: see [`WriteOp`]).
+    pub async fn run_batch_async(
+        ops: Vec<StorageOp>,
+        storage: &dyn Storage,
+    ) -> Vec<Result<StorageReply, StorageError>> {
+        let mut results = Vec::with_capacity(ops.len());
+        let mut rest = ops.as_slice();
+        while let Some((op, tail)) = rest.split_first() {
+            let writes: Vec<WriteOp<'_>> = rest.iter().map_while(StorageOp::as_write).collect();
+            if writes.len() < 2 {
+                results.push(op.run_alone(storage).await);
+                rest = tail;
+                continue;
+            }
+            rest = rest.get(writes.len()..).unwrap_or_default();
+            match storage.write_batch(&writes).await {
+                Ok(()) => results.extend(writes.iter().map(|_| Ok(StorageReply::Done))),
+                Err(_error) => {
+                    #[cfg(feature = "native")]
+                    tracing::warn!(
+                        %_error,
+                        writes = writes.len(),
+                        "group commit failed: retrying write by write"
+                    );
+                    for w in &writes {
+                        results.push(w.write_alone(storage).await.map(|()| StorageReply::Done));
+                    }
+                }
+            }
+        }
+        results
     }
 
     /// The document the operation is about.
@@ -292,5 +379,58 @@ pub enum Event {
 impl From<StorageError> for FindOutcome {
     fn from(e: StorageError) -> Self {
         Self::Failed(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(n: u8) -> (u8, StorageOp) {
+        let bytes = vec![n; 4];
+        let op = StorageOp::Append {
+            doc: DocumentId::from_bytes([n; 16]),
+            key: ChunkKey::of(&bytes),
+            bytes,
+        };
+        (n, op)
+    }
+
+    fn tags(group: &[(u8, StorageOp)]) -> Vec<u8> {
+        group.iter().map(|(t, _)| *t).collect()
+    }
+
+    #[test]
+    fn gather_takes_queued_writes_up_to_a_load_and_holds_the_load() {
+        let load = StorageOp::Load {
+            doc: DocumentId::from_bytes([9; 16]),
+        };
+        let mut queue = vec![append(1), append(2), (3, load), append(4)].into_iter();
+        let g = StorageOp::gather(append(0), || queue.next());
+        assert_eq!(tags(&g.group), [0, 1, 2]);
+        assert!(matches!(g.held, Some((3, StorageOp::Load { .. }))));
+        // A held load runs alone; the writes after it form the next group.
+        let g = StorageOp::gather(g.held.unwrap(), || queue.next());
+        assert_eq!(tags(&g.group), [3]);
+        let g = StorageOp::gather(queue.next().unwrap(), || queue.next());
+        assert_eq!(tags(&g.group), [4]);
+        assert!(g.held.is_none());
+    }
+
+    #[test]
+    fn gather_stops_at_the_bounds() {
+        let mut n = 0u8;
+        let g = StorageOp::gather(append(0), || {
+            n = n.wrapping_add(1);
+            Some(append(n))
+        });
+        assert_eq!(g.group.len(), MAX_BATCH_OPS);
+        let big = StorageOp::Append {
+            doc: DocumentId::from_bytes([0; 16]),
+            key: ChunkKey::of(b"big"),
+            bytes: vec![0; MAX_BATCH_BYTES],
+        };
+        let g = StorageOp::gather((0, big), || Some(append(1)));
+        assert_eq!(g.group.len(), 1, "a write at the byte bound commits alone");
     }
 }

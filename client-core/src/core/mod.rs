@@ -9,7 +9,9 @@
 //! Durability rule: the core sends sync messages for a document only while everything it holds of
 //! that document is committed to storage. A peer that learns our heads therefore learns heads we
 //! have durably stored, and incoming changes are applied in batches: everything that arrives while
-//! a commit is in flight is applied together once it lands (group commit).
+//! a commit is in flight is applied together once it lands (group commit). The tokio driver also
+//! commits the writes queued together, across documents, in one transaction
+//! ([`StorageOp::gather`], [`StorageOp::run_batch_async`]).
 //!
 //! # Two peers syncing
 //!
@@ -93,7 +95,8 @@ pub use config::{
 };
 pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
 pub use effects::{
-    CloseReason, Effect, Event, FindOutcome, OpId, Origin, StorageOp, StorageReply, Ticket,
+    CloseReason, Effect, Event, FindOutcome, Gathered, MAX_BATCH_BYTES, MAX_BATCH_OPS, OpId,
+    Origin, StorageOp, StorageReply, Ticket,
 };
 pub use error::{CoreError, ProtocolError};
 pub use lazy::DeferApply;

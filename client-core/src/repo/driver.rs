@@ -9,7 +9,9 @@ use automerge::ChangeHash;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use super::{DocEvent, RepoError, RepoEvent};
-use crate::core::{CloseReason, Core, Effect, Event, FindOutcome, OpId, StorageOp, Ticket};
+use crate::core::{
+    CloseReason, Core, Effect, Event, FindOutcome, Gathered, OpId, StorageOp, Ticket,
+};
 use crate::id::{ConnId, DocumentId};
 use crate::storage::Storage;
 
@@ -294,20 +296,41 @@ fn op_name(op: &StorageOp) -> &'static str {
     }
 }
 
-/// Executes storage operations in order, one at a time, reporting each result to the core.
+/// Executes storage operations in queue order, reporting each result to the core. Group commit:
+/// the writes queued together (up to [`MAX_BATCH_OPS`](crate::core::MAX_BATCH_OPS)) commit in one
+/// transaction, and their results are reported only once it committed; a load runs alone.
 pub(super) async fn run_storage(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<(OpId, StorageOp)>,
 ) {
-    while let Some((id, op)) = rx.recv().await {
-        tracing::trace!(?id, doc = %op.doc(), op = op_name(&op), "storage op");
-        let result = op.run_async(shared.storage.as_ref()).await;
-        tracing::trace!(?id, ok = result.is_ok(), "storage op done");
+    let mut held = None;
+    loop {
+        let first = match held.take() {
+            Some(op) => op,
+            None => match rx.recv().await {
+                Some(op) => op,
+                None => break,
+            },
+        };
+        let Gathered { group, held: next } = StorageOp::gather(first, || rx.try_recv().ok());
+        held = next;
+        let (ids, ops): (Vec<OpId>, Vec<StorageOp>) = group.into_iter().unzip();
+        for (id, op) in ids.iter().zip(&ops) {
+            tracing::trace!(?id, doc = %op.doc(), op = op_name(op), "storage op");
+        }
+        let results = StorageOp::run_batch_async(ops, shared.storage.as_ref()).await;
+        tracing::trace!(
+            ops = ids.len(),
+            failed = results.iter().filter(|r| r.is_err()).count(),
+            "storage ops done"
+        );
         if let Ok(mut core) = shared.core.lock() {
             let now = shared.now();
-            core.handle_storage_result(now, id, result);
+            for (id, result) in ids.into_iter().zip(results) {
+                core.handle_storage_result(now, id, result);
+            }
         }
-        if rx.is_empty() {
+        if held.is_none() && rx.is_empty() {
             let _ = shared.storage_idle.send(true);
         }
         shared.progress.send_modify(|p| *p += 1);

@@ -11,8 +11,16 @@
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT, ReadDoc};
 
-use super::{ChunkKey, ChunkKind, Storage, StoredDocument};
+use super::{ChunkKey, ChunkKind, Storage, StoredDocument, WriteOp};
+use crate::core::StorageOp;
 use crate::id::{DocumentId, StorageId};
+
+/// The document [`run_failing_batch`] expects every write to fail for.
+pub const POISONED: DocumentId = DocumentId::from_bytes([0xCF; 16]);
+
+fn keys_of(stored: &StoredDocument) -> Vec<ChunkKey> {
+    stored.chunks.iter().map(|c| c.key).collect()
+}
 
 fn ok<T>(r: super::StorageResult<T>, what: &str) -> T {
     match r {
@@ -196,6 +204,8 @@ pub async fn run<S: Storage>(s: &S) {
         );
     }
 
+    batches(s).await;
+
     // Large chunks survive intact.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     ok(
@@ -203,4 +213,158 @@ pub async fn run<S: Storage>(s: &S) {
         "append big",
     );
     assert_eq!(ok(s.load(&other).await, "load big").chunks[0].bytes, big);
+}
+
+/// A batch of writes to several documents: all visible after, in order.
+async fn batches<S: Storage>(s: &S) {
+    let (x, y) = (
+        DocumentId::from_bytes([0xC2; 16]),
+        DocumentId::from_bytes([0xC3; 16]),
+    );
+    let peer = StorageId::from("peer-batch");
+    let [k1, k2, k3, k4, snap] = [
+        &b"batch-1"[..],
+        b"batch-2",
+        b"batch-3",
+        b"batch-4",
+        b"snapshot",
+    ]
+    .map(ChunkKey::of);
+    ok(s.write_batch(&[]).await, "empty batch");
+    ok(
+        s.write_batch(&[
+            WriteOp::Append {
+                doc: &x,
+                key: k1,
+                bytes: b"batch-1",
+            },
+            WriteOp::Append {
+                doc: &y,
+                key: k2,
+                bytes: b"batch-2",
+            },
+            WriteOp::PutSyncState {
+                doc: &x,
+                peer: &peer,
+                state: b"first",
+            },
+            WriteOp::PutSyncState {
+                doc: &x,
+                peer: &peer,
+                state: b"second",
+            },
+            WriteOp::Append {
+                doc: &x,
+                key: k3,
+                bytes: b"batch-3",
+            },
+            WriteOp::PutHeads {
+                doc: &y,
+                heads: &[4; 32],
+            },
+        ])
+        .await,
+        "write batch",
+    );
+    let sx = ok(s.load(&x).await, "load batched");
+    assert_eq!(
+        keys_of(&sx),
+        vec![k1, k3],
+        "a batch's appends load in order"
+    );
+    assert_eq!(
+        sx.sync_states,
+        vec![(peer.clone(), b"second".to_vec())],
+        "the later sync state of a batch wins"
+    );
+    assert_eq!(keys_of(&ok(s.load(&y).await, "load batched")), vec![k2]);
+    if let Some(index) = ok(s.heads_index().await, "heads index") {
+        assert!(index.contains(&(y, vec![4; 32])), "a batch writes heads");
+    }
+
+    // Order within a batch: an append, then a compaction covering it.
+    ok(
+        s.write_batch(&[
+            WriteOp::Append {
+                doc: &x,
+                key: k4,
+                bytes: b"batch-4",
+            },
+            WriteOp::Compact {
+                doc: &x,
+                key: snap,
+                snapshot: b"snapshot",
+                covered: &[k1, k3, k4],
+            },
+        ])
+        .await,
+        "append and compact in one batch",
+    );
+    let sx = ok(s.load(&x).await, "load compacted batch");
+    assert_eq!(
+        keys_of(&sx),
+        vec![snap],
+        "the compaction runs after the append"
+    );
+    assert_eq!(sx.chunks[0].kind, ChunkKind::Snapshot);
+}
+
+/// Checks that a batch with a failing write leaves nothing of the batch, that the storage works
+/// on after it, and that [`StorageOp::run_batch_async`] then retries the writes one by one so
+/// only the failing write reports the error. Call it after making the backend fail every write to
+/// [`POISONED`] (and nothing else); backends that keep the default, write-by-write
+/// [`Storage::write_batch`] cannot pass it.
+pub async fn run_failing_batch<S: Storage>(s: &S) {
+    let (a, b) = (
+        DocumentId::from_bytes([0xC8; 16]),
+        DocumentId::from_bytes([0xC9; 16]),
+    );
+    let peer = StorageId::from("peer-batch");
+    let ops = vec![
+        StorageOp::Append {
+            doc: a,
+            key: ChunkKey::of(b"a"),
+            bytes: b"a".to_vec(),
+        },
+        StorageOp::Append {
+            doc: POISONED,
+            key: ChunkKey::of(b"p"),
+            bytes: b"p".to_vec(),
+        },
+        StorageOp::PutSyncState {
+            doc: b,
+            peer: peer.clone(),
+            state: b"b".to_vec(),
+        },
+    ];
+    let writes: Vec<WriteOp<'_>> = ops.iter().filter_map(StorageOp::as_write).collect();
+    assert!(
+        s.write_batch(&writes).await.is_err(),
+        "a batch with a failing write must fail"
+    );
+    assert!(
+        ok(s.load(&a).await, "load a").is_empty(),
+        "a failed batch must leave nothing (the write before the failing one)"
+    );
+    assert!(
+        ok(s.load(&b).await, "load b").sync_states.is_empty(),
+        "a failed batch must leave nothing (the write after the failing one)"
+    );
+
+    let results = StorageOp::run_batch_async(ops, s as &dyn Storage).await;
+    let oks: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(
+        oks,
+        vec![true, false, true],
+        "only the failing write reports the error"
+    );
+    assert_eq!(
+        keys_of(&ok(s.load(&a).await, "load a")),
+        vec![ChunkKey::of(b"a")]
+    );
+    assert_eq!(
+        ok(s.load(&b).await, "load b").sync_states,
+        vec![(peer, b"b".to_vec())]
+    );
+    assert!(ok(s.load(&POISONED).await, "load poisoned").is_empty());
 }

@@ -1,10 +1,12 @@
 //! In-memory storage, for tests and ephemeral peers. Shares its contents between clones, so a
 //! simulated crash can drop a peer and reopen "the same disk".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument};
+use super::{
+    Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument, WriteOp,
+};
 use crate::id::{DocumentId, StorageId};
 
 #[derive(Debug, Default)]
@@ -19,6 +21,65 @@ struct Inner {
     meta: HashMap<String, Vec<u8>>,
     heads: BTreeMap<DocumentId, Vec<u8>>,
     fail_writes: bool,
+    fail_docs: BTreeSet<DocumentId>,
+}
+
+impl Inner {
+    /// The injected failure for a write (to `doc`, when it writes one document), if any.
+    fn check(&self, op: &'static str, doc: Option<&DocumentId>) -> StorageResult<()> {
+        if self.fail_writes || doc.is_some_and(|d| self.fail_docs.contains(d)) {
+            return Err(StorageError::Backend {
+                op,
+                message: "injected write failure".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &WriteOp<'_>) {
+        match *op {
+            WriteOp::Append { doc, key, bytes } => insert(
+                self.docs.entry(*doc).or_default(),
+                key,
+                ChunkKind::Incremental,
+                bytes,
+            ),
+            WriteOp::Compact {
+                doc,
+                key,
+                snapshot,
+                covered,
+            } => {
+                let d = self.docs.entry(*doc).or_default();
+                d.chunks
+                    .retain(|c| c.key == key || !covered.contains(&c.key));
+                insert(d, key, ChunkKind::Snapshot, snapshot);
+                if let Some(c) = d.chunks.iter_mut().find(|c| c.key == key) {
+                    c.kind = ChunkKind::Snapshot;
+                }
+            }
+            WriteOp::PutSyncState { doc, peer, state } => {
+                self.docs
+                    .entry(*doc)
+                    .or_default()
+                    .sync_states
+                    .insert(peer.clone(), state.to_vec());
+            }
+            WriteOp::PutHeads { doc, heads } => {
+                self.heads.insert(*doc, heads.to_vec());
+            }
+        }
+    }
+}
+
+fn insert(d: &mut DocData, key: ChunkKey, kind: ChunkKind, bytes: &[u8]) {
+    if !d.chunks.iter().any(|c| c.key == key) {
+        d.chunks.push(Chunk {
+            key,
+            kind,
+            bytes: bytes.to_vec(),
+        });
+    }
 }
 
 /// Storage in memory; `Clone` shares the same contents.
@@ -47,15 +108,39 @@ impl MemoryStorage {
         }
     }
 
-    fn write(&self, op: &'static str) -> StorageResult<MutexGuard<'_, Inner>> {
-        let g = self.lock()?;
-        if g.fail_writes {
-            return Err(StorageError::Backend {
-                op,
-                message: "injected write failure".into(),
-            });
+    /// Makes every later write to `doc` fail (or stop failing), alone or in a batch (to test
+    /// that a batch with one failing write is all-or-nothing).
+    pub fn set_fail_writes_to(&self, doc: DocumentId, fail: bool) {
+        if let Ok(mut g) = self.inner.lock() {
+            if fail {
+                g.fail_docs.insert(doc);
+            } else {
+                g.fail_docs.remove(&doc);
+            }
         }
+    }
+
+    fn write(
+        &self,
+        op: &'static str,
+        doc: Option<&DocumentId>,
+    ) -> StorageResult<MutexGuard<'_, Inner>> {
+        let g = self.lock()?;
+        g.check(op, doc)?;
         Ok(g)
+    }
+
+    /// Synchronous [`Storage::write_batch`]: every write is checked before any is applied, under
+    /// one lock, so the batch is all-or-nothing.
+    pub fn write_batch_sync(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
+        let mut g = self.lock()?;
+        for op in ops {
+            g.check(op.name(), Some(op.doc()))?;
+        }
+        for op in ops {
+            g.apply(op);
+        }
+        Ok(())
     }
 
     /// Synchronous [`Storage::load`] (memory never blocks).
@@ -86,26 +171,9 @@ impl MemoryStorage {
         })
     }
 
-    fn insert(d: &mut DocData, key: ChunkKey, kind: ChunkKind, bytes: &[u8]) {
-        if !d.chunks.iter().any(|c| c.key == key) {
-            d.chunks.push(Chunk {
-                key,
-                kind,
-                bytes: bytes.to_vec(),
-            });
-        }
-    }
-
     /// Synchronous [`Storage::append`].
     pub fn append_sync(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
-        let mut g = self.write("append")?;
-        Self::insert(
-            g.docs.entry(*doc).or_default(),
-            key,
-            ChunkKind::Incremental,
-            bytes,
-        );
-        Ok(())
+        self.write_batch_sync(&[WriteOp::Append { doc, key, bytes }])
     }
 
     /// Synchronous [`Storage::compact`].
@@ -116,15 +184,12 @@ impl MemoryStorage {
         snapshot: &[u8],
         covered: &[ChunkKey],
     ) -> StorageResult<()> {
-        let mut g = self.write("compact")?;
-        let d = g.docs.entry(*doc).or_default();
-        d.chunks
-            .retain(|c| c.key == key || !covered.contains(&c.key));
-        Self::insert(d, key, ChunkKind::Snapshot, snapshot);
-        if let Some(c) = d.chunks.iter_mut().find(|c| c.key == key) {
-            c.kind = ChunkKind::Snapshot;
-        }
-        Ok(())
+        self.write_batch_sync(&[WriteOp::Compact {
+            doc,
+            key,
+            snapshot,
+            covered,
+        }])
     }
 
     /// Synchronous [`Storage::put_sync_state`].
@@ -134,19 +199,12 @@ impl MemoryStorage {
         peer: &StorageId,
         state: &[u8],
     ) -> StorageResult<()> {
-        let mut g = self.write("put_sync_state")?;
-        g.docs
-            .entry(*doc)
-            .or_default()
-            .sync_states
-            .insert(peer.clone(), state.to_vec());
-        Ok(())
+        self.write_batch_sync(&[WriteOp::PutSyncState { doc, peer, state }])
     }
 
     /// Synchronous [`Storage::put_heads`].
     pub fn put_heads_sync(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
-        self.write("put_heads")?.heads.insert(*doc, heads.to_vec());
-        Ok(())
+        self.write_batch_sync(&[WriteOp::PutHeads { doc, heads }])
     }
 
     /// Synchronous [`Storage::heads_index`].
@@ -200,7 +258,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
-        let mut g = self.write("delete")?;
+        let mut g = self.write("delete", Some(doc))?;
         g.docs.remove(doc);
         g.heads.remove(doc);
         Ok(())
@@ -211,7 +269,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
-        self.write("put_meta")?
+        self.write("put_meta", None)?
             .meta
             .insert(key.to_owned(), value.to_vec());
         Ok(())
@@ -219,6 +277,10 @@ impl Storage for MemoryStorage {
 
     async fn put_heads(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
         self.put_heads_sync(doc, heads)
+    }
+
+    async fn write_batch(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
+        self.write_batch_sync(ops)
     }
 
     async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {

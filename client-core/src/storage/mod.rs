@@ -4,6 +4,8 @@
 //! compacted snapshots (`Automerge::save`), each under a [`ChunkKey`] (the SHA-256 of its bytes,
 //! so re-writing the same chunk is idempotent). [`Storage::compact`] writes a snapshot and deletes
 //! the chunks it covers in ONE transaction. Sync state is stored per (document, peer storage id).
+//! [`Storage::write_batch`] commits several writes, to any documents, in ONE transaction (the tokio
+//! driver's group commit).
 //!
 //! Every operation returns `Result`; an `Ok` means the write is committed (see each backend's docs
 //! for what "committed" survives). [`conformance::run`] is the suite every backend must pass.
@@ -99,10 +101,108 @@ pub enum StorageError {
 /// Result of storage operations.
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// One write of a [`Storage::write_batch`]: the arguments of the matching single-write method.
+///
+/// Every write is idempotent (a chunk key is the hash of its bytes; sync state and heads are
+/// replaced), so writes that may or may not have committed can simply be written again, in order.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum WriteOp<'a> {
+    /// [`Storage::append`].
+    Append {
+        /// The document.
+        doc: &'a DocumentId,
+        /// Chunk key.
+        key: ChunkKey,
+        /// Chunk bytes.
+        bytes: &'a [u8],
+    },
+    /// [`Storage::compact`].
+    Compact {
+        /// The document.
+        doc: &'a DocumentId,
+        /// Snapshot key.
+        key: ChunkKey,
+        /// Snapshot bytes.
+        snapshot: &'a [u8],
+        /// Chunks the snapshot replaces.
+        covered: &'a [ChunkKey],
+    },
+    /// [`Storage::put_sync_state`].
+    PutSyncState {
+        /// The document.
+        doc: &'a DocumentId,
+        /// The remote storage id.
+        peer: &'a StorageId,
+        /// The encoded sync state.
+        state: &'a [u8],
+    },
+    /// [`Storage::put_heads`].
+    PutHeads {
+        /// The document.
+        doc: &'a DocumentId,
+        /// 32 bytes per change hash.
+        heads: &'a [u8],
+    },
+}
+
+impl WriteOp<'_> {
+    /// The document written.
+    pub fn doc(&self) -> &DocumentId {
+        match *self {
+            Self::Append { doc, .. }
+            | Self::Compact { doc, .. }
+            | Self::PutSyncState { doc, .. }
+            | Self::PutHeads { doc, .. } => doc,
+        }
+    }
+
+    /// The name of the single-write method (for errors and logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Append { .. } => "append",
+            Self::Compact { .. } => "compact",
+            Self::PutSyncState { .. } => "put_sync_state",
+            Self::PutHeads { .. } => "put_heads",
+        }
+    }
+
+    /// How many bytes the write carries (to bound a batch).
+    pub fn payload_len(&self) -> usize {
+        match *self {
+            Self::Append { bytes, .. } => bytes.len(),
+            Self::Compact {
+                snapshot, covered, ..
+            } => snapshot.len() + 32 * covered.len(),
+            Self::PutSyncState { state, .. } => state.len(),
+            Self::PutHeads { heads, .. } => heads.len(),
+        }
+    }
+
+    /// Executes this write alone, through the backend's single-write method (its own
+    /// transaction).
+    pub async fn write_alone<S: Storage + ?Sized>(&self, storage: &S) -> StorageResult<()> {
+        match *self {
+            Self::Append { doc, key, bytes } => storage.append(doc, key, bytes).await,
+            Self::Compact {
+                doc,
+                key,
+                snapshot,
+                covered,
+            } => storage.compact(doc, key, snapshot, covered).await,
+            Self::PutSyncState { doc, peer, state } => {
+                storage.put_sync_state(doc, peer, state).await
+            }
+            Self::PutHeads { doc, heads } => storage.put_heads(doc, heads).await,
+        }
+    }
+}
+
 /// A durable store for documents and sync state.
 ///
 /// Implementations must make every `Ok` a committed write, execute [`Storage::compact`] atomically,
-/// and treat writing an existing chunk key as a no-op.
+/// and treat writing an existing chunk key as a no-op. A backend that can commit several writes in
+/// one transaction overrides [`Storage::write_batch`].
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 pub trait Storage: fmt::Debug + Send + Sync + 'static {
@@ -136,6 +236,19 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
     /// Records the committed heads of `doc` (32 bytes per change hash) in the heads index that
     /// region servers digest for anti-entropy. Backends without an index ignore it.
     async fn put_heads(&self, _doc: &DocumentId, _heads: &[u8]) -> StorageResult<()> {
+        Ok(())
+    }
+    /// Executes `ops` in order as ONE transaction: `Ok` when every write committed, `Err` when
+    /// none did (the batch rolled back), so a caller may acknowledge all of them or none.
+    ///
+    /// The default runs the writes one by one through the single-write methods and stops at the
+    /// first error, leaving the writes before it committed: it is correct for callers only because
+    /// every write is idempotent (see [`WriteOp`]), and backends that have transactions override
+    /// it (SQLite, memory). An empty batch is `Ok`.
+    async fn write_batch(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
+        for op in ops {
+            op.write_alone(self).await?;
+        }
         Ok(())
     }
     /// Every document's last recorded heads (`None`: this backend keeps no heads index, and the

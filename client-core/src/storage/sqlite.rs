@@ -7,7 +7,8 @@
 //! [`Synchronous::Normal`] fsyncs only at checkpoints: an acknowledged write survives a process
 //! crash (the WAL frame is in the OS page cache before the commit returns), but the last
 //! transactions may roll back on power loss (the database itself is never corrupted).
-//! Compaction runs in one transaction either way.
+//! Compaction runs in one transaction either way, and so does a [`Storage::write_batch`] (one
+//! commit, one fsync, for every write in it).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -15,10 +16,13 @@ use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
-use super::{Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument};
+use super::{
+    Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument, WriteOp,
+};
 use crate::id::{DocumentId, StorageId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -129,6 +133,101 @@ impl SqliteStorage {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// One write in its own transaction (a compaction's statements) or in autocommit (a single
+    /// statement).
+    async fn write_alone(&self, op: WriteOp<'_>) -> StorageResult<()> {
+        if let WriteOp::Compact { .. } = op {
+            return self.commit_all(&[op]).await;
+        }
+        let mut conn = self.pool.acquire().await.map_err(backend(op.name()))?;
+        write_on(&mut conn, &op).await.map_err(backend(op.name()))
+    }
+
+    /// Every write of `ops` in one transaction, or none.
+    async fn commit_all(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
+        let name = match ops {
+            [] => return Ok(()),
+            [one] => one.name(),
+            _ => "write_batch",
+        };
+        let mut tx = self.pool.begin().await.map_err(backend(name))?;
+        for op in ops {
+            if let Err(e) = write_on(&mut tx, op).await {
+                // Dropping the transaction would roll it back too; say so explicitly.
+                let _ = tx.rollback().await;
+                return Err(backend(op.name())(e));
+            }
+        }
+        tx.commit().await.map_err(backend(name))
+    }
+}
+
+/// Stores a chunk unless its key is there already.
+async fn insert_chunk(
+    conn: &mut SqliteConnection,
+    doc: &DocumentId,
+    key: ChunkKey,
+    kind: ChunkKind,
+    bytes: &[u8],
+) -> Result<(), sqlx::Error> {
+    let kind: i64 = match kind {
+        ChunkKind::Incremental => 0,
+        ChunkKind::Snapshot => 1,
+    };
+    sqlx::query("INSERT OR IGNORE INTO chunks (doc, key, kind, data) VALUES (?, ?, ?, ?)")
+        .bind(&doc.as_bytes()[..])
+        .bind(&key.0[..])
+        .bind(kind)
+        .bind(bytes)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Executes one write's statements on `conn` (inside the caller's transaction, if any).
+async fn write_on(conn: &mut SqliteConnection, op: &WriteOp<'_>) -> Result<(), sqlx::Error> {
+    match *op {
+        WriteOp::Append { doc, key, bytes } => {
+            insert_chunk(conn, doc, key, ChunkKind::Incremental, bytes).await?;
+        }
+        WriteOp::Compact {
+            doc,
+            key,
+            snapshot,
+            covered,
+        } => {
+            insert_chunk(conn, doc, key, ChunkKind::Snapshot, snapshot).await?;
+            sqlx::query("UPDATE chunks SET kind = 1 WHERE doc = ? AND key = ?")
+                .bind(&doc.as_bytes()[..])
+                .bind(&key.0[..])
+                .execute(&mut *conn)
+                .await?;
+            for k in covered.iter().filter(|k| **k != key) {
+                sqlx::query("DELETE FROM chunks WHERE doc = ? AND key = ?")
+                    .bind(&doc.as_bytes()[..])
+                    .bind(&k.0[..])
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        WriteOp::PutSyncState { doc, peer, state } => {
+            sqlx::query("INSERT OR REPLACE INTO sync_states (doc, peer, state) VALUES (?, ?, ?)")
+                .bind(&doc.as_bytes()[..])
+                .bind(peer.as_str())
+                .bind(state)
+                .execute(&mut *conn)
+                .await?;
+        }
+        WriteOp::PutHeads { doc, heads } => {
+            sqlx::query("INSERT OR REPLACE INTO doc_heads (doc, heads) VALUES (?, ?)")
+                .bind(&doc.as_bytes()[..])
+                .bind(heads)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 fn kind_of(v: i64) -> StorageResult<ChunkKind> {
@@ -177,14 +276,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
-        sqlx::query("INSERT OR IGNORE INTO chunks (doc, key, kind, data) VALUES (?, ?, 0, ?)")
-            .bind(&doc.as_bytes()[..])
-            .bind(&key.0[..])
-            .bind(bytes)
-            .execute(&self.pool)
-            .await
-            .map_err(backend("append"))?;
-        Ok(())
+        self.write_alone(WriteOp::Append { doc, key, bytes }).await
     }
 
     async fn compact(
@@ -194,30 +286,13 @@ impl Storage for SqliteStorage {
         snapshot: &[u8],
         covered: &[ChunkKey],
     ) -> StorageResult<()> {
-        let mut tx = self.pool.begin().await.map_err(backend("compact"))?;
-        sqlx::query("INSERT OR IGNORE INTO chunks (doc, key, kind, data) VALUES (?, ?, 1, ?)")
-            .bind(&doc.as_bytes()[..])
-            .bind(&key.0[..])
-            .bind(snapshot)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("compact"))?;
-        sqlx::query("UPDATE chunks SET kind = 1 WHERE doc = ? AND key = ?")
-            .bind(&doc.as_bytes()[..])
-            .bind(&key.0[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("compact"))?;
-        for k in covered.iter().filter(|k| **k != key) {
-            sqlx::query("DELETE FROM chunks WHERE doc = ? AND key = ?")
-                .bind(&doc.as_bytes()[..])
-                .bind(&k.0[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(backend("compact"))?;
-        }
-        tx.commit().await.map_err(backend("compact"))?;
-        Ok(())
+        self.write_alone(WriteOp::Compact {
+            doc,
+            key,
+            snapshot,
+            covered,
+        })
+        .await
     }
 
     async fn put_sync_state(
@@ -226,14 +301,8 @@ impl Storage for SqliteStorage {
         peer: &StorageId,
         state: &[u8],
     ) -> StorageResult<()> {
-        sqlx::query("INSERT OR REPLACE INTO sync_states (doc, peer, state) VALUES (?, ?, ?)")
-            .bind(&doc.as_bytes()[..])
-            .bind(peer.as_str())
-            .bind(state)
-            .execute(&self.pool)
+        self.write_alone(WriteOp::PutSyncState { doc, peer, state })
             .await
-            .map_err(backend("put_sync_state"))?;
-        Ok(())
     }
 
     async fn list(&self) -> StorageResult<Vec<DocumentId>> {
@@ -287,13 +356,11 @@ impl Storage for SqliteStorage {
     }
 
     async fn put_heads(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
-        sqlx::query("INSERT OR REPLACE INTO doc_heads (doc, heads) VALUES (?, ?)")
-            .bind(&doc.as_bytes()[..])
-            .bind(heads)
-            .execute(&self.pool)
-            .await
-            .map_err(backend("put_heads"))?;
-        Ok(())
+        self.write_alone(WriteOp::PutHeads { doc, heads }).await
+    }
+
+    async fn write_batch(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
+        self.commit_all(ops).await
     }
 
     async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {
@@ -310,5 +377,33 @@ impl Storage for SqliteStorage {
             })
             .collect::<StorageResult<Vec<_>>>()
             .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::conformance;
+
+    #[tokio::test]
+    async fn a_failing_write_rolls_back_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(SqliteConfig::new(dir.path().join("poisoned.db")))
+            .await
+            .unwrap();
+        // Every insert of the poisoned document aborts, as a full disk or a constraint would.
+        let poisoned = hex::encode(conformance::POISONED.as_bytes());
+        for table in ["chunks", "sync_states", "doc_heads"] {
+            let sql = format!(
+                "CREATE TRIGGER poison_{table} BEFORE INSERT ON {table} \
+                 WHEN NEW.doc = X'{poisoned}' BEGIN SELECT RAISE(ABORT, 'injected'); END"
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&s.pool)
+                .await
+                .unwrap();
+        }
+        conformance::run_failing_batch(&s).await;
+        assert_eq!(s.integrity_check().await.unwrap(), "ok");
     }
 }

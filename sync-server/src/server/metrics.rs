@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Instant;
 
-use concord::storage::{ChunkKey, Storage, StorageResult, StoredDocument};
+use concord::storage::{ChunkKey, Storage, StorageResult, StoredDocument, WriteOp};
 use concord::{DocumentId, Repo, StorageId};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -194,7 +194,7 @@ impl Metrics {
         );
         registry.register(
             "concord_storage_commit_seconds",
-            "Latency of storage writes (append, compact, sync state).",
+            "Latency of storage commits (one write, or a group commit of several).",
             commit_seconds.clone(),
         );
         let slot = RepoSlot(Arc::new(EngineCollector {
@@ -294,6 +294,22 @@ impl<S: Storage> Storage for InstrumentedStorage<S> {
 
     async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
         self.inner.put_meta(key, value).await
+    }
+
+    async fn put_heads(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
+        self.inner.put_heads(doc, heads).await
+    }
+
+    async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {
+        self.inner.heads_index().await
+    }
+
+    /// One observation per batch: its commit is what every write in it waited for.
+    async fn write_batch(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
+        let t = Instant::now();
+        let r = self.inner.write_batch(ops).await;
+        self.observe(t);
+        r
     }
 }
 
