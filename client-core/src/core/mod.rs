@@ -13,6 +13,12 @@
 //! commits the writes queued together, across documents, in one transaction
 //! ([`StorageOp::gather`], [`StorageOp::run_batch_async`]).
 //!
+//! Servers can defer applying incoming changes to large documents ([`CoreConfig::defer_apply`],
+//! [`DeferApply`]): changes are checked, committed and relayed from a graph of pending changes,
+//! and applied in one Automerge call later. [`Core::document`] then shows the document as last
+//! applied; call [`Core::materialize`] first to read everything ([`Core::heads`] always includes
+//! pending changes).
+//!
 //! # Two peers syncing
 //!
 //! ```
