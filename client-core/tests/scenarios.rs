@@ -271,3 +271,56 @@ fn restarted_client_with_slow_storage_converges_for_many_seeds() {
         );
     }
 }
+
+/// A stored chunk Automerge refuses to apply (here: a change that reuses an actor's sequence
+/// number, as a forked replica would produce) does not make the rest of the document
+/// unreachable: the document loads without it, the failure is reported, and the chunk stays in
+/// storage (compaction does not cover it).
+#[test]
+fn a_chunk_that_does_not_apply_is_skipped_and_reported() {
+    let mut sim = Sim::new(4);
+    let alice = sim.add_peer("alice");
+    let doc = sim.create(alice).unwrap();
+    sim.change(alice, doc, |tx| tx.put(ROOT, "kept", 1).map(|_| ()))
+        .unwrap();
+    sim.flush_storage(alice);
+    // The same actor and sequence number as the change above, different content.
+    let am = sim.document(alice, doc).unwrap();
+    let first = am.get_changes(&[])[0].hash();
+    let mut fork = am.fork_at(&[first]).unwrap();
+    fork.set_actor(am.get_actor().clone());
+    fork.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "forked", 1).map(|_| ()))
+        .unwrap();
+    let bad = fork.save_after(&[first]);
+    let key = concord::storage::ChunkKey::of(&bad);
+    sim.peer(alice).disk.append_sync(&doc, key, &bad).unwrap();
+    sim.crash(alice);
+    sim.find(alice, doc);
+    sim.flush_storage(alice);
+    sim.run_until_quiescent(1_000).unwrap();
+    assert_eq!(sim.json(alice, doc), json!({ "kept": 1 }));
+    let reported = sim.peer(alice).events.iter().any(|e| {
+        matches!(e, Event::StorageFailed { doc: d, error } if *d == doc && error.contains("1 stored chunk"))
+    });
+    assert!(
+        reported,
+        "the skipped chunk is reported: {:?}",
+        sim.peer(alice).events
+    );
+    // Later writes and a compaction keep the refused chunk.
+    for i in 0..70 {
+        sim.change(alice, doc, |tx| tx.put(ROOT, "n", i).map(|_| ()))
+            .unwrap();
+        sim.flush_storage(alice);
+    }
+    let stored = sim.peer(alice).disk.load_sync(&doc).unwrap();
+    assert!(
+        stored.chunks.iter().any(|c| c.key == key),
+        "refused chunk kept"
+    );
+    assert!(
+        stored.chunks.len() < 20,
+        "compaction ran: {} chunks",
+        stored.chunks.len()
+    );
+}

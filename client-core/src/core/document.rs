@@ -190,20 +190,40 @@ fn orphan_changes(
     (orphans, changes)
 }
 
-fn build_doc(
-    actor: &automerge::ActorId,
-    chunks: &[crate::storage::Chunk],
-) -> Result<Automerge, String> {
+/// A document loaded from its stored chunks.
+struct Built {
+    doc: Automerge,
+    /// Chunks that did not load (corrupt, or changes Automerge refuses to apply), each with
+    /// the reason. They stay in storage: compaction does not cover them.
+    skipped: Vec<(ChunkKey, String)>,
+}
+
+/// Loads the stored chunks in one call; if that fails, chunk by chunk, skipping those that do
+/// not load, so one bad chunk (disk damage, or a deferred change Automerge refuses: see
+/// `lazy.rs`) does not make the rest of the document unreachable.
+fn build_doc(actor: &automerge::ActorId, chunks: &[crate::storage::Chunk]) -> Built {
     let bytes: Vec<u8> = chunks
         .iter()
         .flat_map(|c| c.bytes.iter().copied())
         .collect();
+    let mut skipped = Vec::new();
     let doc = if bytes.is_empty() {
         Automerge::new()
+    } else if let Ok(doc) = Automerge::load(&bytes) {
+        doc
     } else {
-        Automerge::load(&bytes).map_err(|e| format!("stored document does not load: {e}"))?
+        let mut doc = Automerge::new();
+        for c in chunks {
+            if let Err(e) = doc.load_incremental(&c.bytes) {
+                skipped.push((c.key, e.to_string()));
+            }
+        }
+        doc
     };
-    Ok(doc.with_actor(actor.clone()))
+    Built {
+        doc: doc.with_actor(actor.clone()),
+        skipped,
+    }
 }
 
 impl Core {
@@ -643,18 +663,31 @@ impl Core {
             return;
         };
         let loaded = match result {
-            Ok(StorageReply::Loaded(stored)) => {
-                build_doc(&actor, &stored.chunks).map(|d| (d, stored))
-            }
+            Ok(StorageReply::Loaded(stored)) => Ok((build_doc(&actor, &stored.chunks), stored)),
             Ok(other) => Err(format!("unexpected storage reply {other:?}")),
             Err(e) => Err(e.to_string()),
         };
         match loaded {
-            Ok((am, stored)) => {
+            Ok((Built { doc: am, skipped }, stored)) => {
                 entry.saved_heads = am.get_heads();
                 let loaded_heads = entry.saved_heads.clone();
                 entry.doc = LazyDoc::new(am);
-                entry.chunks = stored.chunks.iter().map(|c| (c.key, c.kind)).collect();
+                entry.chunks = stored
+                    .chunks
+                    .iter()
+                    .filter(|c| !skipped.iter().any(|(k, _)| *k == c.key))
+                    .map(|c| (c.key, c.kind))
+                    .collect();
+                if let Some((_, first)) = skipped.first() {
+                    // Changes that depended on a skipped chunk wait in Automerge's queue.
+                    let waiting = entry.doc.get_missing_deps().len();
+                    let error = format!(
+                        "loaded without {} stored chunk(s) that do not load (kept in storage; \
+                         {waiting} missing dependencies): {first}",
+                        skipped.len()
+                    );
+                    self.out.event(Event::StorageFailed { doc, error });
+                }
                 entry.stored_sync = stored.sync_states.into_iter().collect();
                 entry.state = DocState::Ready;
                 let has_content = entry.has_content();
