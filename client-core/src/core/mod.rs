@@ -86,6 +86,7 @@ mod inflate;
 mod ingest;
 mod lazy;
 mod lazy_sync;
+mod load;
 mod region;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
