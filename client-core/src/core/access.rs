@@ -75,7 +75,7 @@ impl Core {
 
     /// Changes of `doc` received and committed but not applied yet (see [`Core::document`]).
     pub fn pending_changes(&self, doc: &DocumentId) -> usize {
-        self.docs.get(doc).map_or(0, |e| e.doc.pending.len())
+        self.docs.get(doc).map_or(0, |e| e.doc.pending_len())
     }
 
     /// Heads of `doc` including changes received but not applied yet (see

@@ -504,7 +504,7 @@ impl Core {
         if entry.doc.get_heads() != before {
             entry.remote_pending = true;
         }
-        if defer.is_some_and(|d| entry.doc.pending.len() >= d.max_pending)
+        if defer.is_some_and(|d| entry.doc.pending_len() >= d.max_pending)
             && let Err(e) = entry.doc.flush()
         {
             entry.state = DocState::Failed(format!("pending changes do not apply: {e}"));

@@ -76,8 +76,7 @@ pub(super) struct LazyDoc {
     /// first deferral (Automerge's own lookup by hash reads delta-encoded columns, which costs
     /// more the larger the document).
     applied: Option<Applied>,
-    /// When the first pending change arrived, and the last.
-    pub(super) first_pending_at: u64,
+    /// When the last pending change arrived.
     pub(super) last_pending_at: u64,
 }
 
@@ -105,7 +104,6 @@ impl LazyDoc {
             by_actor: Vec::new(),
             heads: Vec::new(),
             applied: None,
-            first_pending_at: 0,
             last_pending_at: 0,
         }
     }
@@ -143,6 +141,11 @@ impl LazyDoc {
 
     pub(super) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Changes committed but not applied yet.
+    pub(super) fn pending_len(&self) -> usize {
+        self.pending.len()
     }
 
     pub(super) fn get_heads(&self) -> Vec<ChangeHash> {
@@ -249,7 +252,6 @@ impl LazyDoc {
         }
         if self.pending.is_empty() {
             self.heads = self.doc.get_heads();
-            self.first_pending_at = now;
         }
         self.last_pending_at = now;
         for c in fresh {
