@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bus;
 mod driver;
 mod error;
 mod handle;
@@ -28,6 +29,7 @@ use rand::Rng;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use bus::{BusError, BusEvent, BusNotice, ClusterBus};
 pub use error::RepoError;
 pub use handle::DocHandle;
 pub use transport::Backoff;
