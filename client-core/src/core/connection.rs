@@ -207,15 +207,18 @@ impl Core {
 
     /// Like [`Core::handle_message`], for a frame of `len` bytes the driver already decoded
     /// (a sharded driver decodes each frame once to route it to the core holding its document).
+    /// A `len` of 0 means the frame was counted already (by another shard).
     pub fn handle_decoded(&mut self, now: u64, conn: ConnId, msg: Message, len: usize) {
-        self.out.stats.messages_in += 1;
-        self.out.stats.bytes_in += len as u64;
         let Some(state) = self.conns.get(&conn).map(|c| c.state) else {
             return;
         };
-        if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
-            link.frames_in += 1;
-            link.bytes_in += len as u64;
+        if len > 0 {
+            self.out.stats.messages_in += 1;
+            self.out.stats.bytes_in += len as u64;
+            if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
+                link.frames_in += 1;
+                link.bytes_in += len as u64;
+            }
         }
         if state == ConnState::Closing {
             return;

@@ -33,7 +33,7 @@ pub(super) struct GuardContext {
 }
 
 /// The message of a caught panic.
-pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -111,6 +111,7 @@ pub use effects::{
 pub use error::{CoreError, ProtocolError};
 #[cfg(feature = "fault-injection")]
 pub use guard::fault;
+pub use guard::panic_message;
 pub use lazy::DeferApply;
 pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
 pub use validate::{MAX_BLOOM_BITS_PER_ENTRY, MAX_BLOOM_PROBES, MAX_HAVES};
@@ -142,6 +143,21 @@ pub struct Stats {
     pub commits: u64,
     /// Panics contained while working on a document (see `Event::DocumentPanicked`).
     pub panics: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counters to these (the stats of several shards).
+    pub fn add(&mut self, other: &Self) {
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.changes_applied += other.changes_applied;
+        self.changes_deferred += other.changes_deferred;
+        self.evictions += other.evictions;
+        self.commits += other.commits;
+        self.panics += other.panics;
+    }
 }
 
 #[derive(Debug)]

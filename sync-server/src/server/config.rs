@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// ones are applied as they arrive. 0 defers for every document [default: 10000].
     #[arg(long, env = "CONCORD_DEFER_APPLY_MIN_OPS")]
     pub defer_apply_min_ops: Option<u64>,
+    /// Independently locked engine shards documents are split between (1 to 256), so that
+    /// long work on one document never stalls the others [default: 16].
+    #[arg(long, env = "CONCORD_SHARDS")]
+    pub shards: Option<u16>,
     /// Close connections silent for this many seconds (pongs count) [default: 60].
     #[arg(long, env = "CONCORD_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -154,6 +158,7 @@ struct FileConfig {
     max_decompressed_bytes: Option<u64>,
     max_ops_per_message: Option<u64>,
     defer_apply_min_ops: Option<u64>,
+    shards: Option<u16>,
     peers: Option<Vec<String>>,
     peer_secret: Option<String>,
     anti_entropy_secs: Option<u64>,
@@ -204,6 +209,8 @@ pub struct ServeConfig {
     pub max_ops_per_message: u64,
     /// Document size (ops) from which incoming changes are applied in deferred batches.
     pub defer_apply_min_ops: u64,
+    /// Engine shards.
+    pub shards: u16,
     /// Other regions to dial.
     pub peers: Vec<String>,
     /// Shared region secret (`None`: no region replication).
@@ -236,6 +243,7 @@ impl Default for ServeConfig {
             max_decompressed_bytes: 64 << 20,
             max_ops_per_message: 1_000_000,
             defer_apply_min_ops: 10_000,
+            shards: 16,
             peers: Vec::new(),
             peer_secret: None,
             anti_entropy_secs: 30,
@@ -302,6 +310,7 @@ impl ServeConfig {
             max_decompressed_bytes: pick!(max_decompressed_bytes),
             max_ops_per_message: pick!(max_ops_per_message),
             defer_apply_min_ops: pick!(defer_apply_min_ops),
+            shards: pick!(shards),
             peers: if args.peers.is_empty() {
                 file.peers.clone().unwrap_or_default()
             } else {
@@ -323,6 +332,12 @@ impl ServeConfig {
             return Err(ConfigError::Invalid(
                 "peer_secret",
                 format!("must be at least {} bytes", crate::auth::MIN_SECRET_BYTES),
+            ));
+        }
+        if !(1..=256).contains(&c.shards) {
+            return Err(ConfigError::Invalid(
+                "shards",
+                format!("must be between 1 and 256 (got {})", c.shards),
             ));
         }
         if c.anti_entropy_secs == 0 {

@@ -140,6 +140,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             ..Housekeeping::default()
         },
         outgoing_queue: config.outgoing_queue,
+        shards: config.shards,
         defer_apply: Some(DeferApply {
             min_ops: config.defer_apply_min_ops,
             ..DeferApply::default()
