@@ -133,12 +133,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CONCORD_REGION_TOKEN_TTL_SECS")]
     pub region_token_ttl_secs: Option<u64>,
     /// Serve the admin API (`/admin/*`, plus `/healthz` and `/metrics`) on this separate
-    /// address, and not on the main listener; without a value: 127.0.0.1:3031.
+    /// address, and not on the main listener; without a value: 127.0.0.1:4030.
     #[arg(
         long,
         env = "CONCORD_ADMIN_BIND",
         num_args = 0..=1,
-        default_missing_value = "127.0.0.1:3031",
+        default_missing_value = "127.0.0.1:4030",
         value_name = "ADDR"
     )]
     pub admin_bind: Option<SocketAddr>,
@@ -457,11 +457,11 @@ mod tests {
         assert_eq!(parse(&[]), None);
         assert_eq!(
             parse(&["--admin-bind"]).map(|a| a.to_string()),
-            Some("127.0.0.1:3031".to_owned())
+            Some("127.0.0.1:4030".to_owned())
         );
         assert_eq!(
             parse(&["--admin-bind", "--dev"]).map(|a| a.to_string()),
-            Some("127.0.0.1:3031".to_owned())
+            Some("127.0.0.1:4030".to_owned())
         );
         assert_eq!(
             parse(&["--admin-bind", "127.0.0.1:9000"]).map(|a| a.port()),
