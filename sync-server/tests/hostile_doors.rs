@@ -236,7 +236,7 @@ async fn slow_half_sent_requests_cannot_exhaust_descriptors() {
     fresh.shutdown().await;
     let during = server.fds();
     println!(
-        "600 slow sockets from one address: {} held, server fds {base} -> {during}",
+        "600 slow sockets from one address: {} connected, server fds {base} -> {during}",
         slow.len()
     );
     assert!(

@@ -48,8 +48,17 @@ pub(super) fn prepare(data: &Path, allow_insecure: bool) -> Result<(), ServerErr
     }
     for name in PRIVATE_FILES {
         let path = data.join(name);
-        if private_fs::tighten(&path).map_err(io(&path))? {
-            tracing::warn!(path = %path.display(), "was readable by group or others: now 0600");
+        // A file we cannot change (say, a read-only mount) is the operator's choice: warn only.
+        match private_fs::tighten(&path) {
+            Ok(true) => {
+                tracing::warn!(path = %path.display(), "was readable by group or others: now 0600");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "is readable by group or others and cannot be made private"
+            ),
         }
     }
     let db = data.join("concord.db");

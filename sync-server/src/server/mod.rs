@@ -38,8 +38,8 @@ pub enum ServerError {
     /// Bad settings.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    /// The data directory (or its database file) could not be created or inspected.
+    #[error("data directory {path}: {source}")]
     DataDir {
         /// Directory.
         path: std::path::PathBuf,
