@@ -1,4 +1,5 @@
 //! The Concord sync server (`concord serve`) and the `concord doc` client CLI.
 pub mod auth;
 pub mod doc;
+mod private_fs;
 pub mod server;
