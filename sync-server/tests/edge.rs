@@ -178,6 +178,9 @@ async fn a_client_that_never_reads_is_disconnected() {
         // The canary floods on purpose: its own rate limit must not end it first on a busy machine.
         c.max_bytes_per_sec = u32::MAX;
         c.max_messages_per_sec = u32::MAX;
+        // ... nor its ephemeral byte budget (which would drop the flood instead of relaying it).
+        c.quotas.ephemeral_bytes_per_sec = 1 << 40;
+        c.quotas.ephemeral_burst = 1 << 40;
     })
     .await;
     let (c, doc) = canary(&server).await;

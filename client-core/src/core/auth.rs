@@ -103,6 +103,7 @@ mod tests {
 
     fn peer(grant: Option<Grant>) -> PeerInfo {
         PeerInfo {
+            speaks_as: PeerId::from("p"),
             peer_id: PeerId::from("p"),
             metadata: PeerMetadata::default(),
             inbound: true,

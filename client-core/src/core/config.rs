@@ -17,6 +17,9 @@ pub struct PeerInfo {
     pub inbound: bool,
     /// What its verified credentials allow (`None`: unauthenticated).
     pub grant: Option<super::Grant>,
+    /// The id its ephemeral messages are relayed under: its peer id, or a namespaced one when
+    /// another principal holds that peer id (see `Core` identity rules).
+    pub speaks_as: PeerId,
 }
 
 impl PeerInfo {
@@ -98,7 +101,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             max_missing_deps: 256,
             max_decompressed_bytes: 64 << 20,
-            max_ops_per_message: 1_000_000,
+            max_ops_per_message: 200_000,
         }
     }
 }
@@ -148,6 +151,9 @@ pub struct CoreConfig {
     /// This core is one shard of several, holding only the documents [`ShardConfig::owns`]
     /// (see [`ShardConfig`]). `None`: it holds every document.
     pub shard: Option<ShardConfig>,
+    /// Per-principal budgets charged for what authenticated inbound clients send (servers; one
+    /// shared by every shard). `None`: nothing is charged.
+    pub budgets: Option<Arc<super::Budgets>>,
 }
 
 /// One core of a sharded driver: documents are split between `count` cores by their id, each
@@ -194,6 +200,7 @@ impl CoreConfig {
             region: None,
             defer_apply: None,
             shard: None,
+            budgets: None,
         }
     }
 

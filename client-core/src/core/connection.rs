@@ -6,9 +6,6 @@ use super::{CloseReason, Core, Effect, Event, PeerInfo, ProtocolError};
 use crate::id::{ConnId, DocumentId, PeerId};
 use crate::wire::{self, Message, PROTOCOL_V1, PeerMetadata};
 
-/// Ephemeral (sender, session) counters remembered before the table is reset.
-const EPHEMERAL_SESSIONS_KEPT: usize = 65_536;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ConnState {
     /// We accepted it and wait for `join`.
@@ -29,13 +26,19 @@ pub(super) struct Conn {
     pub(super) errors: u32,
     pub(super) peer: Option<PeerInfo>,
     /// Verified credentials supplied by the transport.
-    grant: Option<super::Grant>,
+    pub(super) grant: Option<super::Grant>,
     /// Documents this connection syncs with us (survives eviction of the document).
     pub(super) subscribed: BTreeSet<DocumentId>,
     /// Set when the peer is a region link (a sync server replicating everything).
     pub(super) region: Option<super::region::RegionLink>,
     /// The peer subscribed to heads gossip (`remote-subscription-change`).
     pub(super) heads_gossip: bool,
+    /// Ephemeral counters seen from this client, per session (see `ephemeral.rs`).
+    pub(super) ephemeral_seen: std::collections::HashMap<String, u64>,
+    /// Ephemeral bytes this client may still fan out.
+    pub(super) ephemeral_budget: Option<super::TokenBucket>,
+    /// When it was last told its ephemeral messages are being dropped.
+    pub(super) ephemeral_warned: Option<u64>,
 }
 
 impl Conn {
@@ -54,6 +57,9 @@ impl Conn {
             subscribed: BTreeSet::new(),
             region: None,
             heads_gossip: false,
+            ephemeral_seen: std::collections::HashMap::new(),
+            ephemeral_budget: None,
+            ephemeral_warned: None,
         }
     }
 }
@@ -97,11 +103,14 @@ impl Core {
 
     /// The transport closed (for any reason). Sync state with that peer is dropped; a reconnect
     /// starts from the persisted state.
-    pub fn handle_disconnect(&mut self, _now: u64, conn: ConnId) {
+    pub fn handle_disconnect(&mut self, now: u64, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         self.out.per_conn.remove(&conn);
+        if let Some(info) = &c.peer {
+            self.release_peer(now, info, c.subscribed.len());
+        }
         for entry in self.docs.values_mut() {
             entry.peers.remove(&conn);
         }
@@ -147,6 +156,24 @@ impl Core {
                 },
             });
         }
+    }
+
+    /// Tells the peer about `error` (an `error` message and an event) without counting it
+    /// towards closing the connection (for refusals a well-behaved peer can run into).
+    pub(super) fn protocol_notice(&mut self, conn: ConnId, error: ProtocolError) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let target_id = c.peer.as_ref().map(|p| p.peer_id.clone());
+        self.out.send(
+            conn,
+            &Message::Error {
+                sender_id: Some(self.config.peer_id.clone()),
+                target_id,
+                message: error.to_string(),
+            },
+        );
+        self.out.event(Event::Protocol { conn, error });
     }
 
     /// Reports a protocol error; sends an `error` message to the peer and closes the connection
@@ -259,7 +286,14 @@ impl Core {
                     self.close(conn, 1002, "unsupported protocol version");
                     return;
                 }
-                self.establish(now, conn, sender_id, peer_metadata.unwrap_or_default());
+                let speaks_as = sender_id.clone();
+                self.establish(
+                    now,
+                    conn,
+                    sender_id,
+                    peer_metadata.unwrap_or_default(),
+                    speaks_as,
+                );
             }
             (_, Message::Error { message, .. }) => {
                 self.out.event(Event::Protocol {
@@ -308,9 +342,10 @@ impl Core {
             self.close(conn, 1002, "unsupported protocol version");
             return;
         }
-        if !self.bind_peer_id(conn, &sender_id) {
+        if self.refuse_bad_ids(conn, &sender_id, metadata.as_ref()) {
             return;
         }
+        let speaks_as = self.bind_peer_id(now, conn, &sender_id);
         let reply = Message::Peer {
             sender_id: self.config.peer_id.clone(),
             target_id: sender_id.clone(),
@@ -318,10 +353,31 @@ impl Core {
             selected_protocol_version: PROTOCOL_V1.into(),
         };
         self.out.send(conn, &reply);
-        self.establish(now, conn, sender_id, metadata.unwrap_or_default());
+        let mut metadata = metadata.unwrap_or_default();
+        // Sync state is persisted for a bounded number of storage ids per principal.
+        let charged = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.grant.as_ref())
+            .filter(|g| !g.replicate)
+            .map(|g| g.principal.clone());
+        if let (Some(budgets), Some(principal)) = (&self.config.budgets, charged) {
+            let sid = metadata.storage_id.as_ref().map(|s| s.as_str().to_owned());
+            if !budgets.connect(&principal, sid.as_deref(), now) && sid.is_some() {
+                metadata.is_ephemeral = true;
+            }
+        }
+        self.establish(now, conn, sender_id, metadata, speaks_as);
     }
 
-    fn establish(&mut self, now: u64, conn: ConnId, peer_id: PeerId, metadata: PeerMetadata) {
+    fn establish(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        peer_id: PeerId,
+        metadata: PeerMetadata,
+        speaks_as: PeerId,
+    ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -330,6 +386,7 @@ impl Core {
             metadata: metadata.clone(),
             inbound: c.inbound,
             grant: c.grant.clone(),
+            speaks_as,
         };
         c.state = ConnState::Established;
         c.peer = Some(info.clone());
@@ -378,41 +435,35 @@ impl Core {
         }
     }
 
-    /// A peer id belongs to the principal that holds it: the same principal joining again
-    /// replaces its older connection; another principal is refused.
-    fn bind_peer_id(&mut self, conn: ConnId, peer_id: &PeerId) -> bool {
-        let principal = |c: &Conn| c.grant.as_ref().map(|g| g.principal.clone());
-        let Some(mine) = self.conns.get(&conn).map(principal) else {
-            return false;
-        };
-        let holders: Vec<(ConnId, Option<String>)> = self
-            .conns
-            .iter()
-            // Peers we dialled claim nothing: only inbound joins bind a peer id.
-            .filter(|(id, c)| **id != conn && c.inbound && c.state == ConnState::Established)
-            .filter(|(_, c)| c.peer.as_ref().is_some_and(|p| &p.peer_id == peer_id))
-            .map(|(id, c)| (*id, principal(c)))
-            .collect();
-        for (other, theirs) in holders {
-            if theirs == mine {
-                self.close(
-                    other,
-                    1008,
-                    "replaced by a newer connection with the same peer id",
-                );
-            } else {
-                self.protocol_error(conn, ProtocolError::PeerIdTaken(peer_id.clone()));
-                self.close(conn, 1008, "peer id is bound to another principal");
-                return false;
-            }
-        }
-        true
-    }
-
     pub(super) fn subscribe(&mut self, conn: ConnId, doc: DocumentId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.subscribed.insert(doc);
         }
+    }
+
+    /// Subscribes `conn` to `doc` at its principal's request, within its subscription quota;
+    /// false (and an error to the peer) when the quota is used up.
+    pub(super) fn subscribe_requested(&mut self, now: u64, conn: ConnId, doc: DocumentId) -> bool {
+        let known = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.subscribed.contains(&doc));
+        if !known
+            && let (Some(principal), Some(budgets)) =
+                (self.charged_principal(conn), self.config.budgets.clone())
+            && !budgets.subscribe(&principal, now)
+        {
+            self.protocol_error(
+                conn,
+                ProtocolError::QuotaExceeded {
+                    what: "documents subscribed at once",
+                    doc: Some(doc),
+                },
+            );
+            return false;
+        }
+        self.subscribe(conn, doc);
+        true
     }
 
     fn on_established_message(&mut self, now: u64, conn: ConnId, msg: Message) {
@@ -431,7 +482,7 @@ impl Core {
                 count,
                 data,
                 ..
-            } => self.on_ephemeral(conn, sender_id, document_id, session_id, count, data),
+            } => self.on_ephemeral(now, conn, sender_id, document_id, session_id, count, data),
             Message::RemoteSubscriptionChange { add, remove, .. } => {
                 self.on_remote_subscription(conn, &add, &remove);
             }
@@ -448,65 +499,6 @@ impl Core {
             } => self.on_digest_entries(now, conn, &buckets, &entries),
             _ => {}
         }
-    }
-
-    fn on_ephemeral(
-        &mut self,
-        conn: ConnId,
-        sender_id: PeerId,
-        doc: DocumentId,
-        session_id: String,
-        count: u64,
-        data: Vec<u8>,
-    ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let allowed = c
-            .peer
-            .as_ref()
-            .is_some_and(|p| self.config.policy.access(p, &doc));
-        if !allowed {
-            return;
-        }
-        // Deduplicate per replica, not per connection: peers relay ephemeral messages to each
-        // other, so the same message can come back on another connection.
-        let key = (sender_id.clone(), session_id.clone());
-        if self
-            .ephemeral_seen
-            .get(&key)
-            .is_some_and(|last| *last >= count)
-        {
-            return;
-        }
-        if self.ephemeral_seen.len() >= EPHEMERAL_SESSIONS_KEPT {
-            self.ephemeral_seen.clear();
-        }
-        self.ephemeral_seen.insert(key, count);
-        let targets: Vec<(ConnId, PeerId)> = self
-            .conns
-            .iter()
-            .filter(|(id, other)| **id != conn && other.subscribed.contains(&doc))
-            .filter_map(|(id, other)| other.peer.as_ref().map(|p| (*id, p.peer_id.clone())))
-            .filter(|(_, peer)| *peer != sender_id)
-            .collect();
-        for (to, target_id) in targets {
-            let fwd = Message::Ephemeral {
-                sender_id: sender_id.clone(),
-                target_id,
-                document_id: doc,
-                session_id: session_id.clone(),
-                count,
-                data: data.clone(),
-            };
-            self.out.send(to, &fwd);
-        }
-        self.out.event(Event::Ephemeral {
-            doc,
-            from: sender_id,
-            session_id,
-            data,
-        });
     }
 
     pub(super) fn expire_handshakes(&mut self, now: u64) {

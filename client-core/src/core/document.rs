@@ -9,6 +9,7 @@ use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{Automerge, ChangeHash};
 
 use super::ingest::{Staged, receive_batch, receive_deferred};
+use super::quota::Charge;
 use super::lazy::LazyDoc;
 use super::load::{Built, build_doc};
 use super::{
@@ -398,11 +399,16 @@ impl Core {
             self.protocol_error(conn, ProtocolError::MalformedSyncMessage { doc, reason });
             return;
         }
+        if !msg.changes.is_empty() && !self.charge_changes(now, conn, doc, &msg) {
+            return;
+        }
         if !msg.changes.is_empty() && !self.config.policy.accept_changes(&peer, &doc) {
             self.protocol_error(conn, ProtocolError::WriteDenied(doc));
             return;
         }
-        self.subscribe(conn, doc);
+        if !self.subscribe_requested(now, conn, doc) {
+            return;
+        }
         self.ensure_loaded(now, doc);
         if let Some(e) = self.docs.get_mut(&doc) {
             e.inbox.push(Inbound { conn, msg, request });
@@ -410,6 +416,48 @@ impl Core {
         self.guard.sender = Some(conn);
         self.pump(now, doc);
         self.guard.sender = None;
+    }
+
+    /// Measures the changes of `msg` before Automerge parses them (compression and operation
+    /// bombs are refused) and charges their cost to the sender's principal; false (and an
+    /// error to the peer) when refused.
+    fn charge_changes(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        doc: DocumentId,
+        msg: &sync::Message,
+    ) -> bool {
+        let chunks: Vec<_> = msg.changes.iter().collect();
+        let cost = match super::inflate::check_expansion(&chunks, &self.config.limits, doc) {
+            Ok(cost) => cost,
+            Err(e) => {
+                self.protocol_error(conn, e);
+                return false;
+            }
+        };
+        let (Some(principal), Some(budgets)) =
+            (self.charged_principal(conn), self.config.budgets.clone())
+        else {
+            return true;
+        };
+        match budgets.charge(
+            &principal,
+            &[Charge::Ops(cost.ops), Charge::Bytes(cost.bytes)],
+            now,
+        ) {
+            Ok(()) => true,
+            Err(c) => {
+                self.protocol_error(
+                    conn,
+                    ProtocolError::QuotaExceeded {
+                        what: c.name(),
+                        doc: Some(doc),
+                    },
+                );
+                false
+            }
+        }
     }
 
     /// Applies every queued incoming message in one batch, then commits or syncs (panics
@@ -433,7 +481,6 @@ impl Core {
             super::guard::fault::check(&doc);
         }
         let max_missing = self.config.limits.max_missing_deps;
-        let limits = &self.config.limits;
         let before = entry.doc.get_heads();
         let mut errors = Vec::new();
         let mut state_writes = Vec::new();
@@ -444,7 +491,12 @@ impl Core {
             let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.as_ref()) else {
                 continue;
             };
-            let storage = peer.persistent_storage().cloned();
+            let storage = peer.sync_state_key();
+            let creator = peer
+                .grant
+                .as_ref()
+                .filter(|g| peer.inbound && !g.replicate)
+                .map(|g| g.principal.clone());
             let empty = entry.doc.get_heads().is_empty();
             let changes = msg.changes.len() as u64;
             let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
@@ -456,13 +508,19 @@ impl Core {
             pd.awaiting = false;
             let mut parsed = Vec::new();
             if changes > 0 {
-                if let Err(e) = super::inflate::check_expansion(
-                    &msg.changes.iter().collect::<Vec<_>>(),
-                    limits,
-                    doc,
-                ) {
+                // The first changes to a document nobody stored create it: charged per hour.
+                if let (true, Some(principal), Some(budgets)) =
+                    (empty && staged.is_empty(), creator, &self.config.budgets)
+                    && let Err(c) = budgets.charge(&principal, &[Charge::Document], now)
+                {
                     pd.sync = sync::State::new();
-                    errors.push((conn, e));
+                    errors.push((
+                        conn,
+                        ProtocolError::QuotaExceeded {
+                            what: c.name(),
+                            doc: Some(doc),
+                        },
+                    ));
                     continue;
                 }
                 let (orphans, ours) = orphan_changes(&entry.doc, &msg, &staged_hashes);
@@ -747,7 +805,7 @@ impl Core {
             .filter_map(|(id, c)| {
                 c.peer
                     .as_ref()
-                    .map(|p| (*id, p.peer_id.clone(), p.persistent_storage().cloned()))
+                    .map(|p| (*id, p.peer_id.clone(), p.sync_state_key()))
             })
             .collect();
         for (conn, target_id, storage) in targets {

@@ -197,6 +197,13 @@ impl Core {
         if !self.config.policy.access(&peer, &doc) {
             return;
         }
+        // Only servers we dialled and region links tell us where our changes are committed;
+        // what clients claim is of no use, and is kept only for resident documents (it leaves
+        // with them on eviction), so random document ids leave nothing behind.
+        let from_server = !peer.inbound || peer.grant.as_ref().is_some_and(|g| g.replicate);
+        if !from_server || !self.docs.contains_key(&doc) {
+            return;
+        }
         let am = self.docs.get(&doc).map(|e| &e.doc);
         let known = self.remote_heads.entry(doc).or_default();
         let mut changed = false;

@@ -351,12 +351,16 @@ pub enum Event {
     Ephemeral {
         /// The document.
         doc: DocumentId,
-        /// Original sender.
+        /// Original sender (as relayed: see `PeerInfo::speaks_as`).
         from: PeerId,
         /// Sender's session.
         session_id: String,
+        /// Sender's counter.
+        count: u64,
         /// The data.
         data: Vec<u8>,
+        /// It came from another node of the cluster (not to be relayed to the cluster again).
+        from_cluster: bool,
     },
     /// A peer misbehaved or sent something we could not use; the connection may go on.
     Protocol {

@@ -101,6 +101,17 @@ pub enum ProtocolError {
         /// What is wrong.
         reason: String,
     },
+    /// A per-principal quota is used up (see [`Quotas`](super::Quotas)); nothing was applied.
+    #[error("quota exceeded: {what}{}", doc.map(|d| format!(" (document {d})")).unwrap_or_default())]
+    QuotaExceeded {
+        /// Which quota.
+        what: &'static str,
+        /// The document concerned, if any.
+        doc: Option<DocumentId>,
+    },
+    /// The handshake claims malformed ids.
+    #[error("malformed handshake: {0}")]
+    BadHandshake(String),
     /// Too many errors on this connection: it is closed.
     #[error("too many protocol errors")]
     TooManyErrors,

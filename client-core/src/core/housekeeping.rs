@@ -138,6 +138,7 @@ impl Core {
         }
         for doc in victims {
             self.docs.remove(&doc);
+            self.remote_heads.remove(&doc);
             self.clock.forget(&doc);
             self.out.stats.evictions += 1;
             self.out.event(Event::Evicted { doc });

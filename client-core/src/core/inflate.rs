@@ -19,16 +19,27 @@ use crate::id::DocumentId;
 /// Column spec of a change's action column: id 4, type unsigned LEB128 (2).
 const ACTION_COLUMN: u64 = (4 << 4) | 2;
 
+/// What the changes of a sync message will cost Automerge, measured before it parses them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Cost {
+    /// Operations declared.
+    pub(super) ops: u64,
+    /// Bytes once decompressed (raw size where they do not parse as chunks).
+    pub(super) bytes: u64,
+}
+
 /// Refuses the changes of a sync message that would decompress beyond
 /// [`Limits::max_decompressed_bytes`] or carry more than [`Limits::max_ops_per_message`]
-/// operations, measured without letting Automerge parse them.
+/// operations, measured without letting Automerge parse them; returns what they cost.
 pub(super) fn check_expansion(
     changes: &[&[u8]],
     limits: &Limits,
     doc: DocumentId,
-) -> Result<(), ProtocolError> {
+) -> Result<Cost, ProtocolError> {
     let cap = limits.max_decompressed_bytes;
-    if decompressed_size(changes.iter().copied(), cap).is_some_and(|n| n > cap) {
+    let bytes = decompressed_size(changes.iter().copied(), cap)
+        .unwrap_or_else(|| changes.iter().map(|c| c.len() as u64).sum());
+    if bytes > cap {
         return Err(ProtocolError::DecompressedTooLarge { doc, limit: cap });
     }
     let max_ops = limits.max_ops_per_message;
@@ -42,7 +53,7 @@ pub(super) fn check_expansion(
             });
         }
     }
-    Ok(())
+    Ok(Cost { ops, bytes })
 }
 
 /// Operations declared by the change chunk `b` (counting stops past `budget`); `None` when it does

@@ -80,14 +80,17 @@ mod connection;
 mod document;
 mod durability;
 mod effects;
+mod ephemeral;
 mod error;
 mod guard;
 mod housekeeping;
+mod identity;
 mod inflate;
 mod ingest;
 mod lazy;
 mod lazy_sync;
 mod load;
+mod quota;
 mod region;
 mod validate;
 
@@ -112,7 +115,9 @@ pub use error::{CoreError, ProtocolError};
 #[cfg(feature = "fault-injection")]
 pub use guard::fault;
 pub use guard::panic_message;
+pub use identity::{MAX_PEER_ID_BYTES, MAX_STORAGE_ID_BYTES, RESERVATION_MS, principal_tag};
 pub use lazy::DeferApply;
+pub use quota::{Budgets, Charge, Quotas, TokenBucket};
 pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
 pub use validate::{MAX_BLOOM_BITS_PER_ENTRY, MAX_BLOOM_PROBES, MAX_HAVES};
 
@@ -232,6 +237,8 @@ pub struct Core {
     remote_heads: HashMap<DocumentId, BTreeMap<crate::id::StorageId, Vec<automerge::ChangeHash>>>,
     /// Panic containment (see `guard.rs`).
     guard: guard::GuardContext,
+    /// Peer ids reserved by principals (see `identity.rs`).
+    reservations: identity::Reservations,
 }
 
 impl Core {
@@ -254,6 +261,7 @@ impl Core {
             index: region::HeadsIndex::default(),
             remote_heads: HashMap::new(),
             guard: guard::GuardContext::default(),
+            reservations: identity::Reservations::default(),
         }
     }
 
@@ -340,32 +348,15 @@ impl Core {
 
     /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.
     pub fn handle_tick(&mut self, now: u64) {
+        if self.is_primary_shard()
+            && let Some(budgets) = &self.config.budgets
+        {
+            budgets.prune(now);
+        }
         self.expire_handshakes(now);
         self.flush_idle(now);
         self.evict(now);
         self.region_tick(now);
-    }
-
-    /// Sends ephemeral `data` about `doc` to every peer syncing it. Never stored.
-    pub fn broadcast(&mut self, doc: &DocumentId, data: Vec<u8>) {
-        self.ephemeral_count += 1;
-        let targets: Vec<(ConnId, crate::id::PeerId)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.subscribed.contains(doc))
-            .filter_map(|(id, c)| c.peer.as_ref().map(|p| (*id, p.peer_id.clone())))
-            .collect();
-        for (conn, target_id) in targets {
-            let msg = Message::Ephemeral {
-                sender_id: self.config.peer_id.clone(),
-                target_id,
-                document_id: *doc,
-                session_id: self.session_id.clone(),
-                count: self.ephemeral_count,
-                data: data.clone(),
-            };
-            self.out.send(conn, &msg);
-        }
     }
 
     /// Documents a connection is syncing.

@@ -141,6 +141,9 @@ pub struct RepoConfig {
     /// [`crate::core::ShardConfig`]). `housekeeping.max_resident` is split between them (at
     /// least one document each).
     pub shards: u16,
+    /// Per-principal quotas charged to authenticated inbound clients (servers; see
+    /// [`crate::core::Quotas`]). `None`: nothing is charged.
+    pub quotas: Option<crate::core::Quotas>,
 }
 
 /// Supplies a fresh bearer token for each connection attempt (e.g. a short-lived region token).
@@ -161,6 +164,7 @@ impl Default for RepoConfig {
             region: None,
             defer_apply: None,
             shards: 1,
+            quotas: None,
         }
     }
 }
@@ -218,6 +222,10 @@ impl Repo {
         core_config.housekeeping = config.housekeeping.clone();
         core_config.region = config.region.clone();
         core_config.defer_apply = config.defer_apply;
+        core_config.budgets = config
+            .quotas
+            .clone()
+            .map(|q| Arc::new(crate::core::Budgets::new(q)));
         let count = config.shards.clamp(1, 256);
         let mut cores: Vec<Core> = (0..count)
             .map(|index| {

@@ -106,7 +106,7 @@ pub struct ServeArgs {
     /// Bytes the changes of one sync message may decompress to [default: 67108864].
     #[arg(long, env = "CONCORD_MAX_DECOMPRESSED_BYTES")]
     pub max_decompressed_bytes: Option<u64>,
-    /// Operations the changes of one sync message may declare [default: 1000000].
+    /// Operations the changes of one sync message may declare [default: 200000].
     #[arg(long, env = "CONCORD_MAX_OPS_PER_MESSAGE")]
     pub max_ops_per_message: Option<u64>,
     /// Documents of at least this many ops have incoming changes validated, committed and
@@ -136,6 +136,9 @@ pub struct ServeArgs {
     /// one [default: 3600].
     #[arg(long, env = "CONCORD_REGION_TOKEN_TTL_SECS")]
     pub region_token_ttl_secs: Option<u64>,
+    /// Per-principal quotas.
+    #[command(flatten)]
+    pub quotas: super::quotas::QuotaArgs,
     /// Serve the admin API (`/admin/*`, plus `/healthz` and `/metrics`) on this separate
     /// address, and not on the main listener; without a value: 127.0.0.1:4030.
     #[arg(
@@ -202,6 +205,8 @@ struct FileConfig {
     max_pending_connections_per_ip: Option<usize>,
     max_pending_connections: Option<usize>,
     allow_insecure_data_dir: Option<bool>,
+    #[serde(default)]
+    quotas: super::quotas::QuotaFile,
 }
 
 /// Resolved settings.
@@ -257,6 +262,8 @@ pub struct ServeConfig {
     pub peer_secret: Option<String>,
     /// Anti-entropy period, seconds.
     pub anti_entropy_secs: u64,
+    /// Per-principal quotas.
+    pub quotas: concord::core::Quotas,
     /// Region token lifetime (minted, and longest accepted), seconds.
     pub region_token_ttl_secs: u64,
     /// Separate admin listener (`None`: the admin API is on the main listener).
@@ -293,12 +300,13 @@ impl Default for ServeConfig {
             max_bytes_per_sec: 16 << 20,
             idle_timeout_secs: 60,
             max_decompressed_bytes: 64 << 20,
-            max_ops_per_message: 1_000_000,
+            max_ops_per_message: 200_000,
             defer_apply_min_ops: 10_000,
             shards: 16,
             peers: Vec::new(),
             peer_secret: None,
             anti_entropy_secs: 30,
+            quotas: concord::core::Quotas::default(),
             region_token_ttl_secs: 3600,
             admin_bind: None,
             header_read_timeout_secs: 10,
@@ -376,6 +384,9 @@ impl ServeConfig {
             },
             peer_secret: args.peer_secret.clone().or(file.peer_secret.clone()),
             anti_entropy_secs: pick!(anti_entropy_secs),
+            quotas: args
+                .quotas
+                .resolve(&file.quotas, pick!(max_decompressed_bytes))?,
             region_token_ttl_secs: pick!(region_token_ttl_secs),
             admin_bind: args.admin_bind.or(file.admin_bind),
             header_read_timeout_secs: pick!(header_read_timeout_secs),

@@ -14,6 +14,7 @@ mod door_metrics;
 mod http;
 mod listen;
 pub mod metrics;
+pub mod quotas;
 mod ws;
 
 use std::future::Future;
@@ -182,6 +183,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         },
         outgoing_queue: config.outgoing_queue,
         shards: config.shards,
+        quotas: Some(config.quotas.clone()),
         defer_apply: Some(DeferApply {
             min_ops: config.defer_apply_min_ops,
             ..DeferApply::default()
