@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::panic)]
 
 pub mod pg;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use concord::DocumentId;
 use concord::storage::postgres::{PgOpenError, PostgresConfig, PostgresStorage, STORAGE_TABLE};
 use concord::storage::{ChunkKey, Storage, WriteOp, conformance};
 use concord_tests::pg::TempPostgres;
+use concord_tests::proxy::Proxy;
 use sqlx::postgres::PgListener;
 
 fn server() -> TempPostgres {
@@ -40,6 +41,48 @@ async fn postgres_backend_conforms_and_persists_across_reopen() {
     // ... also after the server itself restarted (pooled connections are replaced).
     pg.restart().unwrap();
     assert_eq!(reopened.load(&doc).await.unwrap(), before);
+    reopened
+        .append(&doc, ChunkKey::of(b"after restart"), b"after restart")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_gone_silent_fails_the_operation_instead_of_hanging() {
+    let pg = server();
+    let proxy = Proxy::start(pg.port()).await.unwrap();
+    let url = pg
+        .url()
+        .replace(&format!(":{}/", pg.port()), &format!(":{}/", proxy.port()));
+    let mut config = PostgresConfig::new(url);
+    config.statement_timeout = Duration::from_secs(1);
+    config.connect_timeout = Duration::from_secs(1);
+    config.acquire_timeout = Duration::from_secs(3);
+    let s = PostgresStorage::open(config).await.unwrap();
+    let doc = DocumentId::from_bytes([8; 16]);
+    s.append(&doc, ChunkKey::of(b"a"), b"a").await.unwrap();
+
+    // Sockets stay open and nothing answers: the deadline (3 s + 2 x 1 s) ends the write.
+    proxy.freeze();
+    let started = Instant::now();
+    let err = s.append(&doc, ChunkKey::of(b"b"), b"b").await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+
+    // Back: the silent connections are found dead and replaced; writes go through again.
+    proxy.thaw();
+    let mut ok = false;
+    for _ in 0..3 {
+        if s.append(&doc, ChunkKey::of(b"b"), b"b").await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the storage recovers by itself");
+    assert_eq!(s.load(&doc).await.unwrap().chunks.len(), 2);
 }
 
 #[tokio::test]

@@ -2,10 +2,10 @@
 //!
 //! One background task holds a dedicated listening connection. It delivers every notice from
 //! other nodes to every subscriber (never this node's own: notices carry the sending node's id),
-//! and checks its own liveness by sending itself a ping through the channel every
-//! [`PgBusSettings::ping_interval`]: when the connection fails, or a ping has not come back
-//! within [`PgBusSettings::ping_timeout`] (a connection that died without a word), it reconnects
-//! with backoff, `LISTEN`s again and only then sends [`BusEvent::Gap`] to every subscriber, so
+//! and checks that connection by sending a ping (`pg_notify` to the channel) on it every
+//! [`PgBusSettings::ping_interval`]: when the connection fails, or a ping is not answered within
+//! [`PgBusSettings::ping_timeout`] (a connection that died without a word), it reconnects with
+//! backoff, `LISTEN`s again and only then sends [`BusEvent::Gap`] to every subscriber, so
 //! that what they re-read covers everything they may have missed. A subscriber whose queue was
 //! full when a notice came also gets a `Gap` (as soon as its queue has room) instead of that
 //! notice.
@@ -18,8 +18,10 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
+use super::config::one_line;
 use super::error::PgOpenError;
 use super::notice::{self, Payload};
+use super::pool;
 use super::{PostgresStorage, target_of};
 use crate::repo::{BusError, BusEvent, BusNotice, ClusterBus};
 
@@ -27,9 +29,9 @@ use crate::repo::{BusError, BusEvent, BusNotice, ClusterBus};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PgBusSettings {
-    /// How often the bus pings itself through the channel.
+    /// How often the bus pings PostgreSQL on its listening connection.
     pub ping_interval: Duration,
-    /// A ping not back after this long means the listening connection is dead.
+    /// A ping not answered after this long means the listening connection is dead.
     pub ping_timeout: Duration,
     /// Longest wait between two reconnection attempts (the first waits 100 ms, then doubling).
     pub max_backoff: Duration,
@@ -64,8 +66,10 @@ struct Subscriber {
 
 #[derive(Debug)]
 struct Inner {
-    /// For `pg_notify` (ephemeral notices, pings): two connections, apart from the storage's.
+    /// For `pg_notify` of published notices: two connections, apart from the storage's.
     publish: PgPool,
+    /// How long a publish may take.
+    deadline: Duration,
     options: PgConnectOptions,
     channel: String,
     node: String,
@@ -104,10 +108,8 @@ impl PgBus {
         let config = storage.config();
         let options = storage.connect_options().clone();
         let inner = Arc::new(Inner {
-            publish: PgPoolOptions::new()
-                .max_connections(2)
-                .acquire_timeout(config.acquire_timeout)
-                .connect_lazy_with(options.clone()),
+            publish: pool::lazy_pool(config, 2)?,
+            deadline: pool::deadline(config),
             options,
             channel: notify.channel.clone(),
             node: notify.node.clone(),
@@ -137,8 +139,8 @@ impl PgBus {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
 
-    /// The round trip of the last liveness ping (commit of a `NOTIFY` to its delivery here), if
-    /// one came back yet.
+    /// The round trip of the last ping (from sending a `NOTIFY` to its delivery back to this
+    /// node), if one came back yet.
     pub fn last_ping_rtt(&self) -> Option<Duration> {
         match self.inner.last_rtt_us.load(Ordering::Relaxed) {
             0 => None,
@@ -161,10 +163,14 @@ impl ClusterBus for PgBus {
 
     async fn publish(&self, notice: BusNotice) -> Result<(), BusError> {
         let payload = notice::encode(&notice).map_err(BusError::TooLarge)?;
-        self.inner
-            .notify(&payload)
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))
+        match tokio::time::timeout(self.inner.deadline, self.inner.notify(&payload)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Unavailable(one_line(&e))),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "no answer within {:?}",
+                self.inner.deadline
+            ))),
+        }
     }
 
     fn subscribe(&self) -> mpsc::Receiver<BusEvent> {
@@ -187,7 +193,7 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sends `payload` on the channel (committed at once: autocommit).
+    /// Sends `payload` on the channel (autocommit: delivered at once).
     async fn notify(&self, payload: &str) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&self.channel)
@@ -204,6 +210,8 @@ impl Inner {
             .acquire_timeout(self.connect_timeout)
             .max_lifetime(None)
             .idle_timeout(None)
+            // A listening connection given back is closed, never pinged (it may be silent).
+            .after_release(|_, _| Box::pin(async { Ok(false) }))
             .connect_lazy_with(self.options.clone());
         let attempt = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -245,6 +253,9 @@ impl Inner {
     }
 
     /// Delivers notifications until the connection fails or stops answering pings; returns why.
+    ///
+    /// The ping is a `pg_notify` to the channel on the listening connection itself: its answer
+    /// proves the connection alive, and its notification coming back measures the round trip.
     async fn receive(&self, listener: &mut PgListener) -> String {
         let mut ticker = tokio::time::interval(self.settings.ping_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,20 +270,18 @@ impl Inner {
                 },
                 _ = ticker.tick() => {
                     self.flush_gaps();
-                    match outstanding {
-                        Some((_, sent)) if sent.elapsed() > self.settings.ping_timeout => {
-                            return format!("no ping back within {:?}", self.settings.ping_timeout);
-                        }
-                        Some(_) => {}
-                        None => {
-                            seq += 1;
-                            outstanding = Some((seq, Instant::now()));
-                            let ping = notice::ping(&self.node, seq);
-                            match tokio::time::timeout(self.settings.ping_timeout, self.notify(&ping)).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => tracing::debug!(error = %e, "cluster bus: ping not sent"),
-                                Err(_) => tracing::debug!("cluster bus: ping not sent in time"),
-                            }
+                    seq += 1;
+                    let ping = notice::ping(&self.node, seq);
+                    let sent = Instant::now();
+                    let query = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&self.channel)
+                        .bind(&ping)
+                        .execute(&mut *listener);
+                    match tokio::time::timeout(self.settings.ping_timeout, query).await {
+                        Ok(Ok(_)) => outstanding = Some((seq, sent)),
+                        Ok(Err(e)) => return e.to_string(),
+                        Err(_) => {
+                            return format!("no answer to a ping within {:?}", self.settings.ping_timeout);
                         }
                     }
                 }

@@ -133,10 +133,17 @@ pub(crate) fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> StorageEr
     }
 }
 
-/// True for errors after which the same transaction may simply run again: deadlocks between
-/// concurrent writers, serialization failures.
+/// True for errors after which the same transaction may simply run again on another connection:
+/// deadlocks between concurrent writers, serialization failures, a connection the server closed
+/// (restart, failover). Whether such a transaction committed or not, running it again is safe:
+/// every write is idempotent.
 pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|code| code == "40P01" || code == "40001")
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // deadlock, serialization failure, admin/crash shutdown of the session
+            matches!(code.as_ref(), "40P01" | "40001" | "57P01" | "57P02")
+        }),
+        _ => false,
+    }
 }

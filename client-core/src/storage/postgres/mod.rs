@@ -8,7 +8,8 @@
 //!   transaction. Writers on other nodes may touch the same documents at any time: chunk inserts
 //!   are idempotent (`ON CONFLICT DO NOTHING`), a compaction deletes exactly the chunks its
 //!   snapshot covers, by key, in the transaction that inserts the snapshot, and a transaction
-//!   that PostgreSQL aborts for a deadlock between two writers runs again.
+//!   that PostgreSQL aborts for a deadlock between two writers (or whose connection breaks)
+//!   runs again.
 //! - With [`PostgresConfig::notify`] set, every transaction that appends chunks announces them
 //!   with `pg_notify` before it commits (PostgreSQL delivers the notification only if, and after,
 //!   the transaction commits): payload = node id, document id and the new chunks' keys, or the
@@ -34,11 +35,16 @@ mod bus;
 mod config;
 mod error;
 mod notice;
+mod pool;
+mod read;
 mod schema;
 mod write;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Row};
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 
 pub use bus::{PgBus, PgBusSettings};
 pub use config::{
@@ -48,11 +54,8 @@ pub use error::PgOpenError;
 pub use notice::MAX_PAYLOAD;
 pub use schema::{STORAGE_TABLE, migrate, storage_schema_version};
 
-use super::{
-    Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument, WriteOp,
-};
+use super::{Chunk, ChunkKey, Storage, StorageResult, StoredDocument, WriteOp};
 use crate::id::{DocumentId, StorageId};
-use error::backend;
 
 /// Storage in a PostgreSQL database, shared by any number of processes.
 #[derive(Debug, Clone)]
@@ -60,23 +63,36 @@ pub struct PostgresStorage {
     pool: PgPool,
     config: PostgresConfig,
     options: PgConnectOptions,
+    /// How long one operation may take ([`pool::deadline`]).
+    deadline: Duration,
 }
 
 impl PostgresStorage {
     /// Connects (checking the URL, credentials and database with one connection first, within
     /// [`PostgresConfig::connect_timeout`]), opens the pool and applies the migrations.
+    ///
+    /// Every operation afterwards fails rather than wait longer than the acquire timeout plus
+    /// twice the statement timeout (a write that fails so is not acknowledged).
     pub async fn open(config: PostgresConfig) -> Result<Self, PgOpenError> {
         let options = config.connect_options()?;
         check_connect(&config, &options).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_lazy_with(options.clone());
-        schema::migrate_storage(&pool).await?;
+        let pool = pool::lazy_pool(&config, config.max_connections)?;
+        let deadline = pool::deadline(&config);
+        let migrated = tokio::time::timeout(deadline, schema::migrate_storage(&pool)).await;
+        match migrated {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(PgOpenError::Timeout {
+                    target: target_of(&options),
+                    timeout: deadline,
+                });
+            }
+        }
         Ok(Self {
             pool,
             config,
             options,
+            deadline,
         })
     }
 
@@ -101,13 +117,9 @@ impl PostgresStorage {
         self.config.notify.as_ref()
     }
 
-    /// True when PostgreSQL answers a query within the acquire timeout.
+    /// `Ok` when PostgreSQL answers a query (within the operation deadline).
     pub async fn ping(&self) -> StorageResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(backend("ping"))
+        self.within("ping", read::ping(&self.pool)).await
     }
 
     /// The chunks of `doc` among `keys` (snapshots first, then increments in insertion order).
@@ -118,17 +130,8 @@ impl PostgresStorage {
         doc: &DocumentId,
         keys: &[ChunkKey],
     ) -> StorageResult<Vec<Chunk>> {
-        let keys: Vec<[u8; 32]> = keys.iter().map(|k| k.0).collect();
-        let rows = sqlx::query(
-            "SELECT key, kind, data FROM concord_chunks WHERE doc = $1 AND key = ANY($2::bytea[]) \
-             ORDER BY kind DESC, id",
-        )
-        .bind(&doc.as_bytes()[..])
-        .bind(&keys)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend("load_chunks"))?;
-        rows.iter().map(|r| chunk_of(r, "load_chunks")).collect()
+        self.within("load_chunks", read::load_chunks(&self.pool, doc, keys))
+            .await
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -137,7 +140,17 @@ impl PostgresStorage {
     }
 
     async fn commit(&self, name: &'static str, ops: &[WriteOp<'_>]) -> StorageResult<()> {
-        write::commit(&self.pool, self.config.notify.as_ref(), name, ops).await
+        let notify = self.config.notify.as_ref();
+        self.within(name, write::commit(&self.pool, notify, name, ops))
+            .await
+    }
+
+    async fn within<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
+        pool::within(self.deadline, op, fut).await
     }
 }
 
@@ -173,60 +186,10 @@ async fn check_connect(
     }
 }
 
-fn chunk_of(r: &PgRow, op: &'static str) -> StorageResult<Chunk> {
-    let key: Vec<u8> = r.try_get(0).map_err(backend(op))?;
-    let key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| StorageError::Corrupt("chunk key is not 32 bytes".into()))?;
-    let kind = match r.try_get::<i16, _>(1).map_err(backend(op))? {
-        0 => ChunkKind::Incremental,
-        1 => ChunkKind::Snapshot,
-        other => return Err(StorageError::Corrupt(format!("unknown chunk kind {other}"))),
-    };
-    Ok(Chunk {
-        key: ChunkKey(key),
-        kind,
-        bytes: r.try_get(2).map_err(backend(op))?,
-    })
-}
-
-fn doc_of(r: &PgRow, op: &'static str) -> StorageResult<DocumentId> {
-    let b: Vec<u8> = r.try_get(0).map_err(backend(op))?;
-    DocumentId::try_from_slice(&b).map_err(|e| StorageError::Corrupt(e.to_string()))
-}
-
 #[async_trait::async_trait]
 impl Storage for PostgresStorage {
     async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
-        // One statement sees one snapshot of the table: a concurrent compaction is either wholly
-        // visible (the snapshot, not the chunks it covers) or not at all.
-        let rows = sqlx::query(
-            "SELECT key, kind, data FROM concord_chunks WHERE doc = $1 ORDER BY kind DESC, id",
-        )
-        .bind(&doc.as_bytes()[..])
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend("load"))?;
-        let chunks = rows
-            .iter()
-            .map(|r| chunk_of(r, "load"))
-            .collect::<StorageResult<Vec<_>>>()?;
-        let rows = sqlx::query(
-            "SELECT peer, state FROM concord_sync_states WHERE doc = $1 ORDER BY peer COLLATE \"C\"",
-        )
-        .bind(&doc.as_bytes()[..])
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend("load"))?;
-        let mut sync_states = Vec::with_capacity(rows.len());
-        for r in rows {
-            let peer: String = r.try_get(0).map_err(backend("load"))?;
-            sync_states.push((StorageId::new(peer), r.try_get(1).map_err(backend("load"))?));
-        }
-        Ok(StoredDocument {
-            chunks,
-            sync_states,
-        })
+        self.within("load", read::load(&self.pool, doc)).await
     }
 
     async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
@@ -261,48 +224,21 @@ impl Storage for PostgresStorage {
     }
 
     async fn list(&self) -> StorageResult<Vec<DocumentId>> {
-        let rows = sqlx::query("SELECT DISTINCT doc FROM concord_chunks ORDER BY doc")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend("list"))?;
-        rows.iter().map(|r| doc_of(r, "list")).collect()
+        self.within("list", read::list(&self.pool)).await
     }
 
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
-        let mut tx = self.pool.begin().await.map_err(backend("delete"))?;
-        for sql in [
-            "DELETE FROM concord_chunks WHERE doc = $1",
-            "DELETE FROM concord_sync_states WHERE doc = $1",
-            "DELETE FROM concord_doc_heads WHERE doc = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(&doc.as_bytes()[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(backend("delete"))?;
-        }
-        tx.commit().await.map_err(backend("delete"))
+        self.within("delete", read::delete(&self.pool, doc)).await
     }
 
     async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
-        sqlx::query_scalar("SELECT value FROM concord_meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
+        self.within("get_meta", read::get_meta(&self.pool, key))
             .await
-            .map_err(backend("get_meta"))
     }
 
     async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
-        sqlx::query(
-            "INSERT INTO concord_meta (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(backend("put_meta"))
+        self.within("put_meta", read::put_meta(&self.pool, key, value))
+            .await
     }
 
     async fn put_heads(&self, doc: &DocumentId, heads: &[u8]) -> StorageResult<()> {
@@ -319,18 +255,8 @@ impl Storage for PostgresStorage {
     }
 
     async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {
-        let rows = sqlx::query("SELECT doc, heads FROM concord_doc_heads ORDER BY doc")
-            .fetch_all(&self.pool)
+        self.within("heads_index", read::heads_index(&self.pool))
             .await
-            .map_err(backend("heads_index"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    doc_of(r, "heads_index")?,
-                    r.try_get(1).map_err(backend("heads_index"))?,
-                ))
-            })
-            .collect::<StorageResult<Vec<_>>>()
             .map(Some)
     }
 }

@@ -1,6 +1,6 @@
 //! Writes: every [`WriteOp`] of a call in one transaction, consecutive appends in one statement,
 //! the commit notifications sent inside the transaction, and the whole transaction run again
-//! when PostgreSQL aborts it for a deadlock with another writer.
+//! when PostgreSQL aborts it for a deadlock with another writer or its connection breaks.
 
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use super::notice;
 use crate::id::DocumentId;
 use crate::storage::{ChunkKey, StorageResult, WriteOp};
 
-/// How often a transaction aborted by a deadlock or serialization failure is run again.
+/// How often a transaction aborted by a deadlock, serialization failure or broken connection is
+/// run again.
 const MAX_RETRIES: u32 = 5;
 
 /// A failed statement: the write it belonged to and sqlx's error.
@@ -52,7 +53,7 @@ impl Appended {
 
 /// Commits `ops` as one transaction (`name` names it in errors), notifying appended chunks when
 /// `notify` is set. Runs it again, up to [`MAX_RETRIES`] times, when PostgreSQL aborts it for a
-/// deadlock or serialization failure (every write is idempotent).
+/// deadlock or serialization failure or the connection breaks (every write is idempotent).
 pub(crate) async fn commit(
     pool: &PgPool,
     notify: Option<&NotifyConfig>,
