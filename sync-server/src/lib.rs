@@ -1,4 +1,5 @@
 //! The Concord sync server (`concord serve`) and the `concord doc` client CLI.
 pub mod auth;
+pub mod cluster;
 pub mod doc;
 pub mod server;

@@ -1,11 +1,13 @@
 //! The Concord sync server: the engine's core behind an axum WebSocket endpoint, with SQLite
-//! storage, eviction of idle documents, metrics, a read-only admin API and graceful shutdown.
+//! storage (or PostgreSQL shared by the nodes of a cluster, see [`crate::cluster`]), eviction of
+//! idle documents, metrics, a read-only admin API and graceful shutdown.
 //!
 //! Endpoints: `GET /sync` (WebSocket, automerge-repo protocol v1; `/` is accepted too, as
 //! automerge-repo clients often dial the bare host), `GET /healthz`, `GET /metrics`,
 //! `GET /admin/docs`, `GET /admin/docs/{id}`.
 
 mod admission;
+mod backend;
 pub mod config;
 mod http;
 pub mod metrics;
@@ -18,13 +20,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use concord::core::{DeferApply, GrantPolicy, Housekeeping, Limits, RegionConfig};
-use concord::storage::{SqliteConfig, SqliteStorage, StorageError};
+use concord::storage::StorageError;
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
-use metrics::{InstrumentedStorage, Metrics};
+pub use backend::ClusterNode;
+pub use config::{ConfigError, DatabaseUrl, LogFormat, ServeArgs, ServeConfig};
+use metrics::Metrics;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,9 @@ pub enum ServerError {
     /// Storage failed to open.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Cluster mode (PostgreSQL) failed to start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The token keys are unusable.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -81,6 +87,8 @@ pub struct Running {
     pub repo: Repo,
     /// Token keys (to mint tokens for tests and the development token).
     pub keys: Arc<crate::auth::KeyRing>,
+    /// Cluster mode: this node's id, database and bus.
+    pub cluster: Option<Arc<ClusterNode>>,
     state: AppState,
     listener: TcpListener,
     shutdown_tx: watch::Sender<bool>,
@@ -100,20 +108,18 @@ fn router(state: AppState) -> Router {
 
 /// Opens storage, starts the engine and binds the listener.
 pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
-    std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
-        path: config.data.clone(),
-        source,
-    })?;
-    let keys = crate::auth::KeyRing::load_or_create(&config.auth_keys)?;
     if config.insecure_no_auth {
         tracing::warn!(
             "INSECURE: --insecure-no-auth accepts peers without a token, with full access; never use it in production"
         );
     }
-    tracing::info!(kids = ?keys.kids(), file = %config.auth_keys.display(), "token keys loaded");
     let (metrics, slot) = Metrics::new();
-    let sqlite = SqliteStorage::open(SqliteConfig::new(config.data.join("concord.db"))).await?;
-    let storage = Arc::new(InstrumentedStorage::new(sqlite, metrics.clone()));
+    let opened = match &config.database {
+        Some(url) => backend::open_postgres(&config, url, &metrics).await?,
+        None => backend::open_sqlite(&config, &metrics).await?,
+    };
+    let (storage, keys) = (opened.storage, opened.keys);
+    let cluster = opened.cluster.map(Arc::new);
     let nonce = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -180,10 +186,17 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         source,
     })?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let revoked = watch_revocations(
-        crate::auth::default_revocation_file(&config.data),
-        shutdown.clone(),
-    )?;
+    let revoked = backend::revocations(&config, cluster.as_deref(), shutdown.clone()).await?;
+    if let Some(c) = &cluster {
+        let me = crate::cluster::registry::Registration::register(
+            c.storage.pool().clone(),
+            &c.node,
+            &config.region,
+            &addr.to_string(),
+        )
+        .await?;
+        *c.registration.lock().await = Some(me);
+    }
     let state = AppState {
         repo: repo.clone(),
         metrics,
@@ -198,6 +211,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         addr,
         repo,
         keys,
+        cluster,
         state,
         listener,
         shutdown_tx,
@@ -207,39 +221,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
 /// A URL without its query string (which may carry a token), for logs.
 pub(crate) fn redact(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
-}
-
-/// Loads the revocation file and reloads it every second until shutdown.
-fn watch_revocations(
-    path: std::path::PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<watch::Receiver<Arc<crate::auth::Revocations>>, ServerError> {
-    let initial = crate::auth::Revocations::load(&path)?;
-    let (tx, rx) = watch::channel(Arc::new(initial));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            match crate::auth::Revocations::load(&path) {
-                Ok(r) if *tx.borrow().as_ref() != r => {
-                    tracing::info!(
-                        tokens = r.tokens.len(),
-                        principals = r.principals.len(),
-                        "revocations reloaded"
-                    );
-                    let _ = tx.send(Arc::new(r));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the revocation file; keeping the previous one")
-                }
-            }
-        }
-    });
-    Ok(rx)
 }
 
 impl Running {
@@ -254,6 +235,7 @@ impl Running {
             repo,
             state,
             keys: _,
+            cluster,
             listener,
             shutdown_tx,
         } = self;
@@ -271,6 +253,11 @@ impl Running {
         .await
         .map_err(|source| ServerError::Io { addr, source })?;
         repo.shutdown().await;
+        if let Some(c) = cluster {
+            if let Some(me) = c.registration.lock().await.take() {
+                me.deregister().await;
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     }
