@@ -418,6 +418,7 @@ fn digests_from_a_non_region_peer_are_refused() {
         sender_id: "intruder".into(),
         target_id: "a".into(),
         buckets: vec![0; concord::core::BUCKETS * 8],
+        covers: None,
     });
     let now = sim.now();
     // conn ids: the intruder's accepted connection on `a` is the second id handed out.

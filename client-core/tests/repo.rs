@@ -16,10 +16,12 @@ use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A listening peer (server policy) on an ephemeral loopback port. Returns its URL.
+/// A listening peer (server policy, its documents split between four shards, as servers run)
+/// on an ephemeral loopback port. Returns its URL.
 async fn listen() -> (Repo, String) {
     let config = RepoConfig {
         policy: Arc::new(ServerPolicy),
+        shards: 4,
         ..RepoConfig::default()
     };
     let repo = Repo::open(Arc::new(MemoryStorage::new()), config)

@@ -3,9 +3,9 @@
 //! Token: stored on the `Repo` and appended to every server URL as a percent-encoded `token`
 //! query parameter (`ws://host/sync?token=...`), the form `concord serve` accepts from every
 //! client (browsers cannot set WebSocket headers). The server verifies it at the WebSocket
-//! upgrade and denies clients without a valid token unless it runs with `--insecure-no-auth`; on
-//! loopback it prints a development token at startup. A refused connection is retried with
-//! backoff like any other failure (the engine does not report *why* a connection failed: see the
+//! upgrade and denies clients without a valid token unless it runs with `--insecure-no-auth`;
+//! started with `--dev` on loopback it prints a development token. A refused connection is retried
+//! with backoff like any other failure (the engine does not report *why* a connection failed: see the
 //! README's API gaps). Treat URLs with tokens as secrets: do not log them.
 
 use crate::error::{ConcordError, Result};

@@ -2,4 +2,5 @@
 pub mod auth;
 pub mod cluster;
 pub mod doc;
+mod private_fs;
 pub mod server;

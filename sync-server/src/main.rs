@@ -1,7 +1,8 @@
 //! `concord`: the Concord sync server and client CLI.
 //!
 //! ```text
-//! concord serve                 # sync server on 127.0.0.1:3030, data in ./concord-data
+//! concord serve --dev           # sync server on 127.0.0.1:3030, data in ./concord-data,
+//!                               # printing a 1 h development token
 //! concord doc create            # a client replica in ./concord-replica
 //! concord doc --help
 //! ```
@@ -78,6 +79,9 @@ struct TokenArgs {
     /// Grant read access only.
     #[arg(long)]
     read_only: bool,
+    /// Admin rights: the admin API (`/admin/*`); for every document only.
+    #[arg(long, conflicts_with = "docs")]
+    admin: bool,
     /// Lifetime, e.g. `30m`, `1h`, `7d`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: std::time::Duration,
@@ -128,6 +132,9 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
+/// Lifetime of the development token.
+const DEV_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = ServeConfig::resolve(&args)?;
     init_logs(config.log_format);
@@ -142,22 +149,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     say(&format!(
         "concord listening on http://{addr} (WebSocket: ws://{addr}/sync)"
     ));
-    if addr.ip().is_loopback() {
-        let dev = TokenRequest {
-            principal: "dev".into(),
-            docs: None,
-            read_only: false,
-            ttl: std::time::Duration::from_secs(24 * 3600),
-        };
-        if let Ok(token) = auth::mint(&running.keys, &dev) {
-            say(&format!(
-                "development token (full access, 24 h, loopback only): {token}"
-            ));
-            say(&format!("  e.g. export CONCORD_TOKEN={token}"));
-        }
+    if let Some(admin) = running.admin_addr {
+        tracing::info!(%admin, "admin API on its own listener");
+        say(&format!("concord admin API on http://{admin}/admin/"));
+    }
+    if args.dev {
+        print_dev_token(&running);
     }
     running.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--dev`: a full-access admin token for the quick start, printed only on a loopback address.
+fn print_dev_token(running: &server::Running) {
+    if !running.addr.ip().is_loopback() {
+        tracing::warn!("--dev prints a development token on a loopback address only");
+        return;
+    }
+    let dev = TokenRequest {
+        principal: "dev".into(),
+        docs: None,
+        read_only: false,
+        ttl: DEV_TOKEN_TTL,
+        admin: true,
+    };
+    match auth::mint(&running.keys, &dev) {
+        Ok(token) => {
+            say(&format!(
+                "development token (full access and admin, 1 h, loopback only): {token}"
+            ));
+            say(&format!("  e.g. export CONCORD_TOKEN={token}"));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot mint the development token"),
+    }
 }
 
 /// The cluster's database, for the token commands (same timeouts as a node's defaults).
@@ -221,6 +245,7 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         docs,
         read_only: args.read_only,
         ttl: args.ttl,
+        admin: args.admin,
     };
     let token = auth::mint(&ring, &req)?;
     if let Some(id) = auth::token_id_of(&token) {

@@ -47,6 +47,14 @@ async fn health_metrics_and_admin_api() {
             .0,
         403
     );
+    let all_docs = common::mint(&server.keys, "all-docs", None, false);
+    assert_eq!(
+        http_get(server.addr, &format!("/admin/docs?token={all_docs}"))
+            .await
+            .0,
+        403,
+        "a token for every document without the admin claim is not an admin credential"
+    );
     let t = server.token.clone();
     let (status, body) = http_get(server.addr, &format!("/admin/docs?token={t}")).await;
     assert_eq!(status, 200);

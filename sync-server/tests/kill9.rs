@@ -67,7 +67,11 @@ fn start(data: &std::path::Path, bind: &str) -> (Server, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_of_the_server() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x9);
-    let dir = tempfile::tempdir().unwrap();
+    // A data directory only its owner can open (the server refuses others).
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (mut server, addr) = start(dir.path(), "127.0.0.1:0");
     let token = token(dir.path());
     let mut config = RepoConfig::default().with_server(format!("ws://{addr}/sync?token={token}"));

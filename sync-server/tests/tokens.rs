@@ -42,6 +42,7 @@ fn req(ttl: Duration) -> TokenRequest {
         docs: None,
         read_only: false,
         ttl,
+        admin: false,
     }
 }
 

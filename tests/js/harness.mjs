@@ -115,7 +115,7 @@ export class Server {
     this.wsUrl = wsUrl;
     this.dataDir = dataDir;
     this.logs = logs;
-    /** A token for every document, read and write (set by `start`). */
+    /** A token for every document, read and write, with admin rights (set by `start`). */
     this.token = undefined;
     this.exited = new Promise(resolve => {
       if (proc.exitCode !== null || proc.signalCode !== null) resolve({ code: proc.exitCode, signal: proc.signalCode });
@@ -168,7 +168,7 @@ export class Server {
       const m = await withTimeout(listening, "concord serve to print its listening line");
       server.httpUrl = m[1];
       server.wsUrl = m[2];
-      const out = await runConcordOk(["token", "create", "--data", dataDir, "--principal", "js-interop-tests", "--ttl", "1h"]);
+      const out = await runConcordOk(["token", "create", "--data", dataDir, "--principal", "js-interop-tests", "--ttl", "1h", "--admin"]);
       server.token = out.trim().split(/\s+/).pop();
       if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(server.token)) throw new Error(`unexpected token output: ${out}`);
     } catch (e) {
@@ -213,7 +213,7 @@ export async function waitServerHas(repo, handle, label = "the server to acknowl
   }, label);
 }
 
-/** `GET /admin/docs/{id}` of the server (with its all-documents token): `{status, body}`. */
+/** `GET /admin/docs/{id}` of the server (with its admin token): `{status, body}`. */
 export async function adminDoc(server, documentId) {
   const res = await withTimeout(
     fetch(`${server.httpUrl}/admin/docs/${documentId}`, { headers: { authorization: `Bearer ${server.token}` } }),

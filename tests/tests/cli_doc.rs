@@ -34,6 +34,7 @@ fn peer(dir: &Path) -> (Proc, String) {
             "127.0.0.1:0",
             "--data",
             data.to_str().unwrap(),
+            "--dev",
         ],
     )
     .unwrap();

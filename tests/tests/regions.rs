@@ -74,6 +74,7 @@ impl Region {
             // Every document takes the deferred path (applied in batches), as large ones do.
             "--defer-apply-min-ops".into(),
             "0".into(),
+            "--dev".into(),
         ];
         for p in &self.peers {
             args.push("--peer".into());

@@ -36,6 +36,22 @@ impl Core {
     /// Applies every change of `doc` received but not applied yet (see [`Core::document`]).
     /// A no-op on cores that apply at once, and for documents not resident.
     pub fn materialize(&mut self, doc: &DocumentId) -> Result<(), CoreError> {
+        self.materialize_at(0, doc)
+    }
+
+    /// [`Core::materialize`] at time `now` (panics contained: see `guard.rs`).
+    pub(super) fn materialize_at(&mut self, now: u64, doc: &DocumentId) -> Result<(), CoreError> {
+        let id = *doc;
+        self.guarded(now, id, |c| c.flush_pending(&id))
+            .unwrap_or_else(|| {
+                Err(CoreError::Failed {
+                    doc: id,
+                    reason: "applying pending changes panicked; reloaded from storage".into(),
+                })
+            })
+    }
+
+    fn flush_pending(&mut self, doc: &DocumentId) -> Result<(), CoreError> {
         let Some(entry) = self.docs.get_mut(doc) else {
             return Ok(());
         };

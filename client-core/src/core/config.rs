@@ -145,6 +145,40 @@ pub struct CoreConfig {
     /// Defer applying incoming changes to large documents (servers; see
     /// [`DeferApply`](super::DeferApply)). `None` (clients): apply at once.
     pub defer_apply: Option<super::DeferApply>,
+    /// This core is one shard of several, holding only the documents [`ShardConfig::owns`]
+    /// (see [`ShardConfig`]). `None`: it holds every document.
+    pub shard: Option<ShardConfig>,
+}
+
+/// One core of a sharded driver: documents are split between `count` cores by their id, each
+/// core with its own lock, so work on one document never waits for work on documents of other
+/// shards. Shard 0 (the primary) runs every handshake; the driver then establishes the
+/// connection on the other shards ([`Core::adopt_established`](super::Core::adopt_established))
+/// and routes each message to the shard of its document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// This shard, `0..count`.
+    pub index: u16,
+    /// Number of shards (at most 256).
+    pub count: u16,
+}
+
+impl ShardConfig {
+    /// The shard (in `0..count`) holding `doc`. Shards own whole anti-entropy buckets (a
+    /// bucket is the first byte of the id), so digests split along the same lines.
+    pub fn shard_of(doc: &DocumentId, count: u16) -> u16 {
+        u16::from(doc.as_bytes()[0]) % count.clamp(1, 256)
+    }
+
+    /// True when this shard holds `doc`.
+    pub fn owns(&self, doc: &DocumentId) -> bool {
+        Self::shard_of(doc, self.count) == self.index
+    }
+
+    /// True when this shard owns anti-entropy bucket `bucket`.
+    pub fn owns_bucket(&self, bucket: usize) -> bool {
+        bucket % usize::from(self.count.clamp(1, 256)) == usize::from(self.index)
+    }
 }
 
 impl CoreConfig {
@@ -159,6 +193,7 @@ impl CoreConfig {
             housekeeping: Housekeeping::default(),
             region: None,
             defer_apply: None,
+            shard: None,
         }
     }
 

@@ -202,6 +202,31 @@ impl Core {
                 return;
             }
         };
+        self.dispatch_message(now, conn, state, msg);
+    }
+
+    /// Like [`Core::handle_message`], for a frame of `len` bytes the driver already decoded
+    /// (a sharded driver decodes each frame once to route it to the core holding its document).
+    /// A `len` of 0 means the frame was counted already (by another shard).
+    pub fn handle_decoded(&mut self, now: u64, conn: ConnId, msg: Message, len: usize) {
+        let Some(state) = self.conns.get(&conn).map(|c| c.state) else {
+            return;
+        };
+        if len > 0 {
+            self.out.stats.messages_in += 1;
+            self.out.stats.bytes_in += len as u64;
+            if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
+                link.frames_in += 1;
+                link.bytes_in += len as u64;
+            }
+        }
+        if state == ConnState::Closing {
+            return;
+        }
+        self.dispatch_message(now, conn, state, msg);
+    }
+
+    fn dispatch_message(&mut self, now: u64, conn: ConnId, state: ConnState, msg: Message) {
         match (state, msg) {
             (
                 ConnState::AwaitingJoin,
@@ -308,18 +333,35 @@ impl Core {
         };
         c.state = ConnState::Established;
         c.peer = Some(info.clone());
-        let region = metadata.region.clone();
         self.out.event(Event::PeerConnected {
             conn,
             peer_id,
             metadata,
         });
-        if let Some(name) = region.filter(|_| self.is_region_link(&info)) {
+        self.after_established(now, conn, &info);
+    }
+
+    /// A sharded driver's secondary cores learn of a connection once the primary core completed
+    /// its handshake: the connection is established here at once, with no handshake message and
+    /// no [`Event::PeerConnected`] (the primary reported it), and resident documents are offered
+    /// as [`Core::handle_message`] would have after a `join` or `peer`.
+    pub fn adopt_established(&mut self, now: u64, conn: ConnId, info: PeerInfo) {
+        let mut c = Conn::new(info.inbound, now);
+        c.grant = info.grant.clone();
+        c.state = ConnState::Established;
+        c.peer = Some(info.clone());
+        self.conns.insert(conn, c);
+        self.after_established(now, conn, &info);
+    }
+
+    fn after_established(&mut self, now: u64, conn: ConnId, info: &PeerInfo) {
+        let region = info.metadata.region.clone();
+        if let Some(name) = region.filter(|_| self.is_region_link(info)) {
             // Anti-entropy finds what differs; no per-document exchange on link-up.
             self.region_link_up(now, conn, name);
             return;
         }
-        if !info.inbound {
+        if !info.inbound && self.is_primary_shard() {
             self.subscribe_heads(conn);
         }
         // Announce resident documents the policy lets us share, and ask for wanted ones.
@@ -327,7 +369,7 @@ impl Core {
         docs.sort();
         for doc in docs {
             let wanted = self.docs.get(&doc).is_some_and(|e| e.is_wanted());
-            if self.config.policy.announce(&info, &doc)
+            if self.config.policy.announce(info, &doc)
                 && (wanted || self.docs.get(&doc).is_some_and(|e| e.has_content()))
             {
                 self.subscribe(conn, doc);
@@ -398,7 +440,9 @@ impl Core {
                 new_heads,
                 ..
             } => self.on_remote_heads(conn, document_id, new_heads),
-            Message::Digest { buckets, .. } => self.on_digest(now, conn, &buckets),
+            Message::Digest {
+                buckets, covers, ..
+            } => self.on_digest(now, conn, &buckets, covers.as_deref()),
             Message::DigestEntries {
                 buckets, entries, ..
             } => self.on_digest_entries(now, conn, &buckets, &entries),

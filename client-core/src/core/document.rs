@@ -118,6 +118,11 @@ impl DocEntry {
         }
     }
 
+    /// A document that cannot be used (kept resident so the failure is reported).
+    pub(super) fn failed(reason: String, now: u64) -> Self {
+        Self::new(DocState::Failed(reason), Automerge::new(), now)
+    }
+
     pub(super) fn has_content(&self) -> bool {
         self.state == DocState::Ready && !self.doc.get_heads().is_empty()
     }
@@ -209,7 +214,7 @@ impl Core {
         }
     }
 
-    fn ensure_loaded(&mut self, now: u64, doc: DocumentId) {
+    pub(super) fn ensure_loaded(&mut self, now: u64, doc: DocumentId) {
         if let Some(e) = self.docs.get_mut(&doc) {
             e.last_used = now;
             return;
@@ -287,6 +292,22 @@ impl Core {
     /// Applies a local change committed with `options`. Returns the closure's value and, if the document changed, a ticket
     /// that resolves ([`Event::Committed`]) once the change is durable. Readers see it at once.
     pub fn change_with<R, E: Display>(
+        &mut self,
+        now: u64,
+        doc: &DocumentId,
+        options: CommitOptions,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Option<Ticket>), CoreError> {
+        let id = *doc;
+        self.guarded(now, id, |c| c.change_inner(now, &id, options, f))
+            .unwrap_or_else(|| {
+                Err(CoreError::Change(format!(
+                    "the change panicked; document {id} was reloaded from storage"
+                )))
+            })
+    }
+
+    fn change_inner<R, E: Display>(
         &mut self,
         now: u64,
         doc: &DocumentId,
@@ -373,6 +394,10 @@ impl Core {
                 return;
             }
         };
+        if let Err(reason) = super::validate::check_sync_message(&msg) {
+            self.protocol_error(conn, ProtocolError::MalformedSyncMessage { doc, reason });
+            return;
+        }
         if !msg.changes.is_empty() && !self.config.policy.accept_changes(&peer, &doc) {
             self.protocol_error(conn, ProtocolError::WriteDenied(doc));
             return;
@@ -382,11 +407,19 @@ impl Core {
         if let Some(e) = self.docs.get_mut(&doc) {
             e.inbox.push(Inbound { conn, msg, request });
         }
+        self.guard.sender = Some(conn);
         self.pump(now, doc);
+        self.guard.sender = None;
     }
 
-    /// Applies every queued incoming message in one batch, then commits or syncs.
+    /// Applies every queued incoming message in one batch, then commits or syncs (panics
+    /// contained: see `guard.rs`).
     pub(super) fn pump(&mut self, now: u64, doc: DocumentId) {
+        let _ = self.guarded(now, doc, |c| c.pump_inner(now, doc));
+        self.guard.batch.clear();
+    }
+
+    fn pump_inner(&mut self, now: u64, doc: DocumentId) {
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };
@@ -394,6 +427,11 @@ impl Core {
             return;
         }
         let inbox = std::mem::take(&mut entry.inbox);
+        self.guard.batch = inbox.iter().map(|i| i.conn).collect();
+        #[cfg(feature = "fault-injection")]
+        if inbox.iter().any(|i| !i.msg.changes.is_empty()) {
+            super::guard::fault::check(&doc);
+        }
         let max_missing = self.config.limits.max_missing_deps;
         let limits = &self.config.limits;
         let before = entry.doc.get_heads();
@@ -594,7 +632,7 @@ impl Core {
                         origin: Origin::Remote,
                     });
                 }
-                self.maybe_compact(doc);
+                self.maybe_compact(now, doc);
                 self.check_availability(doc);
                 // Tell peers about what just became durable before applying the next batch:
                 // under a sustained stream of incoming changes there is always a next batch, and
@@ -688,8 +726,12 @@ impl Core {
     }
 
     /// Generates and sends sync messages for `doc` to every subscribed peer, if everything we
-    /// hold of it is committed.
+    /// hold of it is committed (panics contained: see `guard.rs`).
     pub(super) fn sync_doc(&mut self, now: u64, doc: DocumentId) {
+        let _ = self.guarded(now, doc, |c| c.sync_doc_inner(now, doc));
+    }
+
+    fn sync_doc_inner(&mut self, now: u64, doc: DocumentId) {
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };

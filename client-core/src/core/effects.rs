@@ -313,6 +313,15 @@ pub enum Event {
         /// `Ok(heads)` once durable, `Err` when storage failed.
         result: Result<Vec<ChangeHash>, String>,
     },
+    /// Work on a document panicked (a bug reached by a peer's message or an application
+    /// closure): the document was dropped from memory and reloaded from storage, its waiters
+    /// failed, and the connection that caused it was closed. Nothing committed is lost.
+    DocumentPanicked {
+        /// The document.
+        doc: DocumentId,
+        /// The panic message.
+        reason: String,
+    },
     /// A `find` resolved.
     FindResolved {
         /// The find's ticket.

@@ -83,6 +83,24 @@ pub enum ProtocolError {
     /// An anti-entropy digest is malformed.
     #[error("malformed anti-entropy digest: {0}")]
     BadDigest(String),
+    /// Work on the document panicked while processing this peer's message; the document was
+    /// reloaded from storage and the connection is closed.
+    #[error("{reason}")]
+    Internal {
+        /// The document.
+        doc: DocumentId,
+        /// What happened.
+        reason: String,
+    },
+    /// The sync message declares a structure Automerge would mishandle (e.g. a Bloom filter
+    /// with zero bits per entry or millions of probes); refused before Automerge sees it.
+    #[error("sync message for {doc} refused: {reason}")]
+    MalformedSyncMessage {
+        /// The document.
+        doc: DocumentId,
+        /// What is wrong.
+        reason: String,
+    },
     /// Too many errors on this connection: it is closed.
     #[error("too many protocol errors")]
     TooManyErrors,

@@ -6,7 +6,12 @@ use crate::id::DocumentId;
 use crate::storage::{ChunkKey, ChunkKind, StorageError};
 
 impl Core {
-    pub(super) fn maybe_compact(&mut self, doc: DocumentId) {
+    /// Compacts `doc` when it has enough increments (panics contained: see `guard.rs`).
+    pub(super) fn maybe_compact(&mut self, now: u64, doc: DocumentId) {
+        let _ = self.guarded(now, doc, |c| c.compact_if_due(doc));
+    }
+
+    fn compact_if_due(&mut self, doc: DocumentId) {
         let threshold = self.config.housekeeping.compact_after_increments;
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
@@ -83,8 +88,8 @@ impl Core {
             .map(|(d, _)| *d)
             .collect();
         for doc in due {
-            if self.materialize(&doc).is_ok() {
-                self.maybe_compact(doc);
+            if self.materialize_at(now, &doc).is_ok() {
+                self.maybe_compact(now, doc);
             }
         }
     }

@@ -81,6 +81,7 @@ mod document;
 mod durability;
 mod effects;
 mod error;
+mod guard;
 mod housekeeping;
 mod inflate;
 mod ingest;
@@ -88,6 +89,7 @@ mod lazy;
 mod lazy_sync;
 mod load;
 mod region;
+mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -98,7 +100,8 @@ use rand::{Rng, SeedableRng};
 pub use access::PeerSyncStatus;
 pub use auth::{DocScope, Grant, GrantPolicy};
 pub use config::{
-    ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, SharePolicy,
+    ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, ShardConfig,
+    SharePolicy,
 };
 pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
 pub use effects::{
@@ -106,8 +109,12 @@ pub use effects::{
     Origin, StorageOp, StorageReply, Ticket,
 };
 pub use error::{CoreError, ProtocolError};
+#[cfg(feature = "fault-injection")]
+pub use guard::fault;
+pub use guard::panic_message;
 pub use lazy::DeferApply;
 pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
+pub use validate::{MAX_BLOOM_BITS_PER_ENTRY, MAX_BLOOM_PROBES, MAX_HAVES};
 
 use crate::id::{ConnId, DocumentId};
 use crate::storage::{ChunkKey, StorageError};
@@ -134,6 +141,23 @@ pub struct Stats {
     pub evictions: u64,
     /// Storage commits completed.
     pub commits: u64,
+    /// Panics contained while working on a document (see `Event::DocumentPanicked`).
+    pub panics: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counters to these (the stats of several shards).
+    pub fn add(&mut self, other: &Self) {
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.changes_applied += other.changes_applied;
+        self.changes_deferred += other.changes_deferred;
+        self.evictions += other.evictions;
+        self.commits += other.commits;
+        self.panics += other.panics;
+    }
 }
 
 #[derive(Debug)]
@@ -206,6 +230,8 @@ pub struct Core {
     index: region::HeadsIndex,
     /// Heads other storages committed, as gossiped by peers (`remote-heads-changed`).
     remote_heads: HashMap<DocumentId, BTreeMap<crate::id::StorageId, Vec<automerge::ChangeHash>>>,
+    /// Panic containment (see `guard.rs`).
+    guard: guard::GuardContext,
 }
 
 impl Core {
@@ -227,12 +253,28 @@ impl Core {
             out: Outbox::default(),
             index: region::HeadsIndex::default(),
             remote_heads: HashMap::new(),
+            guard: guard::GuardContext::default(),
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// True unless this core is a secondary shard (see [`ShardConfig`]).
+    pub fn is_primary_shard(&self) -> bool {
+        self.config.shard.is_none_or(|s| s.index == 0)
+    }
+
+    /// True when this core holds `doc` (always, unless it is one shard of several).
+    pub fn owns(&self, doc: &DocumentId) -> bool {
+        self.config.shard.is_none_or(|s| s.owns(doc))
+    }
+
+    /// True when this core owns anti-entropy bucket `bucket`.
+    fn owns_bucket(&self, bucket: usize) -> bool {
+        self.config.shard.is_none_or(|s| s.owns_bucket(bucket))
     }
 
     /// The next effect for the driver, if any. Drain this after every `handle_*` call.
@@ -275,7 +317,9 @@ impl Core {
             return;
         };
         match pending {
-            PendingOp::Load => self.on_loaded(now, doc, result),
+            PendingOp::Load => {
+                let _ = self.guarded(now, doc, |c| c.on_loaded(now, doc, result));
+            }
             PendingOp::Commit {
                 heads,
                 key,

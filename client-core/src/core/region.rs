@@ -167,6 +167,14 @@ impl HeadsIndex {
         self.buckets.iter().flat_map(|b| b.to_be_bytes()).collect()
     }
 
+    /// The sums of `covers`, in order (8 bytes each).
+    fn digest_of(&self, covers: &[u8]) -> Vec<u8> {
+        covers
+            .iter()
+            .flat_map(|b| self.buckets[usize::from(*b)].to_be_bytes())
+            .collect()
+    }
+
     fn entries(&self, buckets: &[u8]) -> Vec<u8> {
         let wanted: std::collections::HashSet<u8> = buckets.iter().copied().collect();
         let mut picked: Vec<(&DocumentId, &u64)> = self
@@ -199,6 +207,9 @@ impl Core {
     /// that are malformed are skipped (the document is re-indexed when it is next loaded).
     pub fn seed_heads_index(&mut self, entries: impl IntoIterator<Item = (DocumentId, Vec<u8>)>) {
         for (doc, bytes) in entries {
+            if !self.owns(&doc) {
+                continue;
+            }
             if let Some(heads) = parse_heads(&bytes) {
                 self.index.set(doc, &heads);
             }
@@ -277,10 +288,21 @@ impl Core {
         if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
             link.last_digest = now;
         }
+        let (buckets, covers) = match self.config.shard {
+            None => (self.index.digest(), None),
+            Some(_) => {
+                let covers: Vec<u8> = (0..BUCKETS)
+                    .filter(|b| self.owns_bucket(*b))
+                    .filter_map(|b| u8::try_from(b).ok())
+                    .collect();
+                (self.index.digest_of(&covers), Some(covers))
+            }
+        };
         let msg = Message::Digest {
             sender_id: self.config.peer_id.clone(),
             target_id,
-            buckets: self.index.digest(),
+            buckets,
+            covers,
         };
         self.out.send(conn, &msg);
     }
@@ -310,31 +332,54 @@ impl Core {
         true
     }
 
-    /// The peer's digest: answer with our entries of the buckets that differ.
-    pub(super) fn on_digest(&mut self, now: u64, conn: ConnId, theirs: &[u8]) {
+    /// The peer's digest (of every bucket, or of the buckets `covers` lists): answer with our
+    /// entries of the buckets that differ, among those this core owns.
+    pub(super) fn on_digest(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        theirs: &[u8],
+        covers: Option<&[u8]>,
+    ) {
         if self.not_a_link(conn, "concord-digest") {
             return;
         }
-        if theirs.len() != BUCKETS * 8 {
+        let all: Vec<u8> = (0..=u8::MAX).collect();
+        let covers = covers.unwrap_or(&all);
+        if theirs.len() != covers.len() * 8 {
             self.protocol_error(conn, ProtocolError::BadDigest("wrong digest length".into()));
             return;
         }
-        let ours = self.index.digest();
-        let matched: HashMap<usize, u64> = (0..BUCKETS)
-            .filter(|b| ours[b * 8..b * 8 + 8] == theirs[b * 8..b * 8 + 8])
-            .map(|b| (b, self.index.buckets[b]))
+        // (bucket, their sum) for the buckets both sides speak for.
+        let compared: Vec<(usize, u64)> = covers
+            .iter()
+            .zip(theirs.chunks_exact(8))
+            .map(|(b, sum)| {
+                let mut s = [0u8; 8];
+                s.copy_from_slice(sum);
+                (usize::from(*b), u64::from_be_bytes(s))
+            })
+            .filter(|(b, _)| self.owns_bucket(*b))
             .collect();
+        let buckets = &self.index.buckets;
         if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
-            link.matched = matched;
+            for (b, sum) in &compared {
+                if buckets[*b] == *sum {
+                    link.matched.insert(*b, *sum);
+                } else {
+                    link.matched.remove(b);
+                }
+            }
         }
         let mut resident: Vec<DocumentId> = self.docs.keys().copied().collect();
         resident.sort();
         for doc in resident {
             self.gossip_heads(now, doc);
         }
-        let differing: Vec<u8> = (0..BUCKETS)
-            .filter(|b| ours[b * 8..b * 8 + 8] != theirs[b * 8..b * 8 + 8])
-            .filter_map(|b| u8::try_from(b).ok())
+        let differing: Vec<u8> = compared
+            .iter()
+            .filter(|(b, sum)| self.index.buckets[*b] != *sum)
+            .filter_map(|(b, _)| u8::try_from(*b).ok())
             .collect();
         if differing.is_empty() {
             if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
@@ -380,7 +425,15 @@ impl Core {
             h.copy_from_slice(&e[16..]);
             theirs.insert(doc, u64::from_be_bytes(h));
         }
-        let wanted: std::collections::HashSet<u8> = buckets.iter().copied().collect();
+        let wanted: std::collections::HashSet<u8> = buckets
+            .iter()
+            .copied()
+            .filter(|b| self.owns_bucket(usize::from(*b)))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        theirs.retain(|d, _| wanted.contains(&d.as_bytes()[0]));
         let mut differ: Vec<DocumentId> = self
             .index
             .hashes

@@ -1,16 +1,20 @@
-//! The tokio driver: runs the core's effects (frames, storage, events) and feeds results back.
+//! The tokio driver: runs the cores' effects (frames, storage, events) and feeds results back.
+//!
+//! One task per shard drains its core's effects and ticks it; one storage task executes
+//! storage operations of every shard in queue order (group commit across documents and shards).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::shard::{CoreGuard, Shard};
 use super::{DocEvent, RepoError, RepoEvent};
 use crate::core::{
-    CloseReason, Core, Effect, Event, FindOutcome, Gathered, OpId, StorageOp, Ticket,
+    CloseReason, Core, Effect, Event, FindOutcome, Gathered, OpId, ShardConfig, StorageOp, Ticket,
 };
 use crate::id::{ConnId, DocumentId};
 use crate::storage::Storage;
@@ -25,47 +29,50 @@ pub(super) enum Waiter {
 pub(super) struct ConnSlot {
     pub(super) frames: mpsc::Sender<Vec<u8>>,
     pub(super) close: watch::Sender<Option<CloseReason>>,
+    /// The handshake completed and every shard knows the connection.
+    pub(super) established: bool,
 }
 
-/// State shared by the driver task, the storage worker, transports and handles.
+/// A storage operation tagged with the shard that issued it.
+pub(super) type Tagged = ((u16, OpId), StorageOp);
+
+/// State shared by the driver tasks, the storage worker, transports and handles.
 pub(crate) struct Shared {
-    pub(super) core: Mutex<Core>,
+    pub(super) shards: Vec<Shard>,
     pub(super) storage: Arc<dyn Storage>,
-    notify: Notify,
     start: Instant,
-    waiters: Mutex<HashMap<Ticket, Waiter>>,
+    waiters: Mutex<HashMap<(u16, Ticket), Waiter>>,
     doc_events: Mutex<HashMap<DocumentId, broadcast::Sender<DocEvent>>>,
     pub(super) conns: Mutex<HashMap<ConnId, ConnSlot>>,
     next_conn: AtomicU64,
-    storage_tx: mpsc::UnboundedSender<(OpId, StorageOp)>,
+    storage_tx: mpsc::UnboundedSender<Tagged>,
     pub(super) events: broadcast::Sender<RepoEvent>,
     pub(super) progress: watch::Sender<u64>,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) outgoing_queue: usize,
+    pub(super) max_message_bytes: usize,
     pub(super) storage_idle: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
     }
-}
-
-fn poisoned() -> RepoError {
-    RepoError::Closed
 }
 
 impl Shared {
     pub(super) fn new(
-        core: Core,
+        cores: Vec<Core>,
         storage: Arc<dyn Storage>,
         outgoing_queue: usize,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<(OpId, StorageOp)>) {
+        max_message_bytes: usize,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Tagged>) {
         let (storage_tx, storage_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Self {
-            core: Mutex::new(core),
+            shards: cores.into_iter().map(Shard::new).collect(),
             storage,
-            notify: Notify::new(),
             start: Instant::now(),
             waiters: Mutex::new(HashMap::new()),
             doc_events: Mutex::new(HashMap::new()),
@@ -76,52 +83,134 @@ impl Shared {
             progress: watch::channel(0).0,
             shutdown: watch::channel(false).0,
             outgoing_queue,
+            max_message_bytes,
             storage_idle: watch::channel(true).0,
         });
         (shared, storage_rx)
     }
 
-    /// Milliseconds since the repo started (the core's clock).
+    /// Milliseconds since the repo started (the cores' clock).
     pub(super) fn now(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(super) fn lock(&self) -> Result<MutexGuard<'_, Core>, RepoError> {
-        self.core.lock().map_err(|_| poisoned())
+    /// Number of shards.
+    pub(super) fn shard_count(&self) -> u16 {
+        u16::try_from(self.shards.len()).unwrap_or(u16::MAX)
     }
 
-    pub(super) fn wake(&self) {
-        self.notify.notify_one();
+    /// The shard holding `doc`.
+    pub(super) fn shard_of(&self, doc: &DocumentId) -> u16 {
+        ShardConfig::shard_of(doc, self.shard_count())
     }
 
-    /// Registers a waiter; call while holding the core lock so the event cannot be missed.
-    pub(super) fn register(&self, ticket: Ticket, waiter: Waiter) -> Result<(), RepoError> {
+    /// Locks shard `index`.
+    pub(super) fn lock_shard(&self, index: u16) -> CoreGuard<'_> {
+        let shard = self
+            .shards
+            .get(usize::from(index))
+            .unwrap_or(&self.shards[0]);
+        shard.lock(self.now())
+    }
+
+    /// Locks the shard holding `doc`; returns its index too.
+    pub(super) fn lock_doc(&self, doc: &DocumentId) -> (u16, CoreGuard<'_>) {
+        let index = self.shard_of(doc);
+        (index, self.lock_shard(index))
+    }
+
+    /// Locks the primary shard (handshakes, peers).
+    pub(super) fn lock_primary(&self) -> CoreGuard<'_> {
+        self.lock_shard(0)
+    }
+
+    /// Runs `f` on every shard in turn (one lock at a time) and collects the results.
+    pub(super) fn each_shard<R>(&self, mut f: impl FnMut(&mut Core) -> R) -> Vec<R> {
+        (0..self.shard_count())
+            .map(|i| f(&mut self.lock_shard(i)))
+            .collect()
+    }
+
+    pub(super) fn wake(&self, index: u16) {
+        if let Some(s) = self.shards.get(usize::from(index)) {
+            s.notify.notify_one();
+        }
+    }
+
+    /// Registers a waiter; call while holding the shard's lock so the event cannot be missed.
+    pub(super) fn register(
+        &self,
+        shard: u16,
+        ticket: Ticket,
+        waiter: Waiter,
+    ) -> Result<(), RepoError> {
         self.waiters
             .lock()
-            .map_err(|_| poisoned())?
-            .insert(ticket, waiter);
+            .map_err(|_| RepoError::Closed)?
+            .insert((shard, ticket), waiter);
         Ok(())
     }
 
+    /// The event channel of `doc`, created on first subscription.
     pub(super) fn doc_events(&self, doc: DocumentId) -> broadcast::Sender<DocEvent> {
-        let mut map = match self.doc_events.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = self.doc_events.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(doc)
             .or_insert_with(|| broadcast::channel(256).0)
             .clone()
+    }
+
+    /// Sends `event` to the subscribers of `doc`, if any; drops channels nobody listens to, so
+    /// documents nobody watches leave nothing behind.
+    fn doc_event(&self, doc: DocumentId, event: DocEvent) {
+        let mut map = self.doc_events.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(&doc) {
+            if tx.receiver_count() == 0 {
+                map.remove(&doc);
+            } else {
+                let _ = tx.send(event);
+            }
+        }
+    }
+
+    /// Forgets event channels whose subscribers are all gone.
+    pub(super) fn prune_doc_events(&self) {
+        let mut map = self.doc_events.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, tx| tx.receiver_count() > 0);
+    }
+
+    /// Event channels alive (for tests and metrics).
+    pub(super) fn doc_event_channels(&self) -> usize {
+        self.doc_events.lock().map_or(0, |m| m.len())
     }
 
     pub(super) fn new_conn(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn drain(&self) -> Vec<Effect> {
-        let Ok(mut core) = self.core.lock() else {
-            return Vec::new();
+    /// Drains shard `index`'s effects and executes them, in order.
+    pub(super) fn pump_shard(&self, index: u16) -> bool {
+        let Some(shard) = self.shards.get(usize::from(index)) else {
+            return false;
         };
-        std::iter::from_fn(|| core.poll_effect()).collect()
+        let _order = shard.dispatching.lock().unwrap_or_else(|p| p.into_inner());
+        let effects: Vec<Effect> = {
+            let mut core = shard.lock(self.now());
+            std::iter::from_fn(|| core.poll_effect()).collect()
+        };
+        let busy = !effects.is_empty();
+        for e in effects {
+            self.dispatch(index, e);
+        }
+        busy
+    }
+
+    /// Ends connection `conn` on every shard.
+    pub(super) fn disconnect_everywhere(&self, conn: ConnId) {
+        let now = self.now();
+        for i in 0..self.shard_count() {
+            self.lock_shard(i).handle_disconnect(now, conn);
+            self.wake(i);
+        }
     }
 
     fn kill_conn(&self, conn: ConnId, reason: CloseReason) {
@@ -129,13 +218,10 @@ impl Shared {
         if let Some(slot) = slot {
             let _ = slot.close.send(Some(reason));
         }
-        if let Ok(mut core) = self.core.lock() {
-            let now = self.now();
-            core.handle_disconnect(now, conn);
-        }
+        self.disconnect_everywhere(conn);
     }
 
-    fn dispatch(&self, effect: Effect) {
+    fn dispatch(&self, shard: u16, effect: Effect) {
         match effect {
             Effect::Send { conn, bytes } => {
                 if tracing::enabled!(tracing::Level::TRACE) {
@@ -149,7 +235,6 @@ impl Shared {
                     }
                 };
                 if full {
-                    #[cfg(feature = "native")]
                     tracing::warn!(%conn, "outgoing queue full: disconnecting slow reader");
                     self.kill_conn(
                         conn,
@@ -163,46 +248,51 @@ impl Shared {
             Effect::Close { conn, reason } => self.kill_conn(conn, reason),
             Effect::Storage { id, op } => {
                 let _ = self.storage_idle.send(false);
-                let _ = self.storage_tx.send((id, op));
+                let _ = self.storage_tx.send(((shard, id), op));
             }
-            Effect::Event(event) => self.event(event),
+            Effect::Event(event) => self.event(shard, event),
         }
     }
 
-    fn resolve(&self, ticket: Ticket) -> Option<Waiter> {
-        self.waiters.lock().ok().and_then(|mut w| w.remove(&ticket))
+    fn resolve(&self, shard: u16, ticket: Ticket) -> Option<Waiter> {
+        self.waiters
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&(shard, ticket)))
     }
 
-    fn event(&self, event: Event) {
+    fn event(&self, shard: u16, event: Event) {
         match event {
             Event::Committed { ticket, result } => {
-                if let Some(Waiter::Commit(tx)) = self.resolve(ticket) {
+                if let Some(Waiter::Commit(tx)) = self.resolve(shard, ticket) {
                     let _ = tx.send(result);
                 }
             }
             Event::FindResolved {
                 ticket, outcome, ..
             } => {
-                if let Some(Waiter::Find(tx)) = self.resolve(ticket) {
+                if let Some(Waiter::Find(tx)) = self.resolve(shard, ticket) {
                     let _ = tx.send(outcome);
                 }
             }
             Event::DocChanged { doc, heads, origin } => {
-                let _ = self
-                    .doc_events(doc)
-                    .send(DocEvent::Changed { heads, origin });
+                self.doc_event(doc, DocEvent::Changed { heads, origin });
             }
             Event::Ephemeral {
                 doc,
                 from,
                 session_id,
                 data,
+                ..
             } => {
-                let _ = self.doc_events(doc).send(DocEvent::Ephemeral {
-                    from,
-                    session_id,
-                    data,
-                });
+                self.doc_event(
+                    doc,
+                    DocEvent::Ephemeral {
+                        from,
+                        session_id,
+                        data,
+                    },
+                );
             }
             Event::PeerConnected {
                 conn,
@@ -217,10 +307,12 @@ impl Shared {
                 });
             }
             Event::PeerDisconnected { conn, peer_id } => {
-                tracing::info!(%conn, ?peer_id, "peer disconnected");
-                let _ = self
-                    .events
-                    .send(RepoEvent::PeerDisconnected { conn, peer_id });
+                if shard == 0 {
+                    tracing::info!(%conn, ?peer_id, "peer disconnected");
+                    let _ = self
+                        .events
+                        .send(RepoEvent::PeerDisconnected { conn, peer_id });
+                }
             }
             Event::Protocol { conn, error } => {
                 tracing::warn!(%conn, %error, "protocol error");
@@ -232,6 +324,12 @@ impl Shared {
             Event::StorageFailed { doc, error } => {
                 tracing::error!(%doc, %error, "storage failed");
                 let _ = self.events.send(RepoEvent::StorageFailed { doc, error });
+            }
+            Event::DocumentPanicked { doc, reason } => {
+                tracing::error!(%doc, %reason, "panic contained: document reloaded from storage");
+                let _ = self
+                    .events
+                    .send(RepoEvent::DocumentPanicked { doc, reason });
             }
             Event::Evicted { doc } => {
                 tracing::debug!(%doc, "evicted");
@@ -254,29 +352,31 @@ pub(super) async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Executes effects until shutdown; ticks the core every `tick`.
-pub(super) async fn run_driver(shared: Arc<Shared>, tick: Duration) {
+/// Executes shard `index`'s effects until shutdown; ticks its core every `tick`.
+pub(super) async fn run_driver(shared: Arc<Shared>, index: u16, tick: Duration) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let Some(shard) = shared.shards.get(usize::from(index)) else {
+        return;
+    };
     loop {
-        let effects = shared.drain();
-        let busy = !effects.is_empty();
-        for e in effects {
-            shared.dispatch(e);
-        }
+        let busy = shared.pump_shard(index);
         // Whatever woke us may have changed the core's state (even without effects): let
         // waiters re-check their conditions.
         shared.progress.send_modify(|p| *p += 1);
         if busy {
+            // Let other tasks (sockets, other shards) run between bursts.
+            tokio::task::yield_now().await;
             continue;
         }
         tokio::select! {
-            () = shared.notify.notified() => {}
+            () = shard.notify.notified() => {}
             _ = interval.tick() => {
-                if let Ok(mut core) = shared.core.lock() {
-                    let now = shared.now();
-                    core.handle_tick(now);
+                let now = shared.now();
+                shared.lock_shard(index).handle_tick(now);
+                if index == 0 {
+                    shared.prune_doc_events();
                 }
             }
             _ = until_shutdown(&mut shutdown) => break,
@@ -296,13 +396,11 @@ fn op_name(op: &StorageOp) -> &'static str {
     }
 }
 
-/// Executes storage operations in queue order, reporting each result to the core. Group commit:
-/// the writes queued together (up to [`MAX_BATCH_OPS`](crate::core::MAX_BATCH_OPS)) commit in one
-/// transaction, and their results are reported only once it committed; a load runs alone.
-pub(super) async fn run_storage(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<(OpId, StorageOp)>,
-) {
+/// Executes storage operations in queue order, reporting each result to the shard that issued
+/// it. Group commit: the writes queued together (up to
+/// [`MAX_BATCH_OPS`](crate::core::MAX_BATCH_OPS)) commit in one transaction, and their results are
+/// reported only once it committed; a load runs alone.
+pub(super) async fn run_storage(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Tagged>) {
     let mut held = None;
     loop {
         let first = match held.take() {
@@ -314,7 +412,7 @@ pub(super) async fn run_storage(
         };
         let Gathered { group, held: next } = StorageOp::gather(first, || rx.try_recv().ok());
         held = next;
-        let (ids, ops): (Vec<OpId>, Vec<StorageOp>) = group.into_iter().unzip();
+        let (ids, ops): (Vec<(u16, OpId)>, Vec<StorageOp>) = group.into_iter().unzip();
         for (id, op) in ids.iter().zip(&ops) {
             tracing::trace!(?id, doc = %op.doc(), op = op_name(op), "storage op");
         }
@@ -324,16 +422,29 @@ pub(super) async fn run_storage(
             failed = results.iter().filter(|r| r.is_err()).count(),
             "storage ops done"
         );
-        if let Ok(mut core) = shared.core.lock() {
-            let now = shared.now();
-            for (id, result) in ids.into_iter().zip(results) {
-                core.handle_storage_result(now, id, result);
+        let mut by_shard: Vec<Vec<_>> = (0..shared.shards.len()).map(|_| Vec::new()).collect();
+        for ((shard, id), result) in ids.into_iter().zip(results) {
+            if let Some(v) = by_shard.get_mut(usize::from(shard)) {
+                v.push((id, result));
             }
+        }
+        for (shard, results) in by_shard.into_iter().enumerate() {
+            if results.is_empty() {
+                continue;
+            }
+            let index = u16::try_from(shard).unwrap_or(0);
+            {
+                let now = shared.now();
+                let mut core = shared.lock_shard(index);
+                for (id, result) in results {
+                    core.handle_storage_result(now, id, result);
+                }
+            }
+            shared.wake(index);
         }
         if held.is_none() && rx.is_empty() {
             let _ = shared.storage_idle.send(true);
         }
         shared.progress.send_modify(|p| *p += 1);
-        shared.wake();
     }
 }

@@ -41,6 +41,9 @@ pub enum RepoError {
         /// Where the change is known to be committed.
         reached: crate::core::DurabilityReport,
     },
+    /// A read closure panicked (the panic was caught; nothing changed).
+    #[error("the read panicked: {0}")]
+    Panicked(String),
     /// A wait did not finish in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, &'static str),

@@ -29,9 +29,7 @@ struct Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        if let Ok(mut core) = self.shared.core.lock() {
-            core.unpin(&self.doc);
-        }
+        self.shared.lock_doc(&self.doc).1.unpin(&self.doc);
     }
 }
 
@@ -45,9 +43,7 @@ pub struct DocHandle {
 
 impl DocHandle {
     pub(super) fn new(shared: Arc<Shared>, doc: DocumentId) -> Self {
-        if let Ok(mut core) = shared.core.lock() {
-            core.pin(&doc);
-        }
+        shared.lock_doc(&doc).1.pin(&doc);
         Self {
             _pin: Arc::new(Pin {
                 shared: shared.clone(),
@@ -77,17 +73,17 @@ impl DocHandle {
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<R, RepoError> {
         let (tx, rx) = oneshot::channel();
-        let value = {
-            let mut core = self.shared.lock()?;
+        let (value, shard) = {
+            let (shard, mut core) = self.shared.lock_doc(&self.doc);
             let now = self.shared.now();
             let (value, ticket) = core.change_stamped(now, wall_ms(), &self.doc, f)?;
             match ticket {
-                Some(t) => self.shared.register(t, Waiter::Commit(tx))?,
+                Some(t) => self.shared.register(shard, t, Waiter::Commit(tx))?,
                 None => return Ok(value),
             }
-            value
+            (value, shard)
         };
-        self.shared.wake();
+        self.shared.wake(shard);
         match rx.await {
             Ok(Ok(_heads)) => Ok(value),
             Ok(Err(e)) => Err(RepoError::CommitFailed(e)),
@@ -96,12 +92,16 @@ impl DocHandle {
     }
 
     /// Runs `f` on the current state of the document.
+    /// A panic in `f` is caught and reported as [`RepoError::Panicked`]; the document is only
+    /// read, so nothing is lost.
     pub fn with_doc<R>(&self, f: impl FnOnce(&Automerge) -> R) -> Result<R, RepoError> {
-        let mut core = self.shared.lock()?;
+        let (_, mut core) = self.shared.lock_doc(&self.doc);
         let _ = core.materialize(&self.doc); // a failure makes the document unavailable
-        core.document(&self.doc)
-            .map(f)
-            .ok_or(RepoError::Unavailable(self.doc))
+        let doc = core
+            .document(&self.doc)
+            .ok_or(RepoError::Unavailable(self.doc))?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(doc)))
+            .map_err(|p| RepoError::Panicked(crate::core::panic_message(p.as_ref())))
     }
 
     /// The current value as JSON.
@@ -129,13 +129,17 @@ impl DocHandle {
 
     /// Which heads each connected peer is known to have.
     pub fn sync_status(&self) -> Result<Vec<PeerSyncStatus>, RepoError> {
-        Ok(self.shared.lock()?.sync_status(&self.doc))
+        Ok(self.shared.lock_doc(&self.doc).1.sync_status(&self.doc))
     }
 
     /// Sends ephemeral data (presence, cursors) to the peers syncing this document.
     pub fn broadcast(&self, data: Vec<u8>) -> Result<(), RepoError> {
-        self.shared.lock()?.broadcast(&self.doc, data);
-        self.shared.wake();
+        let shard = {
+            let (shard, mut core) = self.shared.lock_doc(&self.doc);
+            core.broadcast(&self.doc, data);
+            shard
+        };
+        self.shared.wake(shard);
         Ok(())
     }
 
@@ -178,7 +182,7 @@ impl DocHandle {
     /// Where the document's current heads are known to be committed (locally, on servers, on
     /// regions; see [`crate::core::Durability`]).
     pub fn durability(&self) -> Result<crate::core::DurabilityReport, RepoError> {
-        let core = self.shared.lock()?;
+        let (_, core) = self.shared.lock_doc(&self.doc);
         let heads = core.heads(&self.doc).unwrap_or_default();
         Ok(core.durability(&self.doc, &heads))
     }
@@ -195,7 +199,11 @@ impl DocHandle {
         let heads = self.heads()?;
         let mut progress = self.shared.progress.subscribe();
         let check = || -> Result<crate::core::DurabilityReport, RepoError> {
-            Ok(self.shared.lock()?.durability(&self.doc, &heads))
+            Ok(self
+                .shared
+                .lock_doc(&self.doc)
+                .1
+                .durability(&self.doc, &heads))
         };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

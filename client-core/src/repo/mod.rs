@@ -19,6 +19,8 @@ mod bus;
 mod driver;
 mod error;
 mod handle;
+mod routing;
+mod shard;
 mod transport;
 
 use std::sync::Arc;
@@ -40,7 +42,7 @@ use crate::core::{
 };
 use crate::id::{AutomergeUrl, ConnId, DocumentId, PeerId, StorageId};
 use crate::storage::Storage;
-use driver::{ConnSlot, Shared, Waiter};
+use driver::{Shared, Waiter};
 
 /// Something that happened to one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +100,14 @@ pub enum RepoEvent {
         /// Error.
         error: String,
     },
+    /// Work on a document panicked; the panic was contained (see
+    /// [`Event::DocumentPanicked`](crate::core::Event::DocumentPanicked)).
+    DocumentPanicked {
+        /// Document.
+        doc: DocumentId,
+        /// The panic message.
+        reason: String,
+    },
 }
 
 /// How to open a [`Repo`].
@@ -126,6 +136,11 @@ pub struct RepoConfig {
     /// Defer applying incoming changes to large documents (servers; see
     /// [`crate::core::DeferApply`]). `None`: apply at once.
     pub defer_apply: Option<crate::core::DeferApply>,
+    /// Number of independently locked cores documents are split between (1 to 256; servers use
+    /// several so work on one document never stalls the others; see
+    /// [`crate::core::ShardConfig`]). `housekeeping.max_resident` is split between them (at
+    /// least one document each).
+    pub shards: u16,
 }
 
 /// Supplies a fresh bearer token for each connection attempt (e.g. a short-lived region token).
@@ -145,6 +160,7 @@ impl Default for RepoConfig {
             tick: Duration::from_millis(500),
             region: None,
             defer_apply: None,
+            shards: 1,
         }
     }
 }
@@ -202,7 +218,22 @@ impl Repo {
         core_config.housekeeping = config.housekeeping.clone();
         core_config.region = config.region.clone();
         core_config.defer_apply = config.defer_apply;
-        let mut core = Core::new(core_config);
+        let count = config.shards.clamp(1, 256);
+        let mut cores: Vec<Core> = (0..count)
+            .map(|index| {
+                let mut c = core_config.clone();
+                if count > 1 {
+                    c.shard = Some(crate::core::ShardConfig { index, count });
+                    c.seed = seed.wrapping_add(u64::from(index));
+                    // The resident bound is split between the shards (at least one each).
+                    c.housekeeping.max_resident = c
+                        .housekeeping
+                        .max_resident
+                        .map(|m| (m / usize::from(count)).max(1));
+                }
+                Core::new(c)
+            })
+            .collect();
         let mut unindexed = Vec::new();
         if config.region.is_some() {
             // The anti-entropy index: what storage recorded, plus any document stored before the
@@ -216,16 +247,33 @@ impl Repo {
                 .into_iter()
                 .filter(|d| !known.contains(d))
                 .collect();
-            core.seed_heads_index(indexed);
+            for core in &mut cores {
+                core.seed_heads_index(indexed.iter().cloned());
+            }
         }
         for doc in unindexed {
-            core.load(0, doc);
+            let shard = crate::core::ShardConfig::shard_of(&doc, count);
+            if let Some(core) = cores.get_mut(usize::from(shard)) {
+                core.load(0, doc);
+            }
         }
-        let (shared, storage_rx) = Shared::new(core, storage, config.outgoing_queue);
-        let tasks = vec![
-            tokio::spawn(driver::run_driver(shared.clone(), config.tick)),
-            tokio::spawn(driver::run_storage(shared.clone(), storage_rx)),
-        ];
+        let (shared, storage_rx) = Shared::new(
+            cores,
+            storage,
+            config.outgoing_queue,
+            config.limits.max_message_bytes,
+        );
+        let mut tasks = vec![tokio::spawn(driver::run_storage(
+            shared.clone(),
+            storage_rx,
+        ))];
+        for index in 0..count {
+            tasks.push(tokio::spawn(driver::run_driver(
+                shared.clone(),
+                index,
+                config.tick,
+            )));
+        }
         let repo = Self {
             shared,
             tasks: Arc::new(std::sync::Mutex::new(tasks)),
@@ -250,18 +298,12 @@ impl Repo {
 
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
-        self.shared
-            .lock()
-            .map(|c| c.config().peer_id.clone())
-            .unwrap_or_else(|_| PeerId::from("closed"))
+        self.shared.lock_primary().config().peer_id.clone()
     }
 
     /// Our storage id.
     pub fn storage_id(&self) -> Option<StorageId> {
-        self.shared
-            .lock()
-            .ok()
-            .and_then(|c| c.config().storage_id.clone())
+        self.shared.lock_primary().config().storage_id.clone()
     }
 
     /// The storage backend.
@@ -302,21 +344,35 @@ impl Repo {
         self.spawn(task);
     }
 
-    /// Replication status of every region link (region servers).
+    /// Replication status of every region link (region servers), summed over the shards.
     pub fn region_status(&self) -> Vec<crate::core::RegionLinkStatus> {
         let now = self.shared.now();
-        self.shared
-            .lock()
-            .map(|mut c| c.region_status(now))
-            .unwrap_or_default()
+        let mut merged: Vec<crate::core::RegionLinkStatus> = Vec::new();
+        for part in self.shared.each_shard(|c| c.region_status(now)) {
+            for s in part {
+                match merged.iter_mut().find(|m| m.conn == s.conn) {
+                    Some(m) => {
+                        m.docs_behind += s.docs_behind;
+                        m.oldest_unacked_ms = m.oldest_unacked_ms.max(s.oldest_unacked_ms);
+                        m.digest_differences += s.digest_differences;
+                        m.frames_in += s.frames_in;
+                        m.frames_out += s.frames_out;
+                        m.bytes_in += s.bytes_in;
+                        m.bytes_out += s.bytes_out;
+                    }
+                    None => merged.push(s),
+                }
+            }
+        }
+        merged
     }
 
     /// Documents in the anti-entropy heads index (region servers).
     pub fn indexed_documents(&self) -> usize {
         self.shared
-            .lock()
-            .map(|c| c.indexed_documents())
-            .unwrap_or_default()
+            .each_shard(|c| c.indexed_documents())
+            .into_iter()
+            .sum()
     }
 
     /// Serves one accepted WebSocket until it closes (for peers that listen).
@@ -353,84 +409,19 @@ impl Repo {
         }
     }
 
-    /// Attaches a transport connection of any kind: the caller feeds frames with
-    /// [`Repo::deliver`], sends what arrives on [`Attachment::outgoing`], closes when
-    /// [`Attachment::close`] says so, and calls [`Repo::detach`] when the transport ends.
-    pub fn attach(&self, inbound: bool) -> Attachment {
-        self.attach_with_grant(inbound, None)
-    }
-
-    /// Like [`Repo::attach`] for an inbound peer whose credentials the transport verified; the
-    /// core enforces the grant on every message (see [`crate::core::GrantPolicy`]).
-    pub fn attach_with_grant(
-        &self,
-        inbound: bool,
-        grant: Option<crate::core::Grant>,
-    ) -> Attachment {
-        let conn = self.shared.new_conn();
-        let (frames, outgoing) = mpsc::channel(self.shared.outgoing_queue.max(1));
-        let (close_tx, close) = watch::channel(None);
-        if let Ok(mut conns) = self.shared.conns.lock() {
-            conns.insert(
-                conn,
-                ConnSlot {
-                    frames,
-                    close: close_tx,
-                },
-            );
-        }
-        if let Ok(mut core) = self.shared.lock() {
-            let now = self.shared.now();
-            if inbound {
-                core.handle_accept_with_grant(now, conn, grant);
-            } else {
-                core.handle_connect(now, conn);
-            }
-        }
-        self.shared.wake();
-        Attachment {
-            conn,
-            outgoing,
-            close,
-        }
-    }
-
-    /// A frame arrived on an attached connection.
-    pub fn deliver(&self, conn: ConnId, bytes: &[u8]) {
-        if tracing::enabled!(tracing::Level::TRACE) {
-            trace_frame("in", conn, bytes);
-        }
-        if let Ok(mut core) = self.shared.lock() {
-            let now = self.shared.now();
-            core.handle_message(now, conn, bytes);
-        }
-        self.shared.wake();
-    }
-
-    /// The transport of an attached connection ended.
-    pub fn detach(&self, conn: ConnId) {
-        if let Ok(mut conns) = self.shared.conns.lock() {
-            conns.remove(&conn);
-        }
-        if let Ok(mut core) = self.shared.lock() {
-            let now = self.shared.now();
-            core.handle_disconnect(now, conn);
-        }
-        self.shared.wake();
-    }
-
     /// Creates a document; resolves once its first change is committed.
     pub async fn create(&self) -> Result<DocHandle, RepoError> {
         let doc = DocumentId::from_bytes(rand::rng().random());
         let (tx, rx) = oneshot::channel();
-        {
-            let mut core = self.shared.lock()?;
+        let shard = {
+            let (shard, mut core) = self.shared.lock_doc(&doc);
             let now = self.shared.now();
             let ticket = core.create(now, doc)?;
-            self.shared.register(ticket, Waiter::Commit(tx))?;
-        }
+            self.shared.register(shard, ticket, Waiter::Commit(tx))?;
+            shard
+        };
         let handle = DocHandle::new(self.shared.clone(), doc);
-        self.shared.wake();
+        self.shared.wake(shard);
         match rx.await {
             Ok(Ok(_)) => Ok(handle),
             Ok(Err(e)) => Err(RepoError::CommitFailed(e)),
@@ -440,18 +431,17 @@ impl Repo {
 
     async fn find_once(&self, doc: DocumentId) -> Result<FindOutcome, RepoError> {
         let (tx, rx) = oneshot::channel();
-        {
-            let mut core = self.shared.lock()?;
+        let shard = {
+            let (shard, mut core) = self.shared.lock_doc(&doc);
             let now = self.shared.now();
             let ticket = core.find(now, doc);
             core.pin(&doc);
-            self.shared.register(ticket, Waiter::Find(tx))?;
-        }
-        self.shared.wake();
+            self.shared.register(shard, ticket, Waiter::Find(tx))?;
+            shard
+        };
+        self.shared.wake(shard);
         let outcome = rx.await.map_err(|_| RepoError::Closed);
-        if let Ok(mut core) = self.shared.lock() {
-            core.unpin(&doc);
-        }
+        self.shared.lock_doc(&doc).1.unpin(&doc);
         outcome
     }
 
@@ -487,17 +477,18 @@ impl Repo {
 
     /// Loads a document from local storage only (no network).
     pub async fn find_local(&self, doc: DocumentId) -> Result<DocHandle, RepoError> {
-        {
-            let mut core = self.shared.lock()?;
+        let shard = {
+            let (shard, mut core) = self.shared.lock_doc(&doc);
             let now = self.shared.now();
             core.load(now, doc);
             core.pin(&doc);
-        }
-        self.shared.wake();
+            shard
+        };
+        self.shared.wake(shard);
         let mut progress = self.shared.progress.subscribe();
         let result = loop {
             let state = {
-                let mut core = self.shared.lock()?;
+                let mut core = self.shared.lock_shard(shard);
                 let _ = core.materialize(&doc); // a failure shows as `failure` below
                 match core.document(&doc) {
                     Some(d) => Some(Ok(!d.get_heads().is_empty())),
@@ -514,18 +505,13 @@ impl Repo {
                 break Err(RepoError::Closed);
             }
         };
-        if let Ok(mut core) = self.shared.lock() {
-            core.unpin(&doc);
-        }
+        self.shared.lock_shard(shard).unpin(&doc);
         result
     }
 
     /// Connected peers (handshake complete).
     pub fn peers(&self) -> Vec<(ConnId, PeerInfo)> {
-        self.shared
-            .lock()
-            .map(|c| c.established())
-            .unwrap_or_default()
+        self.shared.lock_primary().established()
     }
 
     /// Waits until at least one peer is connected.
@@ -551,18 +537,46 @@ impl Repo {
 
     /// Engine counters.
     pub fn stats(&self) -> Stats {
-        self.shared
-            .lock()
-            .map(|c| c.stats().clone())
-            .unwrap_or_default()
+        let mut total = Stats::default();
+        for s in self.shared.each_shard(|c| c.stats().clone()) {
+            total.add(&s);
+        }
+        total
+    }
+
+    /// Whether the engine is serving: a shard whose lock has been held for more than
+    /// `stall_after` (long Automerge work, or a wedge) or whose lock was poisoned is reported.
+    /// Never blocks on a busy shard.
+    pub fn health(&self, stall_after: Duration) -> EngineHealth {
+        let now = self.shared.now();
+        let limit = u64::try_from(stall_after.as_millis()).unwrap_or(u64::MAX);
+        let mut health = EngineHealth {
+            shards: self.shared.shard_count(),
+            ..EngineHealth::default()
+        };
+        for (i, shard) in self.shared.shards.iter().enumerate() {
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            if let Some(held) = shard.held_for(now).filter(|ms| *ms > limit) {
+                health.stalled.push((index, Duration::from_millis(held)));
+            }
+            if shard.poisoned() {
+                health.poisoned.push(index);
+            }
+        }
+        health
+    }
+
+    /// Per-document event channels alive (they exist only while someone subscribes).
+    pub fn doc_event_channels(&self) -> usize {
+        self.shared.doc_event_channels()
     }
 
     /// Documents resident in memory.
     pub fn resident_documents(&self) -> usize {
         self.shared
-            .lock()
-            .map(|c| c.resident_documents())
-            .unwrap_or(0)
+            .each_shard(|c| c.resident_documents())
+            .into_iter()
+            .sum()
     }
 
     /// Waits until everything the engine holds is committed: no storage operation pending or
@@ -570,7 +584,7 @@ impl Repo {
     pub async fn flush(&self) {
         let mut progress = self.shared.progress.subscribe();
         loop {
-            let idle = self.shared.lock().map(|c| c.is_idle()).unwrap_or(true);
+            let idle = self.shared.each_shard(|c| c.is_idle()).iter().all(|i| *i);
             if idle && *self.shared.storage_idle.borrow() {
                 return;
             }
@@ -627,6 +641,25 @@ impl Repo {
 
 pub(crate) fn trace_frame(dir: &str, conn: ConnId, bytes: &[u8]) {
     tracing::trace!(%conn, dir, frame = %crate::wire::summarize(bytes), "frame");
+}
+
+/// What [`Repo::health`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineHealth {
+    /// Number of shards.
+    pub shards: u16,
+    /// Shards whose lock has been held longer than the threshold, and for how long.
+    pub stalled: Vec<(u16, Duration)>,
+    /// Shards where a panic escaped the core (their state was recovered as it was).
+    pub poisoned: Vec<u16>,
+}
+
+impl EngineHealth {
+    /// True when no shard is stalled or poisoned.
+    pub fn is_healthy(&self) -> bool {
+        self.stalled.is_empty() && self.poisoned.is_empty()
+    }
 }
 
 /// A transport connection attached with [`Repo::attach`].

@@ -354,6 +354,7 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Message, DecodeError> {
             sender_id: r.peer("senderId")?,
             target_id: r.peer("targetId")?,
             buckets: r.bytes("buckets")?,
+            covers: r.opt("covers").map(|_| r.bytes("covers")).transpose()?,
         },
         "concord-digest-entries" => Message::DigestEntries {
             sender_id: r.peer("senderId")?,
@@ -515,10 +516,14 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             sender_id,
             target_id,
             buckets,
+            covers,
         } => {
             put("senderId", text(sender_id.as_str()));
             put("targetId", text(target_id.as_str()));
             put("buckets", Value::Bytes(buckets.clone()));
+            if let Some(covers) = covers {
+                put("covers", Value::Bytes(covers.clone()));
+            }
         }
         Message::DigestEntries {
             sender_id,
@@ -589,6 +594,13 @@ mod tests {
                 sender_id: a.clone(),
                 target_id: b.clone(),
                 buckets: vec![0; 16],
+                covers: None,
+            },
+            Message::Digest {
+                sender_id: a.clone(),
+                target_id: b.clone(),
+                buckets: vec![0; 16],
+                covers: Some(vec![1, 5]),
             },
             Message::DigestEntries {
                 sender_id: a,

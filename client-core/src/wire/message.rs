@@ -141,8 +141,11 @@ pub enum Message {
         sender_id: PeerId,
         /// Target.
         target_id: PeerId,
-        /// 8 bytes (big-endian) per bucket.
+        /// 8 bytes (big-endian) per bucket: every bucket in order, or those of `covers`.
         buckets: Vec<u8>,
+        /// The bucket indices `buckets` covers, in order (`None`: all of them). A sharded
+        /// server sends one digest per shard, each covering the buckets that shard holds.
+        covers: Option<Vec<u8>>,
     },
     /// Concord extension between region servers (`concord-digest-entries`): the (document, heads
     /// hash) entries of the buckets that differ.

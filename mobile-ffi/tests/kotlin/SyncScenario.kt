@@ -27,10 +27,10 @@ import kotlin.system.exitProcess
 
 const val WAIT_MS: ULong = 15_000u
 
-/** `concord serve --bind 127.0.0.1:0 --data <tmp>`: its WebSocket URL and development token. */
+/** `concord serve --bind 127.0.0.1:0 --data <tmp> --dev`: its WebSocket URL and development token. */
 class Server(binary: String) : AutoCloseable {
     private val data = Files.createTempDirectory("concord-ffi-kt-server").toFile()
-    private val process: Process = ProcessBuilder(binary, "serve", "--bind", "127.0.0.1:0", "--data", data.path)
+    private val process: Process = ProcessBuilder(binary, "serve", "--bind", "127.0.0.1:0", "--data", data.path, "--dev")
         .redirectError(ProcessBuilder.Redirect.DISCARD)
         .start()
     var url: String = ""

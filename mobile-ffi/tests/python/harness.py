@@ -1,7 +1,7 @@
 """Test harness: a real `concord serve` process on 127.0.0.1:0, and bounded waits.
 
 The server binary comes from $CONCORD_BIN. The server prints its address on stdout, and (on
-loopback, when authentication is on) a development token, which the tests pass to their repos.
+loopback, with `--dev`) a development token, which the tests pass to their repos.
 """
 
 import asyncio
@@ -42,7 +42,7 @@ class Server:
 
     def start(self, timeout=30.0):
         self.proc = subprocess.Popen(
-            [self.binary, "serve", "--bind", "127.0.0.1:0", "--data", self.data],
+            [self.binary, "serve", "--bind", "127.0.0.1:0", "--data", self.data, "--dev"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -8,7 +8,10 @@ mod revoke;
 mod token;
 
 pub use keys::{KeyRing, default_key_file};
-pub use region::{MIN_SECRET_BYTES, REGION_KID, is_region_token, mint_region, verify_region};
+pub use region::{
+    CLOCK_SKEW, DEFAULT_REGION_TOKEN_TTL, MIN_SECRET_BYTES, REGION_KID, is_region_token,
+    mint_region, verify_region,
+};
 pub use revoke::{Revocations, default_revocation_file};
 pub use token::{Claims, TokenRequest, Verified, mint, token_id_of, verify, verify_token};
 

@@ -42,14 +42,16 @@ impl Revocations {
         serde_json::from_str(text).map_err(|e| bad(origin, e))
     }
 
-    /// Adds to the file (written to a temporary file and renamed, so readers never see half).
+    /// Adds to the file (written, mode 0600, to a temporary file and renamed, so readers never
+    /// see half).
     pub fn update(path: &Path, f: impl FnOnce(&mut Self)) -> Result<(), AuthError> {
         let mut r = Self::load(path)?;
         f(&mut r);
         let text = serde_json::to_string_pretty(&r).map_err(|e| bad(path, e))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(|e| bad(path, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| bad(path, e))
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::private_fs::create_dir(dir).map_err(|e| bad(path, e))?;
+        }
+        crate::private_fs::replace(path, &text).map_err(|e| bad(path, e))
     }
 
     /// Is a token with this id, issued to this principal, revoked?

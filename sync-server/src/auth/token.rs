@@ -27,6 +27,9 @@ pub struct Claims {
     /// Token id, for revocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// Admin rights: the admin API (`/admin/*`). Only tokens for every document carry it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// A verified token.
@@ -38,6 +41,8 @@ pub struct Verified {
     pub expires: SystemTime,
     /// Its id (`jti`), if it has one.
     pub token_id: Option<String>,
+    /// Whether it carries admin rights (the `admin` claim).
+    pub admin: bool,
 }
 
 /// What to mint.
@@ -51,6 +56,8 @@ pub struct TokenRequest {
     pub read_only: bool,
     /// Lifetime.
     pub ttl: Duration,
+    /// Admin rights (the admin API); needs `docs: None`.
+    pub admin: bool,
 }
 
 fn token_id() -> String {
@@ -81,6 +88,11 @@ fn unix_now() -> u64 {
 
 /// Mints a token with the ring's signing key.
 pub fn mint(ring: &KeyRing, req: &TokenRequest) -> Result<String, AuthError> {
+    if req.admin && req.docs.is_some() {
+        return Err(AuthError::Invalid(
+            "an admin token grants every document: drop the document list".into(),
+        ));
+    }
     let kid = ring.signing_kid.clone().ok_or(AuthError::NoSigningKey)?;
     let key = ring.keys.get(&kid).ok_or(AuthError::NoSigningKey)?;
     let enc = key.encoding.as_ref().ok_or(AuthError::NoSigningKey)?;
@@ -95,6 +107,7 @@ pub fn mint(ring: &KeyRing, req: &TokenRequest) -> Result<String, AuthError> {
         },
         write: !req.read_only,
         jti: Some(token_id()),
+        admin: req.admin,
     };
     let mut header = Header::new(key.alg);
     header.kid = Some(kid);
@@ -141,6 +154,8 @@ pub fn verify_token(ring: &KeyRing, token: &str) -> Result<Verified, AuthError> 
         DocScope::Only(ids.map_err(|e: concord::IdError| AuthError::BadDocument(e.to_string()))?)
     };
     let expires = UNIX_EPOCH + Duration::from_secs(c.exp);
+    // The admin claim counts only on a token for every document.
+    let admin = c.admin && docs == DocScope::All;
     Ok(Verified {
         grant: Grant {
             principal: c.sub,
@@ -151,5 +166,6 @@ pub fn verify_token(ring: &KeyRing, token: &str) -> Result<Verified, AuthError> 
         },
         expires,
         token_id: c.jti,
+        admin,
     })
 }

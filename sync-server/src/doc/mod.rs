@@ -82,8 +82,8 @@ pub struct DocArgs {
     #[arg(long = "policy", value_name = "PATTERN=POLICY", global = true)]
     policies: Vec<String>,
 
-    /// Access token for the servers (`concord serve` prints a development token; `concord token
-    /// create` mints others). Sent as the `token` query parameter.
+    /// Access token for the servers (`concord serve --dev` prints a development token;
+    /// `concord token create` mints others). Sent as the `token` query parameter.
     #[arg(long, env = "CONCORD_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
 

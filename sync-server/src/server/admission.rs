@@ -1,4 +1,5 @@
-//! Admission at the WebSocket upgrade: Origin allowlist, token verification, connection caps.
+//! Admission at the WebSocket upgrade (Origin allowlist, token verification, connection caps)
+//! and at the admin API (a valid, unexpired, unrevoked token carrying the `admin` claim).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,7 +40,8 @@ impl Drop for Slot {
 }
 
 impl Counts {
-    fn take(self: &Arc<Self>, key: String, max: usize) -> Option<Slot> {
+    /// Takes one slot under `key` unless `max` are taken.
+    pub(super) fn take(self: &Arc<Self>, key: String, max: usize) -> Option<Slot> {
         let mut m = self.0.lock().ok()?;
         let n = m.entry(key.clone()).or_insert(0);
         if *n >= max {
@@ -95,7 +97,32 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// Admin endpoints need a token granting every document (or development mode).
+/// Verifies a user token (not a region token) and checks the revocation list: the one door
+/// every endpoint that takes a token goes through.
+fn authenticate(app: &AppState, token: &str) -> Result<auth::Verified, Refusal> {
+    let Some(keys) = &app.keys else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "tokens are not configured",
+        ));
+    };
+    let v = auth::verify_token(keys, token)
+        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if app
+        .revoked
+        .borrow()
+        .is_revoked(v.token_id.as_deref(), &v.grant.principal)
+    {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            AuthError::Revoked.to_string(),
+        ));
+    }
+    Ok(v)
+}
+
+/// Admin endpoints need a valid, unrevoked token with the `admin` claim (or development mode
+/// without authentication).
 pub fn admit_admin(
     app: &AppState,
     headers: &HeaderMap,
@@ -110,19 +137,13 @@ pub fn admit_admin(
             AuthError::Missing.to_string(),
         ));
     };
-    let Some(keys) = &app.keys else {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "tokens are not configured",
-        ));
-    };
-    match auth::verify(keys, &token) {
-        Ok((g, _)) if g.docs == concord::core::DocScope::All => Ok(()),
-        Ok(_) => Err(refuse(
+    if authenticate(app, &token)?.admin {
+        Ok(())
+    } else {
+        Err(refuse(
             StatusCode::FORBIDDEN,
-            "the admin API needs a token for all documents",
-        )),
-        Err(e) => Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
+            "the admin API needs an admin token (`concord token create --admin`)",
+        ))
     }
 }
 
@@ -153,27 +174,18 @@ pub fn admit(
                     "region links are not enabled on this server (no --peer-secret)",
                 ));
             };
-            match auth::verify_region(secret.as_bytes(), &t) {
-                // The link stays up past the token's expiry: it only proves the shared secret.
-                Ok((grant, _expires)) => (Some(grant), None, None),
+            let max_ttl = std::time::Duration::from_secs(cfg.region_token_ttl_secs);
+            match auth::verify_region(secret.as_bytes(), &t, max_ttl) {
+                // The link closes when its token expires; the other region redials with a
+                // fresh one.
+                Ok((grant, expires)) => (Some(grant), Some(expires), None),
                 Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
             }
         }
-        (Some(t), Some(keys)) => match auth::verify_token(keys, &t) {
-            Ok(v)
-                if app
-                    .revoked
-                    .borrow()
-                    .is_revoked(v.token_id.as_deref(), &v.grant.principal) =>
-            {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    AuthError::Revoked.to_string(),
-                ));
-            }
-            Ok(v) => (Some(v.grant), Some(v.expires), v.token_id),
-            Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
-        },
+        (Some(t), Some(_)) => {
+            let v = authenticate(app, &t)?;
+            (Some(v.grant), Some(v.expires), v.token_id)
+        }
         (Some(_), None) | (None, _) if cfg.insecure_no_auth => (None, None, None),
         (Some(_), None) => {
             return Err(refuse(

@@ -40,10 +40,7 @@ pub(crate) async fn open_sqlite(
     config: &ServeConfig,
     metrics: &Arc<Metrics>,
 ) -> Result<Opened, ServerError> {
-    std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
-        path: config.data.clone(),
-        source,
-    })?;
+    super::datadir::prepare(&config.data, config.allow_insecure_data_dir)?;
     let keys = KeyRing::load_or_create(&config.auth_keys)?;
     tracing::info!(kids = ?keys.kids(), file = %config.auth_keys.display(), "token keys loaded");
     let sqlite = SqliteStorage::open(SqliteConfig::new(config.data.join("concord.db"))).await?;
@@ -91,32 +88,37 @@ pub(crate) async fn revocations(
     config: &ServeConfig,
     cluster: Option<&ClusterNode>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) -> Result<watch::Receiver<Arc<Revocations>>, ServerError> {
     match cluster {
         Some(c) => {
             let pool = c.storage.pool().clone();
             let initial = cluster::auth::load_revocations(&pool).await?;
-            Ok(reload_every_second(initial, shutdown, move || {
+            let load = move || {
                 let pool = pool.clone();
                 async move { cluster::auth::load_revocations(&pool).await }
-            }))
+            };
+            Ok(reload_every_second(initial, shutdown, metrics, load))
         }
         None => {
             let path = crate::auth::default_revocation_file(&config.data);
             let initial = Revocations::load(&path)?;
-            Ok(reload_every_second(initial, shutdown, move || {
+            let load = move || {
                 let path = path.clone();
                 async move { Revocations::load(&path) }
-            }))
+            };
+            Ok(reload_every_second(initial, shutdown, metrics, load))
         }
     }
 }
 
-/// Publishes `initial`, then what `load` returns every second, until `shutdown` (a failed load
-/// keeps the previous list).
+/// Publishes `initial`, then what `load` returns every second, until `shutdown`. A reload that
+/// fails keeps the previous list in force and is loud: an error log when it starts failing (and
+/// every minute while it keeps failing), and `concord_revocation_reload_errors_total`.
 fn reload_every_second<F, Fut, E>(
     initial: Revocations,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
     load: F,
 ) -> watch::Receiver<Arc<Revocations>>
 where
@@ -124,26 +126,47 @@ where
     Fut: Future<Output = Result<Revocations, E>> + Send,
     E: std::fmt::Display,
 {
+    const REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
     let (tx, rx) = watch::channel(Arc::new(initial));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut last_error_log: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
             match load().await {
-                Ok(r) if *tx.borrow().as_ref() != r => {
-                    tracing::info!(
-                        tokens = r.tokens.len(),
-                        principals = r.principals.len(),
-                        "revocations reloaded"
-                    );
-                    let _ = tx.send(Arc::new(r));
+                Ok(r) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            failed_for = ?since.elapsed(),
+                            "the revocations are readable again"
+                        );
+                        last_error_log = None;
+                    }
+                    if *tx.borrow().as_ref() != r {
+                        tracing::info!(
+                            tokens = r.tokens.len(),
+                            principals = r.principals.len(),
+                            "revocations reloaded"
+                        );
+                        let _ = tx.send(Arc::new(r));
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the revocations; keeping the previous list")
+                    metrics.doors.revocation_reload_errors.inc();
+                    let now = tokio::time::Instant::now();
+                    let since = *failing_since.get_or_insert(now);
+                    if last_error_log.is_none_or(|t| now.duration_since(t) >= REPEAT) {
+                        tracing::error!(
+                            error = %e,
+                            failing_for = ?now.duration_since(since),
+                            "cannot reload the revocations: tokens revoked since the last good read are still accepted"
+                        );
+                        last_error_log = Some(now);
+                    }
                 }
             }
         }

@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// ones are applied as they arrive. 0 defers for every document [default: 10000].
     #[arg(long, env = "CONCORD_DEFER_APPLY_MIN_OPS")]
     pub defer_apply_min_ops: Option<u64>,
+    /// Independently locked engine shards documents are split between (1 to 256), so that
+    /// long work on one document never stalls the others [default: 16].
+    #[arg(long, env = "CONCORD_SHARDS")]
+    pub shards: Option<u16>,
     /// Close connections silent for this many seconds (pongs count) [default: 60].
     #[arg(long, env = "CONCORD_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -146,6 +150,40 @@ pub struct ServeArgs {
     /// Seconds to open a PostgreSQL connection or wait for a pooled one [default: 10].
     #[arg(long, env = "CONCORD_DATABASE_CONNECT_TIMEOUT_SECS")]
     pub database_connect_timeout_secs: Option<u64>,
+    /// Lifetime of the region tokens this server mints, and the longest it accepts (plus 60 s of
+    /// clock skew); a region link is closed when its token expires and redialled with a fresh
+    /// one [default: 3600].
+    #[arg(long, env = "CONCORD_REGION_TOKEN_TTL_SECS")]
+    pub region_token_ttl_secs: Option<u64>,
+    /// Serve the admin API (`/admin/*`, plus `/healthz` and `/metrics`) on this separate
+    /// address, and not on the main listener; without a value: 127.0.0.1:4030.
+    #[arg(
+        long,
+        env = "CONCORD_ADMIN_BIND",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:4030",
+        value_name = "ADDR"
+    )]
+    pub admin_bind: Option<SocketAddr>,
+    /// Seconds a client may take to send a request's headers (and the longest an idle
+    /// keep-alive connection is kept) [default: 10].
+    #[arg(long, env = "CONCORD_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Connections from one IP not yet admitted (no WebSocket accepted yet: headers in flight,
+    /// plain HTTP); more are closed at once [default: 32].
+    #[arg(long, env = "CONCORD_MAX_PENDING_CONNECTIONS_PER_IP")]
+    pub max_pending_connections_per_ip: Option<usize>,
+    /// Connections not yet admitted, from all IPs together; more are closed at once
+    /// [default: 512].
+    #[arg(long, env = "CONCORD_MAX_PENDING_CONNECTIONS")]
+    pub max_pending_connections: Option<usize>,
+    /// Start even when the data directory is accessible by group or others (it is refused
+    /// otherwise; new data directories are created 0700 and their files 0600).
+    #[arg(long, env = "CONCORD_ALLOW_INSECURE_DATA_DIR")]
+    pub allow_insecure_data_dir: bool,
+    /// DEVELOPMENT: print a full-access admin token (1 h) at start, on a loopback address only.
+    #[arg(long, env = "CONCORD_DEV")]
+    pub dev: bool,
 }
 
 /// A database URL; its password never appears in `Debug` output or logs.
@@ -192,6 +230,7 @@ struct FileConfig {
     max_decompressed_bytes: Option<u64>,
     max_ops_per_message: Option<u64>,
     defer_apply_min_ops: Option<u64>,
+    shards: Option<u16>,
     peers: Option<Vec<String>>,
     peer_secret: Option<String>,
     anti_entropy_secs: Option<u64>,
@@ -200,6 +239,12 @@ struct FileConfig {
     database_pool: Option<u32>,
     database_statement_timeout_secs: Option<u64>,
     database_connect_timeout_secs: Option<u64>,
+    region_token_ttl_secs: Option<u64>,
+    admin_bind: Option<SocketAddr>,
+    header_read_timeout_secs: Option<u64>,
+    max_pending_connections_per_ip: Option<usize>,
+    max_pending_connections: Option<usize>,
+    allow_insecure_data_dir: Option<bool>,
 }
 
 /// Resolved settings.
@@ -247,6 +292,8 @@ pub struct ServeConfig {
     pub max_ops_per_message: u64,
     /// Document size (ops) from which incoming changes are applied in deferred batches.
     pub defer_apply_min_ops: u64,
+    /// Engine shards.
+    pub shards: u16,
     /// Other regions to dial.
     pub peers: Vec<String>,
     /// Shared region secret (`None`: no region replication).
@@ -263,6 +310,18 @@ pub struct ServeConfig {
     pub database_statement_timeout_secs: u64,
     /// PostgreSQL connect (and pool acquire) timeout, seconds.
     pub database_connect_timeout_secs: u64,
+    /// Region token lifetime (minted, and longest accepted), seconds.
+    pub region_token_ttl_secs: u64,
+    /// Separate admin listener (`None`: the admin API is on the main listener).
+    pub admin_bind: Option<SocketAddr>,
+    /// Header read timeout (and keep-alive idle limit), seconds.
+    pub header_read_timeout_secs: u64,
+    /// Not-yet-admitted connections per IP.
+    pub max_pending_connections_per_ip: usize,
+    /// Not-yet-admitted connections in total.
+    pub max_pending_connections: usize,
+    /// Start with a data directory that group or others can access.
+    pub allow_insecure_data_dir: bool,
 }
 
 impl Default for ServeConfig {
@@ -289,6 +348,7 @@ impl Default for ServeConfig {
             max_decompressed_bytes: 64 << 20,
             max_ops_per_message: 1_000_000,
             defer_apply_min_ops: 10_000,
+            shards: 16,
             peers: Vec::new(),
             peer_secret: None,
             anti_entropy_secs: 30,
@@ -297,6 +357,12 @@ impl Default for ServeConfig {
             database_pool: 10,
             database_statement_timeout_secs: 30,
             database_connect_timeout_secs: 10,
+            region_token_ttl_secs: 3600,
+            admin_bind: None,
+            header_read_timeout_secs: 10,
+            max_pending_connections_per_ip: 32,
+            max_pending_connections: 512,
+            allow_insecure_data_dir: false,
         }
     }
 }
@@ -360,6 +426,7 @@ impl ServeConfig {
             max_decompressed_bytes: pick!(max_decompressed_bytes),
             max_ops_per_message: pick!(max_ops_per_message),
             defer_apply_min_ops: pick!(defer_apply_min_ops),
+            shards: pick!(shards),
             peers: if args.peers.is_empty() {
                 file.peers.clone().unwrap_or_default()
             } else {
@@ -372,6 +439,13 @@ impl ServeConfig {
             database_pool: pick!(database_pool),
             database_statement_timeout_secs: pick!(database_statement_timeout_secs),
             database_connect_timeout_secs: pick!(database_connect_timeout_secs),
+            region_token_ttl_secs: pick!(region_token_ttl_secs),
+            admin_bind: args.admin_bind.or(file.admin_bind),
+            header_read_timeout_secs: pick!(header_read_timeout_secs),
+            max_pending_connections_per_ip: pick!(max_pending_connections_per_ip),
+            max_pending_connections: pick!(max_pending_connections),
+            allow_insecure_data_dir: args.allow_insecure_data_dir
+                || file.allow_insecure_data_dir.unwrap_or(false),
         };
         if let Some(node) = &c.node_id {
             concord::storage::postgres::validate_node_id(node)
@@ -401,6 +475,12 @@ impl ServeConfig {
                 format!("must be at least {} bytes", crate::auth::MIN_SECRET_BYTES),
             ));
         }
+        if !(1..=256).contains(&c.shards) {
+            return Err(ConfigError::Invalid(
+                "shards",
+                format!("must be between 1 and 256 (got {})", c.shards),
+            ));
+        }
         if c.anti_entropy_secs == 0 {
             return Err(ConfigError::Invalid(
                 "anti_entropy_secs",
@@ -419,9 +499,13 @@ impl ServeConfig {
             || c.max_messages_per_sec == 0
             || c.max_bytes_per_sec < 1024
             || c.idle_timeout_secs == 0
+            || c.region_token_ttl_secs == 0
+            || c.header_read_timeout_secs == 0
+            || c.max_pending_connections_per_ip == 0
+            || c.max_pending_connections == 0
         {
             return Err(ConfigError::Invalid(
-                "outgoing_queue/max_resident/ping_secs/max_messages_per_sec/max_bytes_per_sec/idle_timeout_secs",
+                "outgoing_queue/max_resident/ping_secs/max_messages_per_sec/max_bytes_per_sec/idle_timeout_secs/region_token_ttl_secs/header_read_timeout_secs/max_pending_connections(_per_ip)",
                 "must be greater than zero".into(),
             ));
         }
@@ -443,6 +527,37 @@ mod tests {
         assert_eq!(c.data, PathBuf::from("concord-data"));
         assert_eq!(c.region, "local");
         assert_eq!(c.max_message_bytes, 1 << 20);
+        assert_eq!(c.admin_bind, None);
+        assert_eq!(c.region_token_ttl_secs, 3600);
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn admin_bind_without_an_address_is_loopback() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["serve"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).unwrap().serve.admin_bind
+        };
+        assert_eq!(parse(&[]), None);
+        assert_eq!(
+            parse(&["--admin-bind"]).map(|a| a.to_string()),
+            Some("127.0.0.1:4030".to_owned())
+        );
+        assert_eq!(
+            parse(&["--admin-bind", "--dev"]).map(|a| a.to_string()),
+            Some("127.0.0.1:4030".to_owned())
+        );
+        assert_eq!(
+            parse(&["--admin-bind", "127.0.0.1:9000"]).map(|a| a.port()),
+            Some(9000)
+        );
     }
 
     #[test]

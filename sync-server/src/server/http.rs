@@ -13,20 +13,40 @@ use serde_json::json;
 use super::AppState;
 use super::metrics::set_count;
 
-/// `GET /healthz`: 200 while the server serves (and its storage answers).
+/// A shard whose lock is held this long without a break makes `/healthz` answer 503.
+const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /healthz`: 200 while the server serves: its storage answers and no engine shard is
+/// wedged (held for more than 5 s, or poisoned by a panic).
 pub async fn healthz(State(app): State<AppState>) -> Response {
-    match app.repo.storage().get_meta("storage_id").await {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "region": app.config.region})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": e.to_string()})),
-        )
-            .into_response(),
-    }
+    let engine = app.repo.health(STALL);
+    let stalled: Vec<serde_json::Value> = engine
+        .stalled
+        .iter()
+        .map(|(shard, held)| json!({"shard": shard, "held_ms": held.as_millis()}))
+        .collect();
+    let storage = app.repo.storage().get_meta("storage_id").await;
+    let problem = match (&storage, engine.is_healthy()) {
+        (Err(e), _) => Some(format!("storage: {e}")),
+        (Ok(_), false) => Some("engine: a shard is stalled or poisoned".to_owned()),
+        (Ok(_), true) => None,
+    };
+    let body = json!({
+        "status": if problem.is_some() { "unavailable" } else { "ok" },
+        "region": app.config.region,
+        "error": problem,
+        "engine": {
+            "shards": engine.shards,
+            "stalled": stalled,
+            "poisoned": engine.poisoned,
+        },
+    });
+    let status = if problem.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

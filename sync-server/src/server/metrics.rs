@@ -23,6 +23,8 @@ pub struct Metrics {
     /// Documents in storage (refreshed at scrape time).
     pub stored_documents: Gauge,
     commit_seconds: Histogram,
+    /// Listener and revocation metrics.
+    pub doors: super::door_metrics::DoorMetrics,
 }
 
 #[derive(Debug)]
@@ -201,12 +203,14 @@ impl Metrics {
             repo: std::sync::OnceLock::new(),
         }));
         registry.register_collector(Box::new(slot.0.clone()));
+        let doors = super::door_metrics::DoorMetrics::register(&mut registry);
         (
             Arc::new(Self {
                 registry,
                 connections,
                 stored_documents,
                 commit_seconds,
+                doors,
             }),
             slot,
         )

@@ -4,12 +4,17 @@
 //!
 //! Endpoints: `GET /sync` (WebSocket, automerge-repo protocol v1; `/` is accepted too, as
 //! automerge-repo clients often dial the bare host), `GET /healthz`, `GET /metrics`,
-//! `GET /admin/docs`, `GET /admin/docs/{id}`.
+//! `GET /admin/docs`, `GET /admin/docs/{id}`, `GET /admin/replication`. With `--admin-bind` the
+//! admin API moves to its own listener (which also serves `/healthz` and `/metrics`) and the
+//! main listener answers 404 under `/admin/`.
 
 mod admission;
 mod backend;
 pub mod config;
+mod datadir;
+mod door_metrics;
 mod http;
+mod listen;
 pub mod metrics;
 mod ws;
 
@@ -36,13 +41,25 @@ pub enum ServerError {
     /// Bad settings.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    /// The data directory (or its database file) could not be created or inspected.
+    #[error("data directory {path}: {source}")]
     DataDir {
         /// Directory.
         path: std::path::PathBuf,
         /// Cause.
         source: std::io::Error,
+    },
+    /// The data directory is accessible by group or others.
+    #[error(
+        "data directory {path} has mode {mode:o}: group and others must have no access to it \
+         (the database and the token keys are inside). Run `chmod 700 {path}`, or start with \
+         --allow-insecure-data-dir (CONCORD_ALLOW_INSECURE_DATA_DIR=true) to accept it"
+    )]
+    DataDirPermissions {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// Storage failed to open.
     #[error(transparent)]
@@ -83,6 +100,8 @@ pub struct AppState {
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The admin listener's address, when the admin API has its own (`--admin-bind`).
+    pub admin_addr: Option<SocketAddr>,
     /// The engine.
     pub repo: Repo,
     /// Token keys (to mint tokens for tests and the development token).
@@ -91,23 +110,48 @@ pub struct Running {
     pub cluster: Option<Arc<ClusterNode>>,
     state: AppState,
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     shutdown_tx: watch::Sender<bool>,
 }
 
-fn router(state: AppState) -> Router {
-    Router::new()
+/// The main listener's routes: sync, health, metrics, and the admin API unless it has its own
+/// listener.
+fn router(state: AppState, with_admin: bool) -> Router {
+    let r = Router::new()
         .route("/sync", get(ws::upgrade))
         .route("/", get(ws::upgrade))
         .route("/healthz", get(http::healthz))
-        .route("/metrics", get(http::metrics))
-        .route("/admin/docs", get(http::list_docs))
+        .route("/metrics", get(http::metrics));
+    if with_admin { admin_routes(r) } else { r }.with_state(state)
+}
+
+fn admin_routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/admin/docs", get(http::list_docs))
         .route("/admin/docs/{id}", get(http::get_doc))
         .route("/admin/replication", get(http::replication))
+}
+
+/// The admin listener's routes (`--admin-bind`).
+fn admin_router(state: AppState) -> Router {
+    admin_routes(Router::new())
+        .route("/healthz", get(http::healthz))
+        .route("/metrics", get(http::metrics))
         .with_state(state)
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Io { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Io { addr, source })?;
+    Ok((listener, local))
 }
 
 /// Opens storage, starts the engine and binds the listener.
 pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
+    listen::raise_fd_limit();
     if config.insecure_no_auth {
         tracing::warn!(
             "INSECURE: --insecure-no-auth accepts peers without a token, with full access; never use it in production"
@@ -146,6 +190,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             ..Housekeeping::default()
         },
         outgoing_queue: config.outgoing_queue,
+        shards: config.shards,
         defer_apply: Some(DeferApply {
             min_ops: config.defer_apply_min_ops,
             ..DeferApply::default()
@@ -165,28 +210,33 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             indexed = repo.indexed_documents(),
             "region replication on"
         );
+        let ttl = std::time::Duration::from_secs(config.region_token_ttl_secs);
         for url in &config.peers {
             let (secret, region) = (secret.clone(), config.region.clone());
             let credentials: concord::repo::Credentials = Arc::new(move || {
-                crate::auth::mint_region(secret.as_bytes(), &region)
+                crate::auth::mint_region(secret.as_bytes(), &region, ttl)
                     .map_err(|e| tracing::error!(error = %e, "cannot mint a region token"))
                     .ok()
             });
             repo.connect_with_credentials(vec![url.clone()], credentials);
         }
     }
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ServerError::Io {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Io {
-        addr: config.bind,
-        source,
-    })?;
+    let (listener, addr) = bind(config.bind).await?;
+    let (admin_listener, admin_addr) = match config.admin_bind {
+        Some(a) => {
+            let (l, a) = bind(a).await?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let revoked = backend::revocations(&config, cluster.as_deref(), shutdown.clone()).await?;
+    let revoked = backend::revocations(
+        &config,
+        cluster.as_deref(),
+        shutdown.clone(),
+        metrics.clone(),
+    )
+    .await?;
     if let Some(c) = &cluster {
         let me = crate::cluster::registry::Registration::register(
             c.storage.pool().clone(),
@@ -209,11 +259,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     let keys = state.keys.clone().unwrap_or_default();
     Ok(Running {
         addr,
+        admin_addr,
         repo,
         keys,
         cluster,
         state,
         listener,
+        admin_listener,
         shutdown_tx,
     })
 }
@@ -231,27 +283,49 @@ impl Running {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let Self {
-            addr,
+            addr: _,
+            admin_addr: _,
             repo,
             state,
             keys: _,
             cluster,
             listener,
+            admin_listener,
             shutdown_tx,
         } = self;
-        let app = router(state);
-        let graceful = async move {
-            signal.await;
-            tracing::info!("shutting down: closing connections, finishing commits");
-            let _ = shutdown_tx.send(true);
+        let cfg = state.config.clone();
+        let header_timeout = std::time::Duration::from_secs(cfg.header_read_timeout_secs);
+        let gate = |m: &Arc<Metrics>| {
+            listen::Gate::new(
+                cfg.max_pending_connections_per_ip,
+                cfg.max_pending_connections,
+                m.clone(),
+            )
         };
-        axum::serve(
+        // The admin listener has its own caps, so a flood of the public one cannot lock it out.
+        let admin = admin_listener.map(|l| {
+            tokio::spawn(listen::serve(
+                l,
+                admin_router(state.clone()),
+                gate(&state.metrics),
+                header_timeout,
+                state.shutdown.clone(),
+            ))
+        });
+        let main = tokio::spawn(listen::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(graceful)
-        .await
-        .map_err(|source| ServerError::Io { addr, source })?;
+            router(state.clone(), admin.is_none()),
+            gate(&state.metrics),
+            header_timeout,
+            state.shutdown.clone(),
+        ));
+        signal.await;
+        tracing::info!("shutting down: closing connections, finishing commits");
+        let _ = shutdown_tx.send(true);
+        let _ = main.await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
         repo.shutdown().await;
         if let Some(c) = cluster {
             if let Some(me) = c.registration.lock().await.take() {

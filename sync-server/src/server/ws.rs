@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
@@ -28,12 +29,17 @@ pub async fn upgrade(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    pending: Option<Extension<super::listen::Pending>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let admitted = match admission::admit(&app, addr, &headers, &query) {
         Ok(a) => a,
         Err(refusal) => return refusal.into_response(),
     };
+    // Admitted: the connection now counts against the connection caps, no longer as pending.
+    if let Some(Extension(p)) = pending {
+        p.release();
+    }
     let max = app.config.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)

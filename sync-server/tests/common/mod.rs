@@ -1,5 +1,5 @@
 //! Helpers for in-process server tests on 127.0.0.1.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod ws;
 
@@ -20,7 +20,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub repo: Repo,
     pub keys: Arc<concord_server::auth::KeyRing>,
-    /// A full-access token.
+    /// A full-access token with admin rights.
     pub token: String,
     stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<()>,
@@ -29,7 +29,8 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        // A data directory only its owner can open (the server refuses others).
+        let dir = private_tempdir();
         let mut config = ServeConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             data: dir.path().to_owned(),
@@ -39,7 +40,7 @@ impl TestServer {
         tweak(&mut config);
         let running = server::start(config).await.unwrap();
         let (addr, repo, keys) = (running.addr, running.repo.clone(), running.keys.clone());
-        let token = mint(&keys, "tester", None, false);
+        let token = mint_admin(&keys, "tester");
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             running
@@ -89,12 +90,37 @@ impl TestServer {
     }
 }
 
-/// Mints a token with the server's key.
+/// A temporary directory with mode 0700 (`tempfile::tempdir` follows the umask, and the server
+/// refuses a data directory that group or others can open).
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
+}
+
+/// Mints a token with the server's key (no admin rights).
 pub fn mint(
     keys: &concord_server::auth::KeyRing,
     principal: &str,
     docs: Option<Vec<concord::DocumentId>>,
     read_only: bool,
+) -> String {
+    mint_with(keys, principal, docs, read_only, false)
+}
+
+/// Mints a full-access token with admin rights.
+pub fn mint_admin(keys: &concord_server::auth::KeyRing, principal: &str) -> String {
+    mint_with(keys, principal, None, false, true)
+}
+
+fn mint_with(
+    keys: &concord_server::auth::KeyRing,
+    principal: &str,
+    docs: Option<Vec<concord::DocumentId>>,
+    read_only: bool,
+    admin: bool,
 ) -> String {
     concord_server::auth::mint(
         keys,
@@ -103,6 +129,7 @@ pub fn mint(
             docs,
             read_only,
             ttl: Duration::from_secs(3600),
+            admin,
         },
     )
     .unwrap()
@@ -115,19 +142,29 @@ pub async fn client(url: &str) -> Repo {
     let repo = Repo::open(Arc::new(MemoryStorage::new()), config)
         .await
         .unwrap();
-    repo.wait_connected(WAIT).await.unwrap();
+    repo.wait_connected(WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("a client could not connect to {url}: {e}"));
     repo
 }
 
 /// A minimal HTTP/1.1 GET for tests: returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_as(&addr.to_string(), path, None).await
+}
+
+/// Like [`http_get`], with an optional bearer token.
+pub async fn http_get_as(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
         .await
-        .unwrap()
+        .unwrap_or_else(|_| panic!("GET {path}: no answer within {WAIT:?}"))
         .unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text

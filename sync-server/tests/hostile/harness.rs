@@ -17,7 +17,8 @@ impl Drop for Server {
 
 impl Server {
     fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
+        // A data directory only its owner can open (the server refuses others).
+        let data = common::private_tempdir();
         let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
             .args([
                 "serve",
