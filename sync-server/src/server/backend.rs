@@ -98,7 +98,8 @@ pub(crate) async fn revocations(
                 let pool = pool.clone();
                 async move { cluster::auth::load_revocations(&pool).await }
             };
-            Ok(reload_every_second(initial, shutdown, metrics, load))
+            let what = "revocation list in the database";
+            Ok(reload_every_second(initial, shutdown, metrics, what, load))
         }
         None => {
             let path = crate::auth::default_revocation_file(&config.data);
@@ -107,18 +108,20 @@ pub(crate) async fn revocations(
                 let path = path.clone();
                 async move { Revocations::load(&path) }
             };
-            Ok(reload_every_second(initial, shutdown, metrics, load))
+            let what = "revocation file";
+            Ok(reload_every_second(initial, shutdown, metrics, what, load))
         }
     }
 }
 
-/// Publishes `initial`, then what `load` returns every second, until `shutdown`. A reload that
-/// fails keeps the previous list in force and is loud: an error log when it starts failing (and
+/// Publishes `initial`, then what `load` returns every second, until `shutdown` (`what` names
+/// the source in logs). A reload that fails keeps the previous list in force and is loud: an error log when it starts failing (and
 /// every minute while it keeps failing), and `concord_revocation_reload_errors_total`.
 fn reload_every_second<F, Fut, E>(
     initial: Revocations,
     mut shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    what: &'static str,
     load: F,
 ) -> watch::Receiver<Arc<Revocations>>
 where
@@ -142,7 +145,7 @@ where
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
                             failed_for = ?since.elapsed(),
-                            "the revocations are readable again"
+                            "the {what} is readable again"
                         );
                         last_error_log = None;
                     }
@@ -163,7 +166,7 @@ where
                         tracing::error!(
                             error = %e,
                             failing_for = ?now.duration_since(since),
-                            "cannot reload the revocations: tokens revoked since the last good read are still accepted"
+                            "cannot reload the {what}: tokens revoked since the last good read are still accepted"
                         );
                         last_error_log = Some(now);
                     }
