@@ -60,6 +60,22 @@ impl TempPostgres {
 
     /// [`TempPostgres::start`] with extra `postgresql.conf` settings (`("fsync", "off")`, ...).
     pub fn start_with(settings: &[(&str, &str)]) -> Result<Self> {
+        Self::start_inner(settings, false)
+    }
+
+    /// A server that also accepts TLS, with a certificate for `127.0.0.1` and `localhost` signed
+    /// by a fresh certificate authority ([`TempPostgres::ca_file`]), made with `openssl`.
+    pub fn start_with_tls() -> Result<Self> {
+        Self::start_inner(&[], true)
+    }
+
+    /// The certificate authority of a [`TempPostgres::start_with_tls`] server (clients trust it
+    /// with `sslrootcert=<this file>`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data().join("ca.crt")
+    }
+
+    fn start_inner(settings: &[(&str, &str)], tls: bool) -> Result<Self> {
         let bin = bin_dir()?;
         let as_postgres = std::fs::metadata("/proc/self")
             .map(|m| m.uid() == 0)
@@ -88,6 +104,9 @@ impl TempPostgres {
             as_postgres,
         };
         pg.init(settings)?;
+        if tls {
+            pg.make_certificate()?;
+        }
         // Another process may take the port between choosing it and binding it: try again.
         let mut last = None;
         for _ in 0..5 {
@@ -213,6 +232,77 @@ impl TempPostgres {
         for (k, v) in settings {
             writeln!(conf, "{k} = '{v}'")?;
         }
+        Ok(())
+    }
+
+    /// A certificate authority, a server certificate it signed (for `127.0.0.1` and
+    /// `localhost`), and `ssl = on`.
+    fn make_certificate(&self) -> Result<()> {
+        let data = self.data();
+        let openssl = |args: &[&str]| -> Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&data)
+                .output()
+                .context("running openssl")?;
+            check("openssl", &out)
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509", "-days", "2", "-subj", "/CN=concord test CA"],
+                &ec[..],
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            &[
+                &["req", "-new", "-subj", "/CN=localhost"],
+                &ec[..],
+                &["-keyout", "server.key", "-out", "server.csr"],
+            ]
+            .concat(),
+        )?;
+        std::fs::write(
+            data.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ])?;
+        let key = data.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if self.as_postgres {
+            let (uid, gid) = postgres_ids()?;
+            for f in [&key, &data.join("server.crt")] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid))?;
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
+        writeln!(conf, "ssl = on")?;
         Ok(())
     }
 

@@ -333,3 +333,31 @@ async fn appended_chunks_are_announced_inside_the_committing_transaction() {
         "no notification for duplicates"
     );
 }
+
+#[tokio::test]
+async fn tls_is_set_in_the_url() {
+    let pg = TempPostgres::start_with_tls().unwrap();
+    let ca = pg.ca_file();
+    let verified = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
+    let s = open(&verified).await;
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    conformance::run(&s).await;
+
+    // A certificate nobody vouches for is refused, on one line.
+    let unverified = format!("{}?sslmode=verify-full", pg.url());
+    let err = PostgresStorage::open(PostgresConfig::new(unverified))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgOpenError::Tls { .. }), "{err:?}");
+    assert!(!err.to_string().contains('\n'));
+    // sslmode=require encrypts without verifying.
+    open(&format!("{}?sslmode=require", pg.url())).await;
+}

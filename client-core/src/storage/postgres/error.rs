@@ -96,6 +96,8 @@ impl PgOpenError {
         let message = one_line(&e);
         match &e {
             sqlx::Error::Configuration(_) => Self::InvalidUrl(message),
+            // rustls's refusals reach us as I/O errors.
+            sqlx::Error::Io(io) if is_tls(&io.to_string()) => Self::Tls { target, message },
             sqlx::Error::Io(_) => Self::Unreachable { target, message },
             sqlx::Error::Tls(_) => Self::Tls { target, message },
             sqlx::Error::PoolTimedOut => Self::Timeout { target, timeout },
@@ -114,6 +116,14 @@ impl PgOpenError {
             _ => Self::Other { target, message },
         }
     }
+}
+
+/// Whether an I/O error's text is a TLS failure (certificates, handshake).
+fn is_tls(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "ssl"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 impl From<PgOpenError> for StorageError {
