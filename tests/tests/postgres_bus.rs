@@ -176,3 +176,40 @@ async fn a_connection_gone_silent_is_detected_by_the_ping() {
     assert!(a.bus.is_connected());
     commit_crosses(&mut b, &mut a, b"after").await;
 }
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_gets_a_gap_instead_of_the_notices_it_missed() {
+    let pg = TempPostgres::start().unwrap();
+    let mut a = node(&pg.url(), "node-a", PgBusSettings::default()).await;
+    let mut settings = PgBusSettings::default();
+    settings.subscriber_capacity = 1;
+    settings.ping_interval = Duration::from_millis(200);
+    let mut b = node(&pg.url(), "node-b", settings).await;
+
+    // Three notices at once (one per document) into a queue of one.
+    let docs: Vec<DocumentId> = (0..3u8).map(|i| DocumentId::from_bytes([i; 16])).collect();
+    let chunks: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 8]).collect();
+    let ops: Vec<concord::storage::WriteOp<'_>> = docs
+        .iter()
+        .zip(&chunks)
+        .map(|(doc, bytes)| concord::storage::WriteOp::Append {
+            doc,
+            key: ChunkKey::of(bytes),
+            bytes,
+        })
+        .collect();
+    a.storage.write_batch(&ops).await.unwrap();
+    // All three arrive before anything is read: the queue holds the first.
+    until("two notices dropped", || b.bus.dropped() >= 2).await;
+    assert!(matches!(
+        next(&mut b.events).await,
+        BusEvent::Notice(BusNotice::Committed { .. })
+    ));
+    assert_eq!(
+        next(&mut b.events).await,
+        BusEvent::Gap,
+        "the missed ones become a Gap"
+    );
+    commit_crosses(&mut a, &mut b, b"and then notices again").await;
+    quiet(&mut a.events).await;
+}

@@ -78,6 +78,7 @@ struct Inner {
     settings: PgBusSettings,
     connected: AtomicBool,
     reconnects: AtomicU64,
+    dropped: AtomicU64,
     last_rtt_us: AtomicU64,
     subscribers: Mutex<Vec<Subscriber>>,
 }
@@ -118,6 +119,7 @@ impl PgBus {
             settings,
             connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             last_rtt_us: AtomicU64::new(0),
             subscribers: Mutex::new(Vec::new()),
         });
@@ -137,6 +139,12 @@ impl PgBus {
     /// How many times the listening connection was re-established (each one sent a `Gap`).
     pub fn reconnects(&self) -> u64 {
         self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// How many events were not queued because a subscriber's queue was full (each such
+    /// subscriber was, or will be, sent a `Gap` instead).
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// The round trip of the last ping (from sending a `NOTIFY` to its delivery back to this
@@ -319,7 +327,10 @@ impl Inner {
             if s.lost {
                 match s.tx.try_send(BusEvent::Gap) {
                     Ok(()) => s.lost = false,
-                    Err(mpsc::error::TrySendError::Full(_)) => return true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        return true;
+                    }
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 }
                 if event == BusEvent::Gap {
@@ -330,6 +341,7 @@ impl Inner {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     s.lost = true;
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
