@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use concord_server::auth::{self, KeyRing, TokenRequest};
-use concord_server::server::{self, LogFormat, ServeArgs, ServeConfig};
+use concord_server::cluster;
+use concord_server::server::{self, DatabaseUrl, LogFormat, ServeArgs, ServeConfig};
 
 /// Concord: a CRDT-based, multi-leader, offline-first sync engine.
 #[derive(Debug, Parser)]
@@ -47,6 +48,9 @@ struct RevokeArgs {
     /// The server's data directory (the list is `<data>/revoked.json`).
     #[arg(long, env = "CONCORD_DATA", default_value = "concord-data")]
     data: std::path::PathBuf,
+    /// The cluster's PostgreSQL URL: revoke there (every node applies it within a second).
+    #[arg(long, env = "CONCORD_DATABASE_URL", hide_env_values = true)]
+    database: Option<DatabaseUrl>,
     /// Token id to revoke (printed by `token create`).
     #[arg(long = "id", required_unless_present = "principal")]
     ids: Vec<String>,
@@ -63,6 +67,9 @@ struct TokenArgs {
     /// Key file (overrides `--data`).
     #[arg(long, env = "CONCORD_AUTH_KEYS")]
     keys: Option<std::path::PathBuf>,
+    /// The cluster's PostgreSQL URL: sign with the cluster's key, kept there.
+    #[arg(long, env = "CONCORD_DATABASE_URL", hide_env_values = true)]
+    database: Option<DatabaseUrl>,
     /// Principal the token identifies.
     #[arg(long, default_value = "cli")]
     principal: String,
@@ -135,7 +142,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let region = config.region.clone();
     let running = server::start(config).await.context("starting the server")?;
     let addr = running.addr;
-    tracing::info!(%addr, data = %data.display(), %region, "listening");
+    match &running.cluster {
+        Some(c) => tracing::info!(%addr, node = %c.node, %region, "listening (cluster node)"),
+        None => tracing::info!(%addr, data = %data.display(), %region, "listening"),
+    }
     say(&format!(
         "concord listening on http://{addr} (WebSocket: ws://{addr}/sync)"
     ));
@@ -174,15 +184,29 @@ fn print_dev_token(running: &server::Running) {
     }
 }
 
-fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+/// The cluster's database, for the token commands (same timeouts as a node's defaults).
+async fn database(url: &DatabaseUrl) -> anyhow::Result<concord::storage::PostgresStorage> {
+    let config = ServeConfig::default();
+    let pg = cluster::postgres_config(&config, url, "concord-cli");
+    Ok(cluster::open(pg).await?)
+}
+
+async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     let args = match cmd {
         TokenCommand::Create(args) => args,
         TokenCommand::Revoke(r) => {
-            let path = auth::default_revocation_file(&r.data);
-            auth::Revocations::update(&path, |list| {
+            let revoke = |list: &mut auth::Revocations| {
                 list.tokens.extend(r.ids.iter().cloned());
                 list.principals.extend(r.principal.iter().cloned());
-            })?;
+            };
+            if let Some(url) = &r.database {
+                let db = database(url).await?;
+                cluster::auth::update_revocations(db.pool(), revoke).await?;
+                eprintln!("revoked; the cluster's nodes apply it within a second");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let path = auth::default_revocation_file(&r.data);
+            auth::Revocations::update(&path, revoke)?;
             eprintln!(
                 "revoked; servers on {} apply it within a second",
                 r.data.display()
@@ -190,10 +214,19 @@ fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let path = args
-        .keys
-        .unwrap_or_else(|| auth::default_key_file(&args.data));
-    let ring = KeyRing::load_or_create(&path)?;
+    let ring = match &args.database {
+        Some(url) => {
+            let db = database(url).await?;
+            cluster::auth::load_or_create_keys(db.pool()).await?
+        }
+        None => {
+            let path = args
+                .keys
+                .clone()
+                .unwrap_or_else(|| auth::default_key_file(&args.data));
+            KeyRing::load_or_create(&path)?
+        }
+    };
     let docs = if args.docs.is_empty() {
         None
     } else {
@@ -227,7 +260,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
-        Command::Token(cmd) => token(cmd),
+        Command::Token(cmd) => token(cmd).await,
         Command::Doc(args) => {
             init_logs_with(LogFormat::Text, "warn");
             concord_server::doc::run(args).await

@@ -1,5 +1,9 @@
-//! Helpers shared by the multi-process tests: spawning the helper binaries and reading their lines.
+//! Helpers shared by the multi-process tests: spawning the helper binaries and reading their lines,
+//! and a throwaway PostgreSQL server ([`pg::TempPostgres`]).
 #![allow(clippy::expect_used, clippy::panic)]
+
+pub mod pg;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -192,10 +192,7 @@ impl Shared {
         let Some(shard) = self.shards.get(usize::from(index)) else {
             return false;
         };
-        let _order = shard
-            .dispatching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _order = shard.dispatching.lock().unwrap_or_else(|p| p.into_inner());
         let effects: Vec<Effect> = {
             let mut core = shard.lock(self.now());
             std::iter::from_fn(|| core.poll_effect()).collect()

@@ -199,7 +199,11 @@ impl DocHandle {
         let heads = self.heads()?;
         let mut progress = self.shared.progress.subscribe();
         let check = || -> Result<crate::core::DurabilityReport, RepoError> {
-            Ok(self.shared.lock_doc(&self.doc).1.durability(&self.doc, &heads))
+            Ok(self
+                .shared
+                .lock_doc(&self.doc)
+                .1
+                .durability(&self.doc, &heads))
         };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

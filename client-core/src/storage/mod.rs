@@ -9,9 +9,14 @@
 //!
 //! Every operation returns `Result`; an `Ok` means the write is committed (see each backend's docs
 //! for what "committed" survives). [`conformance::run`] is the suite every backend must pass.
+//!
+//! Backends: [`MemoryStorage`], SQLite (feature `sqlite`, one process) and PostgreSQL (feature
+//! `postgres`, [`postgres`]: several processes sharing one database, and their cluster bus).
 
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -22,6 +27,8 @@ use sha2::{Digest, Sha256};
 use crate::id::{DocumentId, StorageId};
 
 pub use memory::MemoryStorage;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresConfig, PostgresStorage};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteConfig, SqliteStorage, Synchronous};
 

@@ -68,17 +68,7 @@ impl KeyRing {
     /// Loads the key file, creating it with a fresh HMAC key (mode 0600) when missing.
     pub fn load_or_create(path: &Path) -> Result<Self, AuthError> {
         if !path.exists() {
-            let secret: [u8; 32] = rand::rng().random();
-            let file = KeyFile {
-                keys: vec![KeyEntry {
-                    kid: format!("k{}", hex_short(&secret)),
-                    alg: "HS256".into(),
-                    secret: Some(B64.encode(secret)),
-                    public_pem: None,
-                    private_pem: None,
-                }],
-            };
-            let text = serde_json::to_string_pretty(&file).map_err(|e| bad(path, e))?;
+            let text = Self::fresh_key_file().map_err(|e| bad(path, e))?;
             match write_private(path, &text) {
                 Ok(()) => tracing::warn!(path = %path.display(), "created a new token signing key"),
                 // Another process created it first: use theirs.
@@ -89,10 +79,32 @@ impl KeyRing {
         Self::load(path)
     }
 
+    /// The text of a key file holding one fresh HMAC key.
+    pub fn fresh_key_file() -> Result<String, serde_json::Error> {
+        let secret: [u8; 32] = rand::rng().random();
+        let file = KeyFile {
+            keys: vec![KeyEntry {
+                kid: format!("k{}", hex_short(&secret)),
+                alg: "HS256".into(),
+                secret: Some(B64.encode(secret)),
+                public_pem: None,
+                private_pem: None,
+            }],
+        };
+        serde_json::to_string_pretty(&file)
+    }
+
     /// Loads the key file.
     pub fn load(path: &Path) -> Result<Self, AuthError> {
         let text = std::fs::read_to_string(path).map_err(|e| bad(path, e))?;
-        let file: KeyFile = serde_json::from_str(&text).map_err(|e| bad(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Reads keys in the key file format from `text` (`origin` names where it came from, in
+    /// errors).
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, AuthError> {
+        let path = origin;
+        let file: KeyFile = serde_json::from_str(text).map_err(|e| bad(path, e))?;
         let mut ring = Self::default();
         for k in file.keys {
             let key = match k.alg.as_str() {

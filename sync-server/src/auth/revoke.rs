@@ -31,10 +31,15 @@ impl Revocations {
     /// Loads the file; a missing file means nothing is revoked.
     pub fn load(path: &Path) -> Result<Self, AuthError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| bad(path, e)),
+            Ok(text) => Self::parse(&text, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(bad(path, e)),
         }
+    }
+
+    /// Reads the file format from `text` (`origin` names where it came from, in errors).
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, AuthError> {
+        serde_json::from_str(text).map_err(|e| bad(origin, e))
     }
 
     /// Adds to the file (written, mode 0600, to a temporary file and renamed, so readers never

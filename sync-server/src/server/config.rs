@@ -131,6 +131,25 @@ pub struct ServeArgs {
     /// Seconds between anti-entropy digests on a region link [default: 30].
     #[arg(long, env = "CONCORD_ANTI_ENTROPY_SECS")]
     pub anti_entropy_secs: Option<u64>,
+    /// PostgreSQL URL (`postgres://user:password@host:port/db?sslmode=...`): store documents,
+    /// token keys and revocations there, and form a cluster with every node using the same
+    /// database. Without it, documents live in SQLite under --data. Prefer the environment
+    /// variable (the URL may hold a password).
+    #[arg(long, env = "CONCORD_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<DatabaseUrl>,
+    /// This node's id in the cluster, unique among its nodes (letters, digits, `.`, `_`, `-`,
+    /// `:`) [default: <hostname>-<random>].
+    #[arg(long, env = "CONCORD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// PostgreSQL connections this node keeps at most [default: 10].
+    #[arg(long, env = "CONCORD_DATABASE_POOL")]
+    pub database_pool: Option<u32>,
+    /// Seconds a PostgreSQL statement may run (or wait for a lock) [default: 30].
+    #[arg(long, env = "CONCORD_DATABASE_STATEMENT_TIMEOUT_SECS")]
+    pub database_statement_timeout_secs: Option<u64>,
+    /// Seconds to open a PostgreSQL connection or wait for a pooled one [default: 10].
+    #[arg(long, env = "CONCORD_DATABASE_CONNECT_TIMEOUT_SECS")]
+    pub database_connect_timeout_secs: Option<u64>,
     /// Lifetime of the region tokens this server mints, and the longest it accepts (plus 60 s of
     /// clock skew); a region link is closed when its token expires and redialled with a fresh
     /// one [default: 3600].
@@ -170,6 +189,25 @@ pub struct ServeArgs {
     pub dev: bool,
 }
 
+/// A database URL; its password never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&concord::storage::postgres::redact(&self.0))
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// The same settings as they appear in the TOML file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +237,11 @@ struct FileConfig {
     peers: Option<Vec<String>>,
     peer_secret: Option<String>,
     anti_entropy_secs: Option<u64>,
+    database: Option<DatabaseUrl>,
+    node_id: Option<String>,
+    database_pool: Option<u32>,
+    database_statement_timeout_secs: Option<u64>,
+    database_connect_timeout_secs: Option<u64>,
     region_token_ttl_secs: Option<u64>,
     admin_bind: Option<SocketAddr>,
     header_read_timeout_secs: Option<u64>,
@@ -264,6 +307,16 @@ pub struct ServeConfig {
     pub anti_entropy_secs: u64,
     /// Per-principal quotas.
     pub quotas: concord::core::Quotas,
+    /// PostgreSQL (cluster mode) instead of SQLite under `data`.
+    pub database: Option<DatabaseUrl>,
+    /// This node's id (`None`: derived from the host name at start).
+    pub node_id: Option<String>,
+    /// PostgreSQL pool size.
+    pub database_pool: u32,
+    /// PostgreSQL statement timeout, seconds.
+    pub database_statement_timeout_secs: u64,
+    /// PostgreSQL connect (and pool acquire) timeout, seconds.
+    pub database_connect_timeout_secs: u64,
     /// Region token lifetime (minted, and longest accepted), seconds.
     pub region_token_ttl_secs: u64,
     /// Separate admin listener (`None`: the admin API is on the main listener).
@@ -307,6 +360,11 @@ impl Default for ServeConfig {
             peer_secret: None,
             anti_entropy_secs: 30,
             quotas: concord::core::Quotas::default(),
+            database: None,
+            node_id: None,
+            database_pool: 10,
+            database_statement_timeout_secs: 30,
+            database_connect_timeout_secs: 10,
             region_token_ttl_secs: 3600,
             admin_bind: None,
             header_read_timeout_secs: 10,
@@ -387,6 +445,11 @@ impl ServeConfig {
             quotas: args
                 .quotas
                 .resolve(&file.quotas, pick!(max_decompressed_bytes))?,
+            database: args.database.clone().or(file.database.clone()),
+            node_id: args.node_id.clone().or(file.node_id.clone()),
+            database_pool: pick!(database_pool),
+            database_statement_timeout_secs: pick!(database_statement_timeout_secs),
+            database_connect_timeout_secs: pick!(database_connect_timeout_secs),
             region_token_ttl_secs: pick!(region_token_ttl_secs),
             admin_bind: args.admin_bind.or(file.admin_bind),
             header_read_timeout_secs: pick!(header_read_timeout_secs),
@@ -395,6 +458,19 @@ impl ServeConfig {
             allow_insecure_data_dir: args.allow_insecure_data_dir
                 || file.allow_insecure_data_dir.unwrap_or(false),
         };
+        if let Some(node) = &c.node_id {
+            concord::storage::postgres::validate_node_id(node)
+                .map_err(|e| ConfigError::Invalid("node_id", e.to_string()))?;
+        }
+        if c.database_pool == 0
+            || c.database_statement_timeout_secs == 0
+            || c.database_connect_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "database_pool/database_statement_timeout_secs/database_connect_timeout_secs",
+                "must be greater than zero".into(),
+            ));
+        }
         if !c.peers.is_empty() && c.peer_secret.is_none() {
             return Err(ConfigError::Invalid(
                 "peers",
@@ -513,6 +589,36 @@ mod tests {
         assert_eq!(c.region, "us");
         assert_eq!(c.max_resident, 5);
         assert_eq!(c.bind.port(), 4000);
+    }
+
+    #[test]
+    fn database_settings_come_from_the_file_and_never_show_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "database = \"postgres://u:secret@db/concord\"\nnode_id = \"eu-1\"\ndatabase_pool = 4\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            c.database.as_ref().unwrap().0,
+            "postgres://u:secret@db/concord"
+        );
+        assert_eq!((c.node_id.as_deref(), c.database_pool), (Some("eu-1"), 4));
+        assert!(!format!("{c:?}").contains(":secret@"), "{c:?}");
+        let bad_node = ServeArgs {
+            node_id: Some("has space".into()),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(&bad_node),
+            Err(ConfigError::Invalid("node_id", _))
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Concord sync server: the engine's core behind an axum WebSocket endpoint, with SQLite
-//! storage, eviction of idle documents, metrics, a read-only admin API and graceful shutdown.
+//! storage (or PostgreSQL shared by the nodes of a cluster, see [`crate::cluster`]), eviction of
+//! idle documents, metrics, a read-only admin API and graceful shutdown.
 //!
 //! Endpoints: `GET /sync` (WebSocket, automerge-repo protocol v1; `/` is accepted too, as
 //! automerge-repo clients often dial the bare host), `GET /healthz`, `GET /metrics`,
@@ -8,6 +9,7 @@
 //! main listener answers 404 under `/admin/`.
 
 mod admission;
+mod backend;
 pub mod config;
 mod datadir;
 mod door_metrics;
@@ -24,13 +26,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use concord::core::{DeferApply, GrantPolicy, Housekeeping, Limits, RegionConfig};
-use concord::storage::{SqliteConfig, SqliteStorage, StorageError};
+use concord::storage::StorageError;
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
-use metrics::{InstrumentedStorage, Metrics};
+pub use backend::ClusterNode;
+pub use config::{ConfigError, DatabaseUrl, LogFormat, ServeArgs, ServeConfig};
+use metrics::Metrics;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,9 @@ pub enum ServerError {
     /// Storage failed to open.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Cluster mode (PostgreSQL) failed to start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The token keys are unusable.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -101,6 +107,8 @@ pub struct Running {
     pub repo: Repo,
     /// Token keys (to mint tokens for tests and the development token).
     pub keys: Arc<crate::auth::KeyRing>,
+    /// Cluster mode: this node's id, database and bus.
+    pub cluster: Option<Arc<ClusterNode>>,
     state: AppState,
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
@@ -144,18 +152,19 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError
 
 /// Opens storage, starts the engine and binds the listener.
 pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
-    datadir::prepare(&config.data, config.allow_insecure_data_dir)?;
     listen::raise_fd_limit();
-    let keys = crate::auth::KeyRing::load_or_create(&config.auth_keys)?;
     if config.insecure_no_auth {
         tracing::warn!(
             "INSECURE: --insecure-no-auth accepts peers without a token, with full access; never use it in production"
         );
     }
-    tracing::info!(kids = ?keys.kids(), file = %config.auth_keys.display(), "token keys loaded");
     let (metrics, slot) = Metrics::new();
-    let sqlite = SqliteStorage::open(SqliteConfig::new(config.data.join("concord.db"))).await?;
-    let storage = Arc::new(InstrumentedStorage::new(sqlite, metrics.clone()));
+    let opened = match &config.database {
+        Some(url) => backend::open_postgres(&config, url, &metrics).await?,
+        None => backend::open_sqlite(&config, &metrics).await?,
+    };
+    let (storage, keys) = (opened.storage, opened.keys);
+    let cluster = opened.cluster.map(Arc::new);
     let nonce = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -223,11 +232,23 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         None => (None, None),
     };
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let revoked = watch_revocations(
-        crate::auth::default_revocation_file(&config.data),
+    let revoked = backend::revocations(
+        &config,
+        cluster.as_deref(),
         shutdown.clone(),
         metrics.clone(),
-    )?;
+    )
+    .await?;
+    if let Some(c) = &cluster {
+        let me = crate::cluster::registry::Registration::register(
+            c.storage.pool().clone(),
+            &c.node,
+            &config.region,
+            &addr.to_string(),
+        )
+        .await?;
+        *c.registration.lock().await = Some(me);
+    }
     let state = AppState {
         repo: repo.clone(),
         metrics,
@@ -243,6 +264,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         admin_addr,
         repo,
         keys,
+        cluster,
         state,
         listener,
         admin_listener,
@@ -253,63 +275,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
 /// A URL without its query string (which may carry a token), for logs.
 pub(crate) fn redact(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
-}
-
-/// Loads the revocation file and reloads it every second until shutdown. A reload that fails
-/// keeps the previous list in force and is loud: an error log when it starts failing (and every
-/// minute while it keeps failing), and `concord_revocation_reload_errors_total`.
-fn watch_revocations(
-    path: std::path::PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-    metrics: Arc<Metrics>,
-) -> Result<watch::Receiver<Arc<crate::auth::Revocations>>, ServerError> {
-    const REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
-    let initial = crate::auth::Revocations::load(&path)?;
-    let (tx, rx) = watch::channel(Arc::new(initial));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        let mut failing_since: Option<tokio::time::Instant> = None;
-        let mut last_error_log: Option<tokio::time::Instant> = None;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            match crate::auth::Revocations::load(&path) {
-                Ok(r) => {
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!(
-                            failed_for = ?since.elapsed(),
-                            "the revocation file is readable again"
-                        );
-                        last_error_log = None;
-                    }
-                    if *tx.borrow().as_ref() != r {
-                        tracing::info!(
-                            tokens = r.tokens.len(),
-                            principals = r.principals.len(),
-                            "revocations reloaded"
-                        );
-                        let _ = tx.send(Arc::new(r));
-                    }
-                }
-                Err(e) => {
-                    metrics.doors.revocation_reload_errors.inc();
-                    let now = tokio::time::Instant::now();
-                    let since = *failing_since.get_or_insert(now);
-                    if last_error_log.is_none_or(|t| now.duration_since(t) >= REPEAT) {
-                        tracing::error!(
-                            error = %e,
-                            failing_for = ?now.duration_since(since),
-                            "cannot reload the revocation file: tokens revoked since the last good read are still accepted"
-                        );
-                        last_error_log = Some(now);
-                    }
-                }
-            }
-        }
-    });
-    Ok(rx)
 }
 
 impl Running {
@@ -325,6 +290,7 @@ impl Running {
             repo,
             state,
             keys: _,
+            cluster,
             listener,
             admin_listener,
             shutdown_tx,
@@ -363,6 +329,11 @@ impl Running {
             let _ = a.await;
         }
         repo.shutdown().await;
+        if let Some(c) = cluster {
+            if let Some(me) = c.registration.lock().await.take() {
+                me.deregister().await;
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     }
