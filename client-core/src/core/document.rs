@@ -9,9 +9,9 @@ use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{Automerge, ChangeHash};
 
 use super::ingest::{Staged, receive_batch, receive_deferred};
-use super::quota::Charge;
 use super::lazy::LazyDoc;
 use super::load::{Built, build_doc};
+use super::quota::Charge;
 use super::{
     Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp, StorageReply,
     Ticket,
@@ -94,6 +94,13 @@ pub(super) struct DocEntry {
     pub(super) pins: usize,
     /// Changes accepted whose dependencies were missing (an upper bound of Automerge's queue).
     pub(super) queued_orphans: usize,
+    /// Another node committed chunks we have not read (keys; empty: re-read all): see
+    /// `cluster.rs`.
+    pub(super) external_stale: Option<Vec<ChunkKey>>,
+    /// A read of other nodes' chunks is in flight.
+    pub(super) external_reading: bool,
+    /// Loaded because another node committed to it: push it to the region links once loaded.
+    pub(super) external_links: bool,
 }
 
 impl DocEntry {
@@ -116,6 +123,9 @@ impl DocEntry {
             last_used: now,
             pins: 0,
             queued_orphans: 0,
+            external_stale: None,
+            external_reading: false,
+            external_links: false,
         }
     }
 
@@ -154,6 +164,7 @@ impl DocEntry {
         self.pins == 0
             && self.inbox.is_empty()
             && !self.compacting
+            && !self.external_reading
             && self.pending_tickets.is_empty()
             && self.find_waiters.is_empty()
             && !self.has_waiting_requesters()
@@ -711,6 +722,7 @@ impl Core {
             }
         }
         self.pump(now, doc);
+        self.settle_external(now, doc);
     }
 
     pub(super) fn on_loaded(
@@ -760,6 +772,7 @@ impl Core {
                 }
                 self.pump(now, doc);
                 self.check_availability(doc);
+                self.settle_external(now, doc);
             }
             Err(reason) => {
                 entry.state = DocState::Failed(reason.clone());

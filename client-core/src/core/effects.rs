@@ -26,6 +26,15 @@ pub enum StorageOp {
         /// The document.
         doc: DocumentId,
     },
+    /// Load the chunks of a document with these keys (empty: every chunk; keys compacted away
+    /// meanwhile are missing from the answer). Reply: [`StorageReply::Loaded`], without sync
+    /// states.
+    LoadChunks {
+        /// The document.
+        doc: DocumentId,
+        /// The chunk keys.
+        keys: Vec<ChunkKey>,
+    },
     /// Append an incremental chunk. Reply: [`StorageReply::Done`].
     Append {
         /// The document.
@@ -68,6 +77,7 @@ pub enum StorageOp {
 /// What a [`StorageOp`] does to storage.
 enum Access<'a> {
     Load(&'a DocumentId),
+    LoadChunks(&'a DocumentId, &'a [ChunkKey]),
     Write(WriteOp<'a>),
 }
 
@@ -89,6 +99,7 @@ impl StorageOp {
     fn access(&self) -> Access<'_> {
         Access::Write(match self {
             Self::Load { doc } => return Access::Load(doc),
+            Self::LoadChunks { doc, keys } => return Access::LoadChunks(doc, keys),
             Self::Append { doc, key, bytes } => WriteOp::Append {
                 doc,
                 key: *key,
@@ -114,7 +125,7 @@ impl StorageOp {
     pub fn as_write(&self) -> Option<WriteOp<'_>> {
         match self.access() {
             Access::Write(write) => Some(write),
-            Access::Load(_) => None,
+            Access::Load(_) | Access::LoadChunks(..) => None,
         }
     }
 
@@ -125,6 +136,9 @@ impl StorageOp {
     ) -> Result<StorageReply, StorageError> {
         match self.access() {
             Access::Load(doc) => disk.load_sync(doc).map(StorageReply::Loaded),
+            Access::LoadChunks(doc, keys) => disk
+                .load_sync(doc)
+                .map(|s| StorageReply::Loaded(crate::storage::only_chunks(s, keys))),
             Access::Write(write) => disk.write_batch_sync(&[write]).map(|()| StorageReply::Done),
         }
     }
@@ -137,6 +151,12 @@ impl StorageOp {
     async fn run_alone(&self, storage: &dyn Storage) -> Result<StorageReply, StorageError> {
         match self.access() {
             Access::Load(doc) => storage.load(doc).await.map(StorageReply::Loaded),
+            Access::LoadChunks(doc, keys) => storage.load_chunks(doc, keys).await.map(|chunks| {
+                StorageReply::Loaded(StoredDocument {
+                    chunks,
+                    sync_states: Vec::new(),
+                })
+            }),
             Access::Write(write) => write
                 .write_alone(storage)
                 .await
@@ -216,6 +236,7 @@ impl StorageOp {
     pub fn doc(&self) -> DocumentId {
         match self {
             Self::Load { doc }
+            | Self::LoadChunks { doc, .. }
             | Self::Append { doc, .. }
             | Self::Compact { doc, .. }
             | Self::PutSyncState { doc, .. }

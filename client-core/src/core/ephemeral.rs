@@ -102,7 +102,11 @@ impl Core {
     /// True (and remembered) when a relayed message is newer than any seen from its sender.
     fn fresh_relayed(&mut self, from: &PeerId, session_id: &str, count: u64) -> bool {
         let key = (from.clone(), session_id.to_owned());
-        if self.ephemeral_seen.get(&key).is_some_and(|last| *last >= count) {
+        if self
+            .ephemeral_seen
+            .get(&key)
+            .is_some_and(|last| *last >= count)
+        {
             return false;
         }
         if self.ephemeral_seen.len() >= RELAYED_SESSIONS_KEPT {
@@ -122,15 +126,19 @@ impl Core {
         count: u64,
         len: usize,
     ) -> bool {
-        let quotas = self
-            .config
-            .budgets
-            .as_ref()
-            .map(|b| (b.limits().ephemeral_burst, b.limits().ephemeral_bytes_per_sec));
+        let quotas = self.config.budgets.as_ref().map(|b| {
+            (
+                b.limits().ephemeral_burst,
+                b.limits().ephemeral_bytes_per_sec,
+            )
+        });
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if c.ephemeral_seen.get(session_id).is_some_and(|last| *last >= count) {
+        if c.ephemeral_seen
+            .get(session_id)
+            .is_some_and(|last| *last >= count)
+        {
             return false;
         }
         if let Some((burst, per_sec)) = quotas {

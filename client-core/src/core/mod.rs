@@ -75,6 +75,7 @@
 mod access;
 mod auth;
 mod availability;
+mod cluster;
 mod config;
 mod connection;
 mod document;
@@ -179,6 +180,10 @@ enum PendingOp {
         covered: Vec<ChunkKey>,
     },
     SyncState,
+    /// Reading chunks another node committed (`asked`: their keys; empty: all).
+    External {
+        asked: Vec<ChunkKey>,
+    },
 }
 
 /// Effects queue and bookkeeping shared by the connection and document halves of the core.
@@ -335,6 +340,9 @@ impl Core {
                 remote,
             } => self.on_committed(now, doc, heads, key, tickets, remote, result),
             PendingOp::Compact { key, covered } => self.on_compacted(doc, key, covered, result),
+            PendingOp::External { asked } => {
+                let _ = self.guarded(now, doc, |c| c.on_external_read(now, doc, asked, result));
+            }
             PendingOp::SyncState => {
                 if let Err(e) = result {
                     self.out.event(Event::StorageFailed {
@@ -354,6 +362,15 @@ impl Core {
             budgets.prune(now);
         }
         self.expire_handshakes(now);
+        let stale: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, e)| e.external_stale.is_some())
+            .map(|(d, _)| *d)
+            .collect();
+        for doc in stale {
+            self.read_external(doc);
+        }
         self.flush_idle(now);
         self.evict(now);
         self.region_tick(now);

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(super) outgoing_queue: usize,
     pub(super) max_message_bytes: usize,
     pub(super) storage_idle: watch::Sender<bool>,
+    /// Publishing to the other nodes of a cluster.
+    cluster: Option<super::cluster::ClusterLink>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -68,6 +70,7 @@ impl Shared {
         storage: Arc<dyn Storage>,
         outgoing_queue: usize,
         max_message_bytes: usize,
+        cluster: Option<super::cluster::ClusterLink>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Tagged>) {
         let (storage_tx, storage_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Self {
@@ -85,6 +88,7 @@ impl Shared {
             outgoing_queue,
             max_message_bytes,
             storage_idle: watch::channel(true).0,
+            cluster,
         });
         (shared, storage_rx)
     }
@@ -282,9 +286,20 @@ impl Shared {
                 doc,
                 from,
                 session_id,
+                count,
                 data,
-                ..
+                from_cluster,
             } => {
+                if let Some(link) = self.cluster.as_ref().filter(|_| !from_cluster) {
+                    link.publish(super::BusNotice::Ephemeral {
+                        node: link.node_id.clone(),
+                        doc,
+                        sender: from.clone(),
+                        session_id: session_id.clone(),
+                        count,
+                        data: data.clone(),
+                    });
+                }
                 self.doc_event(
                     doc,
                     DocEvent::Ephemeral {
@@ -306,13 +321,12 @@ impl Shared {
                     storage_id: metadata.storage_id,
                 });
             }
-            Event::PeerDisconnected { conn, peer_id } => {
-                if shard == 0 {
-                    tracing::info!(%conn, ?peer_id, "peer disconnected");
-                    let _ = self
-                        .events
-                        .send(RepoEvent::PeerDisconnected { conn, peer_id });
-                }
+            // Every shard forgets the connection; the primary reports it.
+            Event::PeerDisconnected { conn, peer_id } if shard == 0 => {
+                tracing::info!(%conn, ?peer_id, "peer disconnected");
+                let _ = self
+                    .events
+                    .send(RepoEvent::PeerDisconnected { conn, peer_id });
             }
             Event::Protocol { conn, error } => {
                 tracing::warn!(%conn, %error, "protocol error");
@@ -387,6 +401,7 @@ pub(super) async fn run_driver(shared: Arc<Shared>, index: u16, tick: Duration) 
 fn op_name(op: &StorageOp) -> &'static str {
     match op {
         StorageOp::Load { .. } => "load",
+        StorageOp::LoadChunks { .. } => "load_chunks",
         StorageOp::Append { .. } => "append",
         StorageOp::Compact { .. } => "compact",
         StorageOp::PutSyncState { .. } => "put_sync_state",
@@ -416,7 +431,26 @@ pub(super) async fn run_storage(shared: Arc<Shared>, mut rx: mpsc::UnboundedRece
         for (id, op) in ids.iter().zip(&ops) {
             tracing::trace!(?id, doc = %op.doc(), op = op_name(op), "storage op");
         }
+        // Appends to announce to the other nodes of a cluster once they committed.
+        let appended: Vec<Option<(DocumentId, crate::storage::ChunkKey)>> = ops
+            .iter()
+            .map(|op| match op {
+                StorageOp::Append { doc, key, .. } => Some((*doc, *key)),
+                _ => None,
+            })
+            .collect();
         let results = StorageOp::run_batch_async(ops, shared.storage.as_ref()).await;
+        if let Some(link) = shared.cluster.as_ref().filter(|l| l.publish_commits) {
+            for (append, result) in appended.iter().zip(&results) {
+                if let (Some((doc, key)), Ok(_)) = (append, result) {
+                    link.publish(super::BusNotice::Committed {
+                        node: link.node_id.clone(),
+                        doc: *doc,
+                        keys: vec![*key],
+                    });
+                }
+            }
+        }
         tracing::trace!(
             ops = ids.len(),
             failed = results.iter().filter(|r| r.is_err()).count(),

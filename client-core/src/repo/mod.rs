@@ -16,6 +16,7 @@
 //! ```
 
 mod bus;
+mod cluster;
 mod driver;
 mod error;
 mod handle;
@@ -32,6 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use bus::{BusError, BusEvent, BusNotice, ClusterBus};
+pub use cluster::ClusterConfig;
 pub use error::RepoError;
 pub use handle::DocHandle;
 pub use transport::Backoff;
@@ -144,6 +146,9 @@ pub struct RepoConfig {
     /// Per-principal quotas charged to authenticated inbound clients (servers; see
     /// [`crate::core::Quotas`]). `None`: nothing is charged.
     pub quotas: Option<crate::core::Quotas>,
+    /// Makes this repo one node of a cluster sharing its storage with other nodes (see
+    /// [`ClusterConfig`]). `None`: a standalone replica.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Supplies a fresh bearer token for each connection attempt (e.g. a short-lived region token).
@@ -165,6 +170,7 @@ impl Default for RepoConfig {
             defer_apply: None,
             shards: 1,
             quotas: None,
+            cluster: None,
         }
     }
 }
@@ -265,16 +271,31 @@ impl Repo {
                 core.load(0, doc);
             }
         }
+        let (link, publisher) = match &config.cluster {
+            Some(c) => {
+                let (link, task) = cluster::start(c);
+                (Some(link), Some(task))
+            }
+            None => (None, None),
+        };
         let (shared, storage_rx) = Shared::new(
             cores,
             storage,
             config.outgoing_queue,
             config.limits.max_message_bytes,
+            link,
         );
         let mut tasks = vec![tokio::spawn(driver::run_storage(
             shared.clone(),
             storage_rx,
         ))];
+        tasks.extend(publisher);
+        if let Some(c) = &config.cluster {
+            tasks.push(tokio::spawn(cluster::run_subscriber(
+                shared.clone(),
+                c.bus.clone(),
+            )));
+        }
         for index in 0..count {
             tasks.push(tokio::spawn(driver::run_driver(
                 shared.clone(),

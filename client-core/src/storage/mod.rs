@@ -78,6 +78,19 @@ pub struct StoredDocument {
     pub sync_states: Vec<(StorageId, Vec<u8>)>,
 }
 
+/// `stored` without its sync states, with only the chunks whose key is in `keys` (all of them
+/// when `keys` is empty).
+pub fn only_chunks(stored: StoredDocument, keys: &[ChunkKey]) -> StoredDocument {
+    StoredDocument {
+        chunks: stored
+            .chunks
+            .into_iter()
+            .filter(|c| keys.is_empty() || keys.contains(&c.key))
+            .collect(),
+        sync_states: Vec::new(),
+    }
+}
+
 impl StoredDocument {
     /// True when nothing is stored for the document.
     pub fn is_empty(&self) -> bool {
@@ -257,6 +270,12 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
             op.write_alone(self).await?;
         }
         Ok(())
+    }
+    /// The chunks of `doc` with these keys, in storage order (empty `keys`: every chunk). Keys
+    /// no longer stored (compacted meanwhile) are simply missing. Backends that can select by
+    /// key override it; the default loads everything and filters.
+    async fn load_chunks(&self, doc: &DocumentId, keys: &[ChunkKey]) -> StorageResult<Vec<Chunk>> {
+        Ok(only_chunks(self.load(doc).await?, keys).chunks)
     }
     /// Every document's last recorded heads (`None`: this backend keeps no heads index, and the
     /// caller must load documents to learn them). [`Storage::delete`] removes a document's entry.

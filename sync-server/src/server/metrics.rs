@@ -252,6 +252,14 @@ impl<S: Storage> Storage for InstrumentedStorage<S> {
         self.inner.load(doc).await
     }
 
+    async fn load_chunks(
+        &self,
+        doc: &DocumentId,
+        keys: &[ChunkKey],
+    ) -> StorageResult<Vec<concord::storage::Chunk>> {
+        self.inner.load_chunks(doc, keys).await
+    }
+
     async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
         let t = Instant::now();
         let r = self.inner.append(doc, key, bytes).await;

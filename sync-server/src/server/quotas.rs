@@ -51,8 +51,14 @@ impl QuotaArgs {
     pub fn resolve(&self, file: &QuotaFile, max_decompressed: u64) -> Result<Quotas, ConfigError> {
         let d = Quotas::default();
         let q = Quotas {
-            ops_per_sec: self.quota_ops_per_sec.or(file.ops_per_sec).unwrap_or(d.ops_per_sec),
-            ops_burst: self.quota_ops_burst.or(file.ops_burst).unwrap_or(d.ops_burst),
+            ops_per_sec: self
+                .quota_ops_per_sec
+                .or(file.ops_per_sec)
+                .unwrap_or(d.ops_per_sec),
+            ops_burst: self
+                .quota_ops_burst
+                .or(file.ops_burst)
+                .unwrap_or(d.ops_burst),
             bytes_per_sec: self
                 .quota_bytes_per_sec
                 .or(file.bytes_per_sec)
@@ -103,7 +109,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_over_defaults() {
-        let file: QuotaFile = toml::from_str("docs_per_hour = 5\nsubscriptions = 7").unwrap_or_default();
+        let file: QuotaFile =
+            toml::from_str("docs_per_hour = 5\nsubscriptions = 7").unwrap_or_default();
         let args = QuotaArgs {
             quota_subscriptions: Some(9),
             ..QuotaArgs::default()

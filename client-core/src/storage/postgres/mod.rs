@@ -122,18 +122,6 @@ impl PostgresStorage {
         self.within("ping", read::ping(&self.pool)).await
     }
 
-    /// The chunks of `doc` among `keys` (snapshots first, then increments in insertion order).
-    /// A key that is missing was never stored or has been compacted away meanwhile: a caller that
-    /// needs it loads the whole document instead.
-    pub async fn load_chunks(
-        &self,
-        doc: &DocumentId,
-        keys: &[ChunkKey],
-    ) -> StorageResult<Vec<Chunk>> {
-        self.within("load_chunks", read::load_chunks(&self.pool, doc, keys))
-            .await
-    }
-
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -190,6 +178,14 @@ async fn check_connect(
 impl Storage for PostgresStorage {
     async fn load(&self, doc: &DocumentId) -> StorageResult<StoredDocument> {
         self.within("load", read::load(&self.pool, doc)).await
+    }
+
+    async fn load_chunks(&self, doc: &DocumentId, keys: &[ChunkKey]) -> StorageResult<Vec<Chunk>> {
+        if keys.is_empty() {
+            return self.load(doc).await.map(|s| s.chunks);
+        }
+        self.within("load_chunks", read::load_chunks(&self.pool, doc, keys))
+            .await
     }
 
     async fn append(&self, doc: &DocumentId, key: ChunkKey, bytes: &[u8]) -> StorageResult<()> {
