@@ -273,6 +273,7 @@ impl Shared {
                 from,
                 session_id,
                 data,
+                ..
             } => {
                 let value = crate::presence::decode(&data);
                 let payload = object(&[

@@ -72,6 +72,37 @@ pub enum StorageOp {
         /// 32 bytes per change hash.
         heads: Vec<u8>,
     },
+    /// Record a deletion tombstone. Reply: `Done`.
+    PutTombstone {
+        /// The document.
+        doc: DocumentId,
+        /// The tombstone, encoded.
+        record: Vec<u8>,
+    },
+    /// Forget a tombstone past its retention. Reply: `Done`.
+    RemoveTombstone {
+        /// The document.
+        doc: DocumentId,
+    },
+    /// Record who wrote changes. Reply: `Done`.
+    PutAuthors {
+        /// The document.
+        doc: DocumentId,
+        /// The authors.
+        authors: Vec<crate::storage::ChangeAuthor>,
+    },
+    /// Add a document to a principal's list. Reply: `Done`.
+    AddOwnedDoc {
+        /// The document.
+        doc: DocumentId,
+        /// The principal that created it.
+        principal: String,
+    },
+    /// Delete everything stored for a document but its tombstone. Reply: `Done`.
+    Delete {
+        /// The document.
+        doc: DocumentId,
+    },
 }
 
 /// What a [`StorageOp`] does to storage.
@@ -118,6 +149,11 @@ impl StorageOp {
             },
             Self::PutSyncState { doc, peer, state } => WriteOp::PutSyncState { doc, peer, state },
             Self::PutHeads { doc, heads } => WriteOp::PutHeads { doc, heads },
+            Self::PutTombstone { doc, record } => WriteOp::PutTombstone { doc, record },
+            Self::RemoveTombstone { doc } => WriteOp::RemoveTombstone { doc },
+            Self::PutAuthors { doc, authors } => WriteOp::PutAuthors { doc, authors },
+            Self::AddOwnedDoc { doc, principal } => WriteOp::AddOwnedDoc { doc, principal },
+            Self::Delete { doc } => WriteOp::Delete { doc },
         })
     }
 
@@ -240,7 +276,12 @@ impl StorageOp {
             | Self::Append { doc, .. }
             | Self::Compact { doc, .. }
             | Self::PutSyncState { doc, .. }
-            | Self::PutHeads { doc, .. } => *doc,
+            | Self::PutHeads { doc, .. }
+            | Self::PutTombstone { doc, .. }
+            | Self::RemoveTombstone { doc }
+            | Self::PutAuthors { doc, .. }
+            | Self::AddOwnedDoc { doc, .. }
+            | Self::Delete { doc } => *doc,
         }
     }
 }

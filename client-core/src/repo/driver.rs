@@ -406,6 +406,11 @@ fn op_name(op: &StorageOp) -> &'static str {
         StorageOp::Compact { .. } => "compact",
         StorageOp::PutSyncState { .. } => "put_sync_state",
         StorageOp::PutHeads { .. } => "put_heads",
+        StorageOp::PutTombstone { .. } => "put_tombstone",
+        StorageOp::RemoveTombstone { .. } => "remove_tombstone",
+        StorageOp::PutAuthors { .. } => "put_authors",
+        StorageOp::AddOwnedDoc { .. } => "add_owned_doc",
+        StorageOp::Delete { .. } => "delete",
         #[allow(unreachable_patterns)]
         _ => "other",
     }

@@ -307,6 +307,9 @@ async fn batches<S: Storage>(s: &S) {
         "the compaction runs after the append"
     );
     assert_eq!(sx.chunks[0].kind, ChunkKind::Snapshot);
+
+    // Records kept beside chunks.
+    super::conformance_records::run(s).await;
 }
 
 /// Checks that a batch with a failing write leaves nothing of the batch, that the storage works

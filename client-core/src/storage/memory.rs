@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument, WriteOp,
+    ChangeAuthor, Chunk, ChunkKey, ChunkKind, OwnedDoc, Storage, StorageError, StorageResult,
+    StoredDocument, WriteOp,
 };
 use crate::id::{DocumentId, StorageId};
 
@@ -20,6 +21,10 @@ struct Inner {
     docs: BTreeMap<DocumentId, DocData>,
     meta: HashMap<String, Vec<u8>>,
     heads: BTreeMap<DocumentId, Vec<u8>>,
+    tombstones: BTreeMap<DocumentId, Vec<u8>>,
+    authors: BTreeMap<DocumentId, Vec<ChangeAuthor>>,
+    /// (cursor, principal, document), in cursor order.
+    owned: Vec<(u64, String, DocumentId)>,
     fail_writes: bool,
     fail_docs: BTreeSet<DocumentId>,
 }
@@ -67,6 +72,32 @@ impl Inner {
             }
             WriteOp::PutHeads { doc, heads } => {
                 self.heads.insert(*doc, heads.to_vec());
+            }
+            WriteOp::PutTombstone { doc, record } => {
+                self.tombstones.insert(*doc, record.to_vec());
+            }
+            WriteOp::RemoveTombstone { doc } => {
+                self.tombstones.remove(doc);
+            }
+            WriteOp::PutAuthors { doc, authors } => {
+                let known = self.authors.entry(*doc).or_default();
+                for a in authors {
+                    if !known.iter().any(|k| k.hash == a.hash) {
+                        known.push(a.clone());
+                    }
+                }
+            }
+            WriteOp::AddOwnedDoc { doc, principal } => {
+                if !self.owned.iter().any(|(_, p, d)| p == principal && d == doc) {
+                    let cursor = self.owned.last().map_or(1, |(c, _, _)| c + 1);
+                    self.owned.push((cursor, principal.to_owned(), *doc));
+                }
+            }
+            WriteOp::Delete { doc } => {
+                self.docs.remove(doc);
+                self.heads.remove(doc);
+                self.authors.remove(doc);
+                self.owned.retain(|(_, _, d)| d != doc);
             }
         }
     }
@@ -258,10 +289,56 @@ impl Storage for MemoryStorage {
     }
 
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
-        let mut g = self.write("delete", Some(doc))?;
-        g.docs.remove(doc);
-        g.heads.remove(doc);
-        Ok(())
+        self.write_batch_sync(&[WriteOp::Delete { doc }])
+    }
+
+    async fn put_tombstone(&self, doc: &DocumentId, record: &[u8]) -> StorageResult<()> {
+        self.write_batch_sync(&[WriteOp::PutTombstone { doc, record }])
+    }
+
+    async fn remove_tombstone(&self, doc: &DocumentId) -> StorageResult<()> {
+        self.write_batch_sync(&[WriteOp::RemoveTombstone { doc }])
+    }
+
+    async fn tombstones(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        Ok(self
+            .lock()?
+            .tombstones
+            .iter()
+            .map(|(d, r)| (*d, r.clone()))
+            .collect())
+    }
+
+    async fn put_authors(&self, doc: &DocumentId, authors: &[ChangeAuthor]) -> StorageResult<()> {
+        self.write_batch_sync(&[WriteOp::PutAuthors { doc, authors }])
+    }
+
+    async fn authors(&self, doc: &DocumentId) -> StorageResult<Vec<ChangeAuthor>> {
+        Ok(self.lock()?.authors.get(doc).cloned().unwrap_or_default())
+    }
+
+    async fn add_owned_doc(&self, principal: &str, doc: &DocumentId) -> StorageResult<()> {
+        self.write_batch_sync(&[WriteOp::AddOwnedDoc { doc, principal }])
+    }
+
+    async fn owned_docs(
+        &self,
+        principal: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<OwnedDoc>> {
+        let after = after.unwrap_or(0);
+        Ok(self
+            .lock()?
+            .owned
+            .iter()
+            .filter(|(c, p, _)| p == principal && *c > after)
+            .take(limit)
+            .map(|(cursor, _, doc)| OwnedDoc {
+                cursor: *cursor,
+                doc: *doc,
+            })
+            .collect())
     }
 
     async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {

@@ -14,7 +14,9 @@
 //! `postgres`, [`postgres`]: several processes sharing one database, and their cluster bus).
 
 pub mod conformance;
+mod conformance_records;
 mod memory;
+mod records;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -27,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::id::{DocumentId, StorageId};
 
 pub use memory::MemoryStorage;
+pub use records::{ChangeAuthor, OwnedDoc};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresConfig, PostgresStorage};
 #[cfg(feature = "sqlite")]
@@ -116,6 +119,9 @@ pub enum StorageError {
     /// The storage was closed.
     #[error("storage is closed")]
     Closed,
+    /// This backend does not keep this kind of record.
+    #[error("this storage backend does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// Result of storage operations.
@@ -164,6 +170,37 @@ pub enum WriteOp<'a> {
         /// 32 bytes per change hash.
         heads: &'a [u8],
     },
+    /// [`Storage::put_tombstone`].
+    PutTombstone {
+        /// The document.
+        doc: &'a DocumentId,
+        /// The tombstone, as the core encodes it.
+        record: &'a [u8],
+    },
+    /// [`Storage::remove_tombstone`].
+    RemoveTombstone {
+        /// The document.
+        doc: &'a DocumentId,
+    },
+    /// [`Storage::put_authors`].
+    PutAuthors {
+        /// The document.
+        doc: &'a DocumentId,
+        /// Who wrote which change.
+        authors: &'a [ChangeAuthor],
+    },
+    /// [`Storage::add_owned_doc`].
+    AddOwnedDoc {
+        /// The document.
+        doc: &'a DocumentId,
+        /// The principal that created it.
+        principal: &'a str,
+    },
+    /// [`Storage::delete`].
+    Delete {
+        /// The document.
+        doc: &'a DocumentId,
+    },
 }
 
 impl WriteOp<'_> {
@@ -173,7 +210,12 @@ impl WriteOp<'_> {
             Self::Append { doc, .. }
             | Self::Compact { doc, .. }
             | Self::PutSyncState { doc, .. }
-            | Self::PutHeads { doc, .. } => doc,
+            | Self::PutHeads { doc, .. }
+            | Self::PutTombstone { doc, .. }
+            | Self::RemoveTombstone { doc }
+            | Self::PutAuthors { doc, .. }
+            | Self::AddOwnedDoc { doc, .. }
+            | Self::Delete { doc } => doc,
         }
     }
 
@@ -184,6 +226,11 @@ impl WriteOp<'_> {
             Self::Compact { .. } => "compact",
             Self::PutSyncState { .. } => "put_sync_state",
             Self::PutHeads { .. } => "put_heads",
+            Self::PutTombstone { .. } => "put_tombstone",
+            Self::RemoveTombstone { .. } => "remove_tombstone",
+            Self::PutAuthors { .. } => "put_authors",
+            Self::AddOwnedDoc { .. } => "add_owned_doc",
+            Self::Delete { .. } => "delete",
         }
     }
 
@@ -196,6 +243,10 @@ impl WriteOp<'_> {
             } => snapshot.len() + 32 * covered.len(),
             Self::PutSyncState { state, .. } => state.len(),
             Self::PutHeads { heads, .. } => heads.len(),
+            Self::PutTombstone { record, .. } => record.len(),
+            Self::PutAuthors { authors, .. } => authors.iter().map(|a| 40 + a.principal.len()).sum(),
+            Self::AddOwnedDoc { principal, .. } => principal.len() + 16,
+            Self::RemoveTombstone { .. } | Self::Delete { .. } => 16,
         }
     }
 
@@ -214,6 +265,11 @@ impl WriteOp<'_> {
                 storage.put_sync_state(doc, peer, state).await
             }
             Self::PutHeads { doc, heads } => storage.put_heads(doc, heads).await,
+            Self::PutTombstone { doc, record } => storage.put_tombstone(doc, record).await,
+            Self::RemoveTombstone { doc } => storage.remove_tombstone(doc).await,
+            Self::PutAuthors { doc, authors } => storage.put_authors(doc, authors).await,
+            Self::AddOwnedDoc { doc, principal } => storage.add_owned_doc(principal, doc).await,
+            Self::Delete { doc } => storage.delete(doc).await,
         }
     }
 }
@@ -247,7 +303,8 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
     ) -> StorageResult<()>;
     /// Every document with at least one chunk.
     async fn list(&self) -> StorageResult<Vec<DocumentId>>;
-    /// Deletes every chunk and sync state of `doc`.
+    /// Deletes everything stored for `doc`: chunks, sync states, its heads index entry, its
+    /// authors and its entries in owned-document lists (not its tombstone).
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()>;
     /// Reads a replica-level value (e.g. this replica's storage id).
     async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;
@@ -276,6 +333,45 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
     /// key override it; the default loads everything and filters.
     async fn load_chunks(&self, doc: &DocumentId, keys: &[ChunkKey]) -> StorageResult<Vec<Chunk>> {
         Ok(only_chunks(self.load(doc).await?, keys).chunks)
+    }
+    /// Records that `doc` was deleted (`record`: the tombstone as the core encodes it),
+    /// replacing an earlier tombstone. Backends that keep no tombstones refuse.
+    async fn put_tombstone(&self, _doc: &DocumentId, _record: &[u8]) -> StorageResult<()> {
+        Err(StorageError::Unsupported("tombstones"))
+    }
+    /// Forgets the tombstone of `doc` (once it is past its retention).
+    async fn remove_tombstone(&self, _doc: &DocumentId) -> StorageResult<()> {
+        Err(StorageError::Unsupported("tombstones"))
+    }
+    /// Every stored tombstone.
+    async fn tombstones(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+    /// Records who wrote changes of `doc` (a change already attributed keeps its first author).
+    async fn put_authors(&self, _doc: &DocumentId, _authors: &[ChangeAuthor]) -> StorageResult<()> {
+        Err(StorageError::Unsupported("change authors"))
+    }
+    /// Who wrote the changes of `doc`, where known.
+    async fn authors(&self, _doc: &DocumentId) -> StorageResult<Vec<ChangeAuthor>> {
+        Ok(Vec::new())
+    }
+    /// Adds `doc` to the documents `principal` created (no-op when listed already).
+    async fn add_owned_doc(&self, _principal: &str, _doc: &DocumentId) -> StorageResult<()> {
+        Err(StorageError::Unsupported("owned documents"))
+    }
+    /// The documents `principal` created, oldest first, after cursor `after`, at most `limit`.
+    async fn owned_docs(
+        &self,
+        _principal: &str,
+        _after: Option<u64>,
+        _limit: usize,
+    ) -> StorageResult<Vec<OwnedDoc>> {
+        Ok(Vec::new())
+    }
+    /// Deletes sync states not written since `before_ms` (Unix milliseconds); returns how many.
+    /// Backends that do not timestamp sync states keep them (0).
+    async fn expire_sync_states(&self, _before_ms: u64) -> StorageResult<u64> {
+        Ok(0)
     }
     /// Every document's last recorded heads (`None`: this backend keeps no heads index, and the
     /// caller must load documents to learn them). [`Storage::delete`] removes a document's entry.

@@ -21,7 +21,8 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    Chunk, ChunkKey, ChunkKind, Storage, StorageError, StorageResult, StoredDocument, WriteOp,
+    ChangeAuthor, Chunk, ChunkKey, ChunkKind, OwnedDoc, Storage, StorageError, StorageResult,
+    StoredDocument, WriteOp,
 };
 use crate::id::{DocumentId, StorageId};
 
@@ -212,12 +213,63 @@ async fn write_on(conn: &mut SqliteConnection, op: &WriteOp<'_>) -> Result<(), s
             }
         }
         WriteOp::PutSyncState { doc, peer, state } => {
-            sqlx::query("INSERT OR REPLACE INTO sync_states (doc, peer, state) VALUES (?, ?, ?)")
+            sqlx::query(
+                "INSERT OR REPLACE INTO sync_states (doc, peer, state, updated_at) \
+                 VALUES (?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+            )
+            .bind(&doc.as_bytes()[..])
+            .bind(peer.as_str())
+            .bind(state)
+            .execute(&mut *conn)
+            .await?;
+        }
+        WriteOp::PutTombstone { doc, record } => {
+            sqlx::query("INSERT OR REPLACE INTO tombstones (doc, record) VALUES (?, ?)")
                 .bind(&doc.as_bytes()[..])
-                .bind(peer.as_str())
-                .bind(state)
+                .bind(record)
                 .execute(&mut *conn)
                 .await?;
+        }
+        WriteOp::RemoveTombstone { doc } => {
+            sqlx::query("DELETE FROM tombstones WHERE doc = ?")
+                .bind(&doc.as_bytes()[..])
+                .execute(&mut *conn)
+                .await?;
+        }
+        WriteOp::PutAuthors { doc, authors } => {
+            for a in authors {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO change_authors (doc, hash, principal, at_ms) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(&doc.as_bytes()[..])
+                .bind(&a.hash[..])
+                .bind(&a.principal)
+                .bind(i64::try_from(a.at_ms).unwrap_or(i64::MAX))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        WriteOp::AddOwnedDoc { doc, principal } => {
+            sqlx::query("INSERT OR IGNORE INTO owned_docs (principal, doc) VALUES (?, ?)")
+                .bind(principal)
+                .bind(&doc.as_bytes()[..])
+                .execute(&mut *conn)
+                .await?;
+        }
+        WriteOp::Delete { doc } => {
+            for table in [
+                "DELETE FROM chunks WHERE doc = ?",
+                "DELETE FROM sync_states WHERE doc = ?",
+                "DELETE FROM doc_heads WHERE doc = ?",
+                "DELETE FROM change_authors WHERE doc = ?",
+                "DELETE FROM owned_docs WHERE doc = ?",
+            ] {
+                sqlx::query(table)
+                    .bind(&doc.as_bytes()[..])
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         WriteOp::PutHeads { doc, heads } => {
             sqlx::query("INSERT OR REPLACE INTO doc_heads (doc, heads) VALUES (?, ?)")
@@ -319,20 +371,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
-        let mut tx = self.pool.begin().await.map_err(backend("delete"))?;
-        for table in [
-            "DELETE FROM chunks WHERE doc = ?",
-            "DELETE FROM sync_states WHERE doc = ?",
-            "DELETE FROM doc_heads WHERE doc = ?",
-        ] {
-            sqlx::query(table)
-                .bind(&doc.as_bytes()[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(backend("delete"))?;
-        }
-        tx.commit().await.map_err(backend("delete"))?;
-        Ok(())
+        self.write_alone(WriteOp::Delete { doc }).await
     }
 
     async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
@@ -361,6 +400,98 @@ impl Storage for SqliteStorage {
 
     async fn write_batch(&self, ops: &[WriteOp<'_>]) -> StorageResult<()> {
         self.commit_all(ops).await
+    }
+
+    async fn put_tombstone(&self, doc: &DocumentId, record: &[u8]) -> StorageResult<()> {
+        self.write_alone(WriteOp::PutTombstone { doc, record }).await
+    }
+
+    async fn remove_tombstone(&self, doc: &DocumentId) -> StorageResult<()> {
+        self.write_alone(WriteOp::RemoveTombstone { doc }).await
+    }
+
+    async fn tombstones(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT doc, record FROM tombstones ORDER BY doc")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("tombstones"))?;
+        rows.iter()
+            .map(|r| {
+                let b: Vec<u8> = r.try_get(0).map_err(backend("tombstones"))?;
+                let doc = DocumentId::try_from_slice(&b)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                Ok((doc, r.try_get(1).map_err(backend("tombstones"))?))
+            })
+            .collect()
+    }
+
+    async fn put_authors(&self, doc: &DocumentId, authors: &[ChangeAuthor]) -> StorageResult<()> {
+        self.write_alone(WriteOp::PutAuthors { doc, authors }).await
+    }
+
+    async fn authors(&self, doc: &DocumentId) -> StorageResult<Vec<ChangeAuthor>> {
+        let rows = sqlx::query(
+            "SELECT hash, principal, at_ms FROM change_authors WHERE doc = ? ORDER BY at_ms, hash",
+        )
+        .bind(&doc.as_bytes()[..])
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("authors"))?;
+        rows.iter()
+            .map(|r| {
+                let hash: Vec<u8> = r.try_get(0).map_err(backend("authors"))?;
+                let at: i64 = r.try_get(2).map_err(backend("authors"))?;
+                Ok(ChangeAuthor {
+                    hash: hash
+                        .try_into()
+                        .map_err(|_| StorageError::Corrupt("change hash is not 32 bytes".into()))?,
+                    principal: r.try_get(1).map_err(backend("authors"))?,
+                    at_ms: u64::try_from(at).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn add_owned_doc(&self, principal: &str, doc: &DocumentId) -> StorageResult<()> {
+        self.write_alone(WriteOp::AddOwnedDoc { doc, principal })
+            .await
+    }
+
+    async fn owned_docs(
+        &self,
+        principal: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<OwnedDoc>> {
+        let rows = sqlx::query(
+            "SELECT id, doc FROM owned_docs WHERE principal = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(principal)
+        .bind(i64::try_from(after.unwrap_or(0)).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("owned_docs"))?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get(0).map_err(backend("owned_docs"))?;
+                let b: Vec<u8> = r.try_get(1).map_err(backend("owned_docs"))?;
+                Ok(OwnedDoc {
+                    cursor: u64::try_from(id).unwrap_or(0),
+                    doc: DocumentId::try_from_slice(&b)
+                        .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_sync_states(&self, before_ms: u64) -> StorageResult<u64> {
+        let r = sqlx::query("DELETE FROM sync_states WHERE updated_at < ?")
+            .bind(i64::try_from(before_ms).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(backend("expire_sync_states"))?;
+        Ok(r.rows_affected())
     }
 
     async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {

@@ -312,6 +312,47 @@ impl<S: Storage> Storage for InstrumentedStorage<S> {
         self.inner.put_heads(doc, heads).await
     }
 
+    async fn put_tombstone(&self, doc: &DocumentId, record: &[u8]) -> StorageResult<()> {
+        self.inner.put_tombstone(doc, record).await
+    }
+
+    async fn remove_tombstone(&self, doc: &DocumentId) -> StorageResult<()> {
+        self.inner.remove_tombstone(doc).await
+    }
+
+    async fn tombstones(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        self.inner.tombstones().await
+    }
+
+    async fn put_authors(
+        &self,
+        doc: &DocumentId,
+        authors: &[concord::storage::ChangeAuthor],
+    ) -> StorageResult<()> {
+        self.inner.put_authors(doc, authors).await
+    }
+
+    async fn authors(&self, doc: &DocumentId) -> StorageResult<Vec<concord::storage::ChangeAuthor>> {
+        self.inner.authors(doc).await
+    }
+
+    async fn add_owned_doc(&self, principal: &str, doc: &DocumentId) -> StorageResult<()> {
+        self.inner.add_owned_doc(principal, doc).await
+    }
+
+    async fn owned_docs(
+        &self,
+        principal: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<concord::storage::OwnedDoc>> {
+        self.inner.owned_docs(principal, after, limit).await
+    }
+
+    async fn expire_sync_states(&self, before_ms: u64) -> StorageResult<u64> {
+        self.inner.expire_sync_states(before_ms).await
+    }
+
     async fn heads_index(&self) -> StorageResult<Option<Vec<(DocumentId, Vec<u8>)>>> {
         self.inner.heads_index().await
     }

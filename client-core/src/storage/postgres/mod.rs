@@ -37,6 +37,7 @@ mod error;
 mod notice;
 mod pool;
 mod read;
+mod records;
 mod schema;
 mod write;
 
@@ -224,7 +225,62 @@ impl Storage for PostgresStorage {
     }
 
     async fn delete(&self, doc: &DocumentId) -> StorageResult<()> {
-        self.within("delete", read::delete(&self.pool, doc)).await
+        self.commit("delete", &[WriteOp::Delete { doc }]).await
+    }
+
+    async fn put_tombstone(&self, doc: &DocumentId, record: &[u8]) -> StorageResult<()> {
+        self.commit("put_tombstone", &[WriteOp::PutTombstone { doc, record }])
+            .await
+    }
+
+    async fn remove_tombstone(&self, doc: &DocumentId) -> StorageResult<()> {
+        self.commit("remove_tombstone", &[WriteOp::RemoveTombstone { doc }])
+            .await
+    }
+
+    async fn tombstones(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        self.within("tombstones", records::tombstones(&self.pool))
+            .await
+    }
+
+    async fn put_authors(
+        &self,
+        doc: &DocumentId,
+        authors: &[super::ChangeAuthor],
+    ) -> StorageResult<()> {
+        self.commit("put_authors", &[WriteOp::PutAuthors { doc, authors }])
+            .await
+    }
+
+    async fn authors(&self, doc: &DocumentId) -> StorageResult<Vec<super::ChangeAuthor>> {
+        self.within("authors", records::authors(&self.pool, doc))
+            .await
+    }
+
+    async fn add_owned_doc(&self, principal: &str, doc: &DocumentId) -> StorageResult<()> {
+        self.commit("add_owned_doc", &[WriteOp::AddOwnedDoc { doc, principal }])
+            .await
+    }
+
+    async fn owned_docs(
+        &self,
+        principal: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<super::OwnedDoc>> {
+        self.within(
+            "owned_docs",
+            records::owned_docs(&self.pool, principal, after, limit),
+        )
+        .await
+    }
+
+    async fn expire_sync_states(&self, before_ms: u64) -> StorageResult<u64> {
+        self.within(
+            "expire_sync_states",
+            records::expire_sync_states(&self.pool, before_ms),
+        )
+        .await
     }
 
     async fn get_meta(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {

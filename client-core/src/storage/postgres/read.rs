@@ -91,22 +91,6 @@ pub(crate) async fn list(pool: &PgPool) -> StorageResult<Vec<DocumentId>> {
     rows.iter().map(|r| doc_of(r, "list")).collect()
 }
 
-pub(crate) async fn delete(pool: &PgPool, doc: &DocumentId) -> StorageResult<()> {
-    let mut tx = pool.begin().await.map_err(backend("delete"))?;
-    for sql in [
-        "DELETE FROM concord_chunks WHERE doc = $1",
-        "DELETE FROM concord_sync_states WHERE doc = $1",
-        "DELETE FROM concord_doc_heads WHERE doc = $1",
-    ] {
-        sqlx::query(sql)
-            .bind(&doc.as_bytes()[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("delete"))?;
-    }
-    tx.commit().await.map_err(backend("delete"))
-}
-
 pub(crate) async fn get_meta(pool: &PgPool, key: &str) -> StorageResult<Option<Vec<u8>>> {
     sqlx::query_scalar("SELECT value FROM concord_meta WHERE key = $1")
         .bind(key)

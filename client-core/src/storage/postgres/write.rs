@@ -197,7 +197,7 @@ async fn write_one(
         WriteOp::PutSyncState { doc, peer, state } => {
             sqlx::query(
                 "INSERT INTO concord_sync_states (doc, peer, state) VALUES ($1, $2, $3) \
-                 ON CONFLICT (doc, peer) DO UPDATE SET state = EXCLUDED.state",
+                 ON CONFLICT (doc, peer) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
             )
             .bind(&doc.as_bytes()[..])
             .bind(peer.as_str())
@@ -216,6 +216,9 @@ async fn write_one(
             .execute(&mut *conn)
             .await
             .map_err(failed)?;
+        }
+        _ => {
+            super::records::write(conn, op).await.map_err(failed)?;
         }
     }
     Ok(())
