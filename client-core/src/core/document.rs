@@ -17,7 +17,7 @@ use super::{
     Ticket,
 };
 use crate::id::{ConnId, DocumentId, PeerId, StorageId};
-use crate::storage::{ChunkKey, ChunkKind, StorageError};
+use crate::storage::{ChangeAuthor, ChunkKey, ChunkKind, StorageError};
 use crate::wire::Message;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,10 @@ pub(super) struct DocEntry {
     pub(super) external_reading: bool,
     /// Loaded because another node committed to it: push it to the region links once loaded.
     pub(super) external_links: bool,
+    /// Authors of received changes, written with the next commit.
+    pub(super) pending_authors: Vec<ChangeAuthor>,
+    /// The principal that created the document, written with the next commit.
+    pub(super) pending_owner: Option<String>,
 }
 
 impl DocEntry {
@@ -126,6 +130,8 @@ impl DocEntry {
             external_stale: None,
             external_reading: false,
             external_links: false,
+            pending_authors: Vec::new(),
+            pending_owner: None,
         }
     }
 
@@ -519,10 +525,12 @@ impl Core {
             pd.awaiting = false;
             let mut parsed = Vec::new();
             if changes > 0 {
-                // The first changes to a document nobody stored create it: charged per hour.
+                // The first changes to a document nobody stored create it: charged per hour,
+                // and listed among the documents its principal created.
+                let creates = empty && staged.is_empty();
                 if let (true, Some(principal), Some(budgets)) =
-                    (empty && staged.is_empty(), creator, &self.config.budgets)
-                    && let Err(c) = budgets.charge(&principal, &[Charge::Document], now)
+                    (creates, creator.as_ref(), &self.config.budgets)
+                    && let Err(c) = budgets.charge(principal, &[Charge::Document], now)
                 {
                     pd.sync = sync::State::new();
                     errors.push((
@@ -552,6 +560,18 @@ impl Core {
                     entry.queued_orphans = queued;
                 }
                 staged_hashes.extend(ours.iter().map(automerge::Change::hash));
+                if let Some(principal) = creator {
+                    if creates {
+                        entry.pending_owner = Some(principal.clone());
+                    }
+                    entry
+                        .pending_authors
+                        .extend(ours.iter().map(|c| ChangeAuthor {
+                            hash: c.hash().0,
+                            principal: principal.clone(),
+                            at_ms: self.wall_ms,
+                        }));
+                }
                 parsed = ours;
             }
             pd.owe_ack |= changes > 0;
@@ -665,6 +685,19 @@ impl Core {
         };
         self.out
             .storage(StorageOp::Append { doc, key, bytes }, pending);
+        // Who wrote what, beside the changes (never inside them), in the same group commit.
+        let authors = std::mem::take(&mut entry.pending_authors);
+        let owner = entry.pending_owner.take();
+        if !authors.is_empty() {
+            self.out
+                .storage(StorageOp::PutAuthors { doc, authors }, PendingOp::SyncState);
+        }
+        if let Some(principal) = owner {
+            self.out.storage(
+                StorageOp::AddOwnedDoc { doc, principal },
+                PendingOp::SyncState,
+            );
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

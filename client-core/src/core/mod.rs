@@ -244,6 +244,8 @@ pub struct Core {
     guard: guard::GuardContext,
     /// Peer ids reserved by principals (see `identity.rs`).
     reservations: identity::Reservations,
+    /// The wall clock (Unix milliseconds) as the driver last reported it (0: never).
+    wall_ms: u64,
 }
 
 impl Core {
@@ -267,6 +269,7 @@ impl Core {
             remote_heads: HashMap::new(),
             guard: guard::GuardContext::default(),
             reservations: identity::Reservations::default(),
+            wall_ms: 0,
         }
     }
 
@@ -352,6 +355,13 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The wall clock, in Unix milliseconds (the driver reports it with every tick): it dates
+    /// what the core records for people (who wrote a change, when), never its own decisions,
+    /// which run on the monotonic `now`.
+    pub fn handle_wall_clock(&mut self, unix_ms: u64) {
+        self.wall_ms = unix_ms;
     }
 
     /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.

@@ -388,7 +388,13 @@ pub(super) async fn run_driver(shared: Arc<Shared>, index: u16, tick: Duration) 
             () = shard.notify.notified() => {}
             _ = interval.tick() => {
                 let now = shared.now();
-                shared.lock_shard(index).handle_tick(now);
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let mut core = shared.lock_shard(index);
+                core.handle_wall_clock(wall);
+                core.handle_tick(now);
+                drop(core);
                 if index == 0 {
                     shared.prune_doc_events();
                 }

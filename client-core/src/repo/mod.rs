@@ -232,6 +232,9 @@ impl Repo {
             .quotas
             .clone()
             .map(|q| Arc::new(crate::core::Budgets::new(q)));
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let count = config.shards.clamp(1, 256);
         let mut cores: Vec<Core> = (0..count)
             .map(|index| {
@@ -245,7 +248,9 @@ impl Repo {
                         .max_resident
                         .map(|m| (m / usize::from(count)).max(1));
                 }
-                Core::new(c)
+                let mut core = Core::new(c);
+                core.handle_wall_clock(wall);
+                core
             })
             .collect();
         let mut unindexed = Vec::new();

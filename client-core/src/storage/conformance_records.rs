@@ -30,7 +30,10 @@ pub(super) async fn run<S: Storage>(s: &S) {
         .await
         .unwrap();
         let all = s.tombstones().await.unwrap();
-        assert!(all.contains(&(doc, b"second".to_vec())), "replaced: {all:?}");
+        assert!(
+            all.contains(&(doc, b"second".to_vec())),
+            "replaced: {all:?}"
+        );
         assert!(all.contains(&(other, b"other".to_vec())));
         s.delete(&doc).await.unwrap();
         assert!(
@@ -50,17 +53,25 @@ pub(super) async fn run<S: Storage>(s: &S) {
         at_ms: at,
     };
     if supported(
-        s.put_authors(&doc, &[a(1, "alice", 10), a(2, "bob", 20)]).await,
+        s.put_authors(&doc, &[a(1, "alice", 10), a(2, "bob", 20)])
+            .await,
         "put_authors",
     )
     .is_some()
     {
         s.put_authors(&doc, &[a(1, "mallory", 30)]).await.unwrap();
         let got = s.authors(&doc).await.unwrap();
-        assert_eq!(got, vec![a(1, "alice", 10), a(2, "bob", 20)], "first author wins");
+        assert_eq!(
+            got,
+            vec![a(1, "alice", 10), a(2, "bob", 20)],
+            "first author wins"
+        );
         assert!(s.authors(&other).await.unwrap().is_empty());
         s.delete(&doc).await.unwrap();
-        assert!(s.authors(&doc).await.unwrap().is_empty(), "delete forgets authors");
+        assert!(
+            s.authors(&doc).await.unwrap().is_empty(),
+            "delete forgets authors"
+        );
     }
 
     // Owned documents: per principal, in insertion order, paged by a cursor that only grows.
@@ -75,13 +86,19 @@ pub(super) async fn run<S: Storage>(s: &S) {
             page1.iter().map(|o| o.doc).collect::<Vec<_>>(),
             vec![doc, other]
         );
-        let page2 = s.owned_docs("alice", Some(page1[1].cursor), 2).await.unwrap();
+        let page2 = s
+            .owned_docs("alice", Some(page1[1].cursor), 2)
+            .await
+            .unwrap();
         assert_eq!(page2.iter().map(|o| o.doc).collect::<Vec<_>>(), vec![third]);
         assert!(page2[0].cursor > page1[1].cursor);
         assert_eq!(s.owned_docs("bob", None, 10).await.unwrap().len(), 1);
         s.delete(&doc).await.unwrap();
         let left = s.owned_docs("alice", None, 10).await.unwrap();
-        assert_eq!(left.iter().map(|o| o.doc).collect::<Vec<_>>(), vec![other, third]);
+        assert_eq!(
+            left.iter().map(|o| o.doc).collect::<Vec<_>>(),
+            vec![other, third]
+        );
         for d in [other, third] {
             s.delete(&d).await.unwrap();
         }

@@ -88,7 +88,11 @@ impl Inner {
                 }
             }
             WriteOp::AddOwnedDoc { doc, principal } => {
-                if !self.owned.iter().any(|(_, p, d)| p == principal && d == doc) {
+                if !self
+                    .owned
+                    .iter()
+                    .any(|(_, p, d)| p == principal && d == doc)
+                {
                     let cursor = self.owned.last().map_or(1, |(c, _, _)| c + 1);
                     self.owned.push((cursor, principal.to_owned(), *doc));
                 }

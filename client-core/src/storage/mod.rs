@@ -16,9 +16,9 @@
 pub mod conformance;
 mod conformance_records;
 mod memory;
-mod records;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod records;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256};
 use crate::id::{DocumentId, StorageId};
 
 pub use memory::MemoryStorage;
-pub use records::{ChangeAuthor, OwnedDoc};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresConfig, PostgresStorage};
+pub use records::{ChangeAuthor, OwnedDoc};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteConfig, SqliteStorage, Synchronous};
 
@@ -244,7 +244,9 @@ impl WriteOp<'_> {
             Self::PutSyncState { state, .. } => state.len(),
             Self::PutHeads { heads, .. } => heads.len(),
             Self::PutTombstone { record, .. } => record.len(),
-            Self::PutAuthors { authors, .. } => authors.iter().map(|a| 40 + a.principal.len()).sum(),
+            Self::PutAuthors { authors, .. } => {
+                authors.iter().map(|a| 40 + a.principal.len()).sum()
+            }
             Self::AddOwnedDoc { principal, .. } => principal.len() + 16,
             Self::RemoveTombstone { .. } | Self::Delete { .. } => 16,
         }

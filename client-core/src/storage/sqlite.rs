@@ -403,7 +403,8 @@ impl Storage for SqliteStorage {
     }
 
     async fn put_tombstone(&self, doc: &DocumentId, record: &[u8]) -> StorageResult<()> {
-        self.write_alone(WriteOp::PutTombstone { doc, record }).await
+        self.write_alone(WriteOp::PutTombstone { doc, record })
+            .await
     }
 
     async fn remove_tombstone(&self, doc: &DocumentId) -> StorageResult<()> {

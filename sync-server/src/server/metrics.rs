@@ -332,7 +332,10 @@ impl<S: Storage> Storage for InstrumentedStorage<S> {
         self.inner.put_authors(doc, authors).await
     }
 
-    async fn authors(&self, doc: &DocumentId) -> StorageResult<Vec<concord::storage::ChangeAuthor>> {
+    async fn authors(
+        &self,
+        doc: &DocumentId,
+    ) -> StorageResult<Vec<concord::storage::ChangeAuthor>> {
         self.inner.authors(doc).await
     }
 
