@@ -15,6 +15,7 @@
 //!   WebSocket transport (reconnect with backoff and jitter, failover between URLs).
 //! - [`sim`]: a seeded, deterministic network of cores for tests and simulations.
 //! - [`path`]: JSON reads and writes at paths such as `todos/0/title`.
+//! - [`history`]: the change log, diffs between versions as JSON patches, and restoring a version.
 //!
 //! ## The driving loop
 //!
@@ -66,5 +67,6 @@ pub mod repo;
 pub mod sim;
 #[cfg(feature = "native")]
 pub use repo::{DocHandle, Repo, RepoConfig, RepoError};
+pub mod history;
 pub mod path;
 pub mod policy;
