@@ -13,6 +13,7 @@ mod backend;
 pub mod config;
 mod datadir;
 mod door_metrics;
+mod housekeeping;
 mod http;
 mod listen;
 pub mod metrics;
@@ -239,6 +240,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         metrics.clone(),
     )
     .await?;
+    housekeeping::spawn_sync_state_expiry(
+        repo.storage(),
+        std::time::Duration::from_secs(config.sync_state_ttl_secs.max(1)),
+        shutdown.clone(),
+    );
     if let Some(c) = &cluster {
         let me = crate::cluster::registry::Registration::register(
             c.storage.pool().clone(),
