@@ -294,9 +294,11 @@ impl Core {
         }
     }
 
-    /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.
+    /// Timers: handshake timeouts, requests waiting for peers' answers, eviction of idle
+    /// documents. Call it every second or so.
     pub fn handle_tick(&mut self, now: u64) {
         self.expire_handshakes(now);
+        self.expire_asks(now);
         self.flush_idle(now);
         self.evict(now);
         self.region_tick(now);
