@@ -414,7 +414,7 @@ impl Core {
             let storage = peer.persistent_storage().cloned();
             let empty = entry.doc.get_heads().is_empty();
             let changes = msg.changes.len() as u64;
-            if !request && empty && msg.heads.is_empty() && !entry.is_wanted() {
+            if !request && empty && changes == 0 && msg.heads.is_empty() && !entry.is_wanted() {
                 // Neither side holds anything: a server asking whether we do (availability.rs).
                 empty_asks.push(conn);
                 continue;

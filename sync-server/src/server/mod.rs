@@ -34,7 +34,7 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}")]
     DataDir {
         /// Directory.
         path: std::path::PathBuf,
@@ -50,8 +50,16 @@ pub enum ServerError {
     /// The engine failed to start.
     #[error(transparent)]
     Repo(#[from] RepoError),
-    /// Binding or serving failed.
-    #[error("cannot serve on {addr}: {source}")]
+    /// The listening address is unusable (another process listens there, no permission, ...).
+    #[error("cannot listen on {addr}: {error}{}", bind_hint(error))]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause (part of the message: one line says it all).
+        error: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("cannot serve on {addr}")]
     Io {
         /// Address.
         addr: SocketAddr,
@@ -98,8 +106,28 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens storage, starts the engine and binds the listener.
+/// What to do about a bind error, for the error message.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there: stop it, or choose another address with --bind)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need privileges: choose another with --bind)"
+        }
+        _ => "",
+    }
+}
+
+/// Binds the listener (first, so that an unusable address fails before anything is opened),
+/// opens storage and starts the engine.
 pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|error| ServerError::Bind {
+            addr: config.bind,
+            error,
+        })?;
     std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
         path: config.data.clone(),
         source,
@@ -169,12 +197,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             repo.connect_with_credentials(vec![url.clone()], credentials);
         }
     }
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ServerError::Io {
-            addr: config.bind,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         addr: config.bind,
         source,
