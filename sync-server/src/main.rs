@@ -143,7 +143,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             say(&format!(
                 "development token (full access, 24 h, loopback only): {token}"
             ));
-            say(&format!("  e.g. export CONCORD_TOKEN={token}"));
+            say(&format!("  export CONCORD_TOKEN={token}"));
         }
     }
     running.serve(shutdown_signal()).await?;

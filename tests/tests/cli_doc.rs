@@ -113,6 +113,10 @@ impl Replica {
             !stderr.contains("warning:"),
             "concord doc {args:?} warned:\n{stderr}"
         );
+        assert!(
+            !stderr.contains("waiting up to"),
+            "concord doc {args:?} waited for a server that is up:\n{stderr}"
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 

@@ -12,9 +12,9 @@ use tokio::time::Instant;
 /// How long closing waits for changes received from servers to reach local storage.
 const PERSIST_WAIT: Duration = Duration::from_secs(10);
 
-/// How long a write waits for a server connection before it is committed: a reachable server
-/// connects well within this, and the write first catches up with it; an unreachable one does not
-/// hold the write back (it is committed, then the server is waited for).
+/// How long after opening the replica a server counts as reachable: one that is connects well
+/// within this. A write first catches up with a reachable server; an unreachable one does not
+/// hold the write back (it is committed, then the server is waited for, saying so).
 const CONNECT_GRACE: Duration = Duration::from_secs(1);
 
 /// Ctrl-C ended a wait for a server after a write; the write is committed to the local replica.
@@ -79,6 +79,8 @@ pub(super) struct Replica {
     online: bool,
     wait: Duration,
     deadline: Option<Instant>,
+    /// The end of [`CONNECT_GRACE`].
+    grace_end: Instant,
     /// Documents opened online: remote changes may still be on their way to storage at exit.
     opened: std::sync::Mutex<Vec<DocHandle>>,
     /// `--durability`: what writes wait for.
@@ -116,6 +118,7 @@ impl Replica {
             online: !offline,
             wait,
             deadline: Instant::now().checked_add(wait),
+            grace_end: Instant::now() + CONNECT_GRACE,
             opened: std::sync::Mutex::default(),
             durability: None,
         })
@@ -227,11 +230,19 @@ impl Replica {
         if !self.online {
             return Freshness::Offline;
         }
-        let grace = self.remaining().min(CONNECT_GRACE);
-        if self.repo.wait_connected(grace).await.is_err() {
+        if !self.reachable().await {
             return Freshness::Unreachable;
         }
         self.refresh(handle).await
+    }
+
+    /// Whether a server is connected, or connects before [`CONNECT_GRACE`] since opening ends.
+    async fn reachable(&self) -> bool {
+        let left = self
+            .grace_end
+            .saturating_duration_since(Instant::now())
+            .min(self.remaining());
+        self.repo.wait_connected(left).await.is_ok()
     }
 
     /// [`Replica::refresh`] before a read, warning when the local copy may be out of date.
@@ -254,7 +265,7 @@ impl Replica {
     }
 
     /// After a local commit: waits (within the budget) for a server to hold it, warning when none
-    /// did. With no server connected, says at once that the change is committed and that the
+    /// did. With no server reachable, says at once that the change is committed and that the
     /// wait runs; Ctrl-C ends the wait ([`Interrupted`]) and loses nothing.
     pub(super) async fn confirm_write(&self, handle: &DocHandle) -> anyhow::Result<()> {
         if let Some(level) = self.durability
@@ -266,7 +277,7 @@ impl Replica {
             return Ok(());
         }
         let interrupted = ctrl_c();
-        if self.repo.peers().is_empty() {
+        if !self.reachable().await {
             eprintln!(
                 "committed to the local replica; waiting up to {} for a server ({}) to hold it \
                  (Ctrl-C stops waiting, the change is kept)",
