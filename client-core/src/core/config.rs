@@ -91,6 +91,10 @@ pub struct Limits {
     /// Operations the changes of one sync message may carry (counted from their run-length
     /// encoded columns before Automerge parses them).
     pub max_ops_per_message: u64,
+    /// Milliseconds a peer's `request` for a document we do not hold waits for the other peers
+    /// we asked for it before it is answered `doc-unavailable` (checked on each tick; the
+    /// document is still delivered if it arrives later). Peers that answer end the wait sooner.
+    pub ask_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -102,6 +106,7 @@ impl Default for Limits {
             max_missing_deps: 256,
             max_decompressed_bytes: 64 << 20,
             max_ops_per_message: 200_000,
+            ask_timeout_ms: 5_000,
         }
     }
 }

@@ -364,7 +364,8 @@ impl Core {
         self.wall_ms = unix_ms;
     }
 
-    /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.
+    /// Timers: handshake timeouts, requests waiting for peers' answers, eviction of idle
+    /// documents. Call it every second or so.
     pub fn handle_tick(&mut self, now: u64) {
         if self.is_primary_shard()
             && let Some(budgets) = &self.config.budgets
@@ -381,6 +382,7 @@ impl Core {
         for doc in stale {
             self.read_external(doc);
         }
+        self.expire_asks(now);
         self.flush_idle(now);
         self.evict(now);
         self.region_tick(now);
