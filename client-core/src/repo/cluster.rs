@@ -65,9 +65,10 @@ pub(super) fn start(config: &ClusterConfig) -> (ClusterLink, tokio::task::JoinHa
     (link, task)
 }
 
-/// Feeds what other nodes say to the shards, until the bus or the repo ends.
-pub(super) async fn run_subscriber(shared: Arc<Shared>, bus: Arc<dyn ClusterBus>) {
-    let mut events = bus.subscribe();
+/// Feeds what other nodes say (`events`: a subscription taken before the repo serves anyone,
+/// so no notice falls between opening and listening) to the shards, until the bus or the repo
+/// ends.
+pub(super) async fn run_subscriber(shared: Arc<Shared>, mut events: mpsc::Receiver<BusEvent>) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let event = tokio::select! {

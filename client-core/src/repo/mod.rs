@@ -298,7 +298,7 @@ impl Repo {
         if let Some(c) = &config.cluster {
             tasks.push(tokio::spawn(cluster::run_subscriber(
                 shared.clone(),
-                c.bus.clone(),
+                c.bus.subscribe(),
             )));
         }
         for index in 0..count {
