@@ -14,6 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use samod::storage::TokioFilesystemStorage;
 use samod::{AcceptorHandle, Repo, ShareConfig};
 
@@ -34,24 +35,34 @@ async fn main() -> anyhow::Result<()> {
         .context("usage: samod-reference-server PORT DATA_DIR")?
         .parse()
         .context("PORT")?;
-    let dir = args.next().context("usage: samod-reference-server PORT DATA_DIR")?;
+    let dir = args
+        .next()
+        .context("usage: samod-reference-server PORT DATA_DIR")?;
     let repo = Repo::build_tokio()
-        .with_peer_id(format!("samod-server-{}", std::process::id()).as_str().into())
+        .with_peer_id(
+            format!("samod-server-{}", std::process::id())
+                .as_str()
+                .into(),
+        )
         .with_storage(TokioFilesystemStorage::new(&dir))
         .with_share_policy(ShareConfig::read_write().with_announce(false))
         .load()
         .await;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
+    // As the Node `ws` server does: small frames go out at once.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let acceptor = repo.make_acceptor(format!("ws://{addr}/").parse()?)?;
     let app = Router::new().fallback(upgrade).with_state(acceptor);
     println!("listening on ws://{addr}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                _ = term.recv() => {}
             }
         })
         .await?;
