@@ -20,12 +20,15 @@
 # "--start-rate 200 --step-secs 10"), SATURATION_OUT (a directory to keep the JSON lines in).
 # --quick: 4 documents x 2 readers, two half-second steps per server; asserts nothing.
 set -euo pipefail
+abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+: "${CONCORD_BIN:?set CONCORD_BIN to a built concord binary}"
+: "${BENCH_BIN:?set BENCH_BIN to a built concord-bench binary}"
+CONCORD_BIN=$(abs "$CONCORD_BIN"); BENCH_BIN=$(abs "$BENCH_BIN")
+if [ -n "${SAMOD_BIN:-}" ]; then SAMOD_BIN=$(abs "$SAMOD_BIN"); fi
 cd "$(dirname "$0")"
 QUICK=0
 if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
 DOCS=${1:-1000}; READERS=${2:-3}
-: "${CONCORD_BIN:?set CONCORD_BIN to a built concord binary}"
-: "${BENCH_BIN:?set BENCH_BIN to a built concord-bench binary}"
 . ./lib.sh
 npm_install_locked
 if [ -z "${SAMOD_BIN:-}" ] && [ "$QUICK" = 0 ]; then

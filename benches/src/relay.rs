@@ -117,7 +117,9 @@ fn route(shared: &Shared, from: u64, bytes: Bytes) {
 
 async fn connection(shared: Shared, tcp: TcpStream) -> anyhow::Result<()> {
     let _ = tcp.set_nodelay(true);
-    let ws = tokio_tungstenite::accept_async(tcp).await?;
+    let ws =
+        tokio_tungstenite::accept_async_with_config(tcp, Some(crate::loadgen::client::ws_config()))
+            .await?;
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let id = {
