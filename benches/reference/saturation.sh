@@ -11,7 +11,7 @@
 # then concord and the relay again at half of concord's saturation rate (concord-half,
 # relay-half), and prints the ratios of the issue's targets (`concord-bench loadgen-compare`).
 #
-#   benches/reference/saturation.sh [--quick] [DOCS READERS]     (default 1000 3)
+#   benches/reference/saturation.sh [--quick] [DOCS READERS]     (default 500 3)
 #
 # Needs CONCORD_BIN (a built `concord`) and BENCH_BIN (a built `concord-bench`; release builds
 # for real figures), node >= 20 (installs the locked npm packages if needed). Optional:
@@ -28,7 +28,7 @@ if [ -n "${SAMOD_BIN:-}" ]; then SAMOD_BIN=$(abs "$SAMOD_BIN"); fi
 cd "$(dirname "$0")"
 QUICK=0
 if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
-DOCS=${1:-1000}; READERS=${2:-3}
+DOCS=${1:-500}; READERS=${2:-3}
 . ./lib.sh
 npm_install_locked
 if [ -z "${SAMOD_BIN:-}" ] && [ "$QUICK" = 0 ]; then

@@ -33,8 +33,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Largest frame the generator decodes (the servers' default limit).
 const MAX_FRAME: usize = 1 << 20;
-/// How long the handshake may take.
-const HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// WebSocket settings of the generator's clients and of the relay: tungstenite's default read
 /// buffer (128 KiB) is zero-filled before every read (`BytesMut::resize` in
@@ -82,8 +80,9 @@ pub struct Conn {
     server: PeerId,
 }
 
-/// Connects to `url` and does the protocol v1 handshake as `me` (an ephemeral peer).
-pub async fn connect(url: &str, me: PeerId) -> anyhow::Result<Conn> {
+/// Connects to `url` and does the protocol v1 handshake as `me` (an ephemeral peer), within
+/// `limit`.
+pub async fn connect(url: &str, me: PeerId, limit: Duration) -> anyhow::Result<Conn> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
         .await
         .with_context(|| format!("connecting to {}", url.split('?').next().unwrap_or(url)))?;
@@ -97,7 +96,7 @@ pub async fn connect(url: &str, me: PeerId) -> anyhow::Result<Conn> {
         supported_protocol_versions: vec![PROTOCOL_V1.to_owned()],
     };
     ws.send(Frame::Binary(wire::encode(&join).into())).await?;
-    let server = tokio::time::timeout(HANDSHAKE, async {
+    let server = tokio::time::timeout(limit, async {
         while let Some(frame) = ws.next().await {
             let Frame::Binary(bytes) = frame? else {
                 continue;

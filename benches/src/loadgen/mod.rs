@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! concord-bench loadgen --url 'ws://127.0.0.1:3030/sync?token=...' --server-pid PID \
-//!     --docs 1000 --readers 3 --start-rate 500 --factor 1.5 --step-secs 5 --p99-ms 100
+//!     --docs 500 --readers 3 --start-rate 100 --factor 1.5 --step-secs 5 --p99-ms 100
 //! ```
 //!
 //! D documents, each with one writer and R readers, every one its own connection and its own
@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     server_pid: Option<u32>,
     /// Documents (one writer each).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 500)]
     docs: usize,
     /// Readers per document.
     #[arg(long, default_value_t = 3)]
@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     rates: Vec<f64>,
     /// Ramp: the first step's rate (keystrokes per second, all writers together).
-    #[arg(long, default_value_t = 500.0)]
+    #[arg(long, default_value_t = 100.0)]
     start_rate: f64,
     /// Ramp: each step's rate is the previous one times this.
     #[arg(long, default_value_t = 1.5)]
@@ -80,9 +80,13 @@ pub struct Args {
     /// Connections opened concurrently during setup.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
-    /// Seconds every reader may take to receive its document during setup.
+    /// Seconds the setup may take: each handshake, and every reader receiving its document.
     #[arg(long, default_value_t = 120.0)]
     setup_secs: f64,
+    /// Seconds between the end of setup (the header line) and the first step: the server's
+    /// acknowledgements settle; a profiler can be reset meanwhile (e.g. `callgrind_control -z`).
+    #[arg(long, default_value_t = 0.5)]
+    settle_secs: f64,
     /// Generator threads (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -161,6 +165,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     };
     let tag = std::process::id();
     let setup = Instant::now();
+    let limit = Duration::from_secs_f64(args.setup_secs);
 
     // Writers first (each creates its document on the server), then the readers.
     let mut tasks = Vec::new();
@@ -170,7 +175,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             async move {
                 (
                     d,
-                    client::connect(&url, PeerId::from(format!("loadgen-{tag}-w{d}"))).await,
+                    client::connect(&url, PeerId::from(format!("loadgen-{tag}-w{d}")), limit).await,
                 )
             }
         })
@@ -192,7 +197,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             async move {
                 (
                     r,
-                    client::connect(&url, PeerId::from(format!("loadgen-{tag}-r{r}"))).await,
+                    client::connect(&url, PeerId::from(format!("loadgen-{tag}-r{r}")), limit).await,
                 )
             }
         })
@@ -209,7 +214,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         )));
     }
     let want = (docs * readers) as u64;
-    let deadline = Instant::now() + Duration::from_secs_f64(args.setup_secs);
+    let deadline = Instant::now() + limit;
     while shared.ready.load(Ordering::Relaxed) < want {
         if Instant::now() > deadline || shared.failed.load(Ordering::Relaxed) > 0 {
             bail!(
@@ -221,8 +226,6 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let the setup's last acknowledgements settle before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_setup = server_rss();
     println!(
         "# loadgen {}: {docs} docs x (1 writer + {readers} readers) = {} connections, set up in {:.1} s; server RSS {} before, {} connected",
@@ -233,6 +236,8 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         mib(rss_setup),
     );
     println!("{}", StepReport::header());
+    // Let the setup's last acknowledgements settle before measuring.
+    tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
 
     let mut reports = Vec::new();
     for (i, &rate) in args.rates().iter().enumerate() {
