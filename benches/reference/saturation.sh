@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fan-out saturation and tail latency (issue 16): the native load generator
 # (`concord-bench loadgen`: DOCS documents, 1 writer + READERS readers each, every client its
-# own connection and Automerge replica, open-loop, ramping the keystroke rate until the p99
-# passes 100 ms) against four servers, one after the other, each pinned to CPU 0 with the
-# generator on CPU 1:
+# own connection and Automerge replica, open-loop, ramping the keystroke rate from 20/s by 1.5x
+# per step until the p99 passes 100 ms) against four servers, one after the other, each pinned
+# to CPU 0 with the generator on CPU 1:
 #   concord          `concord serve` (SQLite FULL, real tokens: `concord token create`)
 #   automerge-repo   the automerge-repo 2.5.6 Node server (automerge-repo-server.mjs)
 #   samod            samod 0.16 behind axum (samod-server/, built here if SAMOD_BIN is unset)
@@ -37,6 +37,7 @@ if [ -z "${SAMOD_BIN:-}" ] && [ "$QUICK" = 0 ]; then
 fi
 # Thousands of connections: one descriptor each, on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+export RUST_LIB_BACKTRACE=0   # errors as one message, not a backtrace
 
 TMP=$(mktemp -d)
 OUT=${SATURATION_OUT:-$TMP}
@@ -45,7 +46,7 @@ SERVER_PID=""
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-LOAD=(--docs "$DOCS" --readers "$READERS" --start-rate 100 --factor 1.5)
+LOAD=(--docs "$DOCS" --readers "$READERS" --start-rate 20 --factor 1.5 --max-steps 16)
 if [ "$QUICK" = 1 ]; then LOAD=(--quick); fi
 # shellcheck disable=SC2206
 EXTRA=(${LOADGEN_ARGS:-})
@@ -62,8 +63,10 @@ start() {
 load() {
   local name=$1 url=$2; shift 2
   rm -f "$OUT/$name.jsonl"
-  "${PIN_CLIENT[@]}" "$BENCH_BIN" loadgen --name "$name" --url "$url" --server-pid "$SERVER_PID" \
-    --json "$OUT/$name.jsonl" "$@"
+  if ! "${PIN_CLIENT[@]}" "$BENCH_BIN" loadgen --name "$name" --url "$url" --server-pid "$SERVER_PID" \
+    --json "$OUT/$name.jsonl" "$@"; then
+    echo "# $name: the load generator stopped with an error (above); its finished steps are kept"
+  fi
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
   echo
 }
