@@ -45,7 +45,11 @@ async fn canary(server: &Server) -> Canary {
     c
 }
 
-async fn join_as(ws: &mut Socket, id: &str, storage: Option<&str>) -> Result<PeerId, Option<CloseCode>> {
+async fn join_as(
+    ws: &mut Socket,
+    id: &str,
+    storage: Option<&str>,
+) -> Result<PeerId, Option<CloseCode>> {
     send(
         ws,
         &Message::Join {
@@ -89,7 +93,14 @@ fn errors(msgs: &[Message]) -> Vec<String> {
         .collect()
 }
 
-fn ephemeral(from: &str, to: &PeerId, doc: DocumentId, session: &str, count: u64, data: &[u8]) -> Message {
+fn ephemeral(
+    from: &str,
+    to: &PeerId,
+    doc: DocumentId,
+    session: &str,
+    count: u64,
+    data: &[u8],
+) -> Message {
     Message::Ephemeral {
         sender_id: PeerId::from(from),
         target_id: to.clone(),
@@ -106,7 +117,11 @@ fn healthz(server: &Server) -> u16 {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut buf = String::new();
         let _ = s.read_to_string(&mut buf);
         buf
@@ -132,7 +147,9 @@ async fn a_malformed_bloom_filter_costs_only_its_sender() {
     // 1 entry, 0 bits per entry, 7 probes: Automerge divides by zero while the engine works.
     let zero_bits = vec![0x42, 0, 0, 1, 0, 3, 1, 0, 7, 0];
     // 1 entry, 8 bits, 2^30 probes: every lookup loops a billion times.
-    let many_probes = vec![0x42, 0, 0, 1, 0, 8, 1, 8, 0x80, 0x80, 0x80, 0x80, 0x04, 0xFF, 0];
+    let many_probes = vec![
+        0x42, 0, 0, 1, 0, 8, 1, 8, 0x80, 0x80, 0x80, 0x80, 0x04, 0xFF, 0,
+    ];
     for (name, data) in [("zero bits", zero_bits), ("2^30 probes", many_probes)] {
         let started = Instant::now();
         send(
@@ -151,12 +168,18 @@ async fn a_malformed_bloom_filter_costs_only_its_sender() {
             errs.iter().any(|e| e.contains("bloom filter")),
             "{name}: refused with an error naming the filter, got {errs:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(3), "{name} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{name} took {:?}",
+            started.elapsed()
+        );
         canary.check(name).await;
     }
     // New connections still complete their handshake, and the server says it is healthy.
     let mut fresh = dial(&server.url(&reader), None).await.unwrap();
-    join(&mut fresh, "fresh").await.expect("a new peer is answered");
+    join(&mut fresh, "fresh")
+        .await
+        .expect("a new peer is answered");
     assert_eq!(healthz(&server), 200);
 }
 
@@ -169,7 +192,11 @@ async fn presence_cannot_be_forged_or_silenced() {
     let observer_t = server.token("observer", &[d], true, "1h");
     let mallory_t = server.token("mallory", &[d], true, "1h");
     let mut subscribed = Vec::new();
-    for (token, id) in [(&alice_t, "alice-tab"), (&observer_t, "observer"), (&mallory_t, "mallory")] {
+    for (token, id) in [
+        (&alice_t, "alice-tab"),
+        (&observer_t, "observer"),
+        (&mallory_t, "mallory"),
+    ] {
         let mut ws = dial(&server.url(token), None).await.unwrap();
         let sid = join(&mut ws, id).await.unwrap();
         send(&mut ws, &sync_msg(id, &sid, d, &Automerge::new(), true)).await;
@@ -181,14 +208,24 @@ async fn presence_cannot_be_forged_or_silenced() {
 
     // Mallory writes alice's sender id, her session, and a huge counter.
     let huge = 1u64 << 53;
-    send(&mut mallory, &ephemeral("alice-tab", &sid, d, "s1", huge, b"forged")).await;
+    send(
+        &mut mallory,
+        &ephemeral("alice-tab", &sid, d, "s1", huge, b"forged"),
+    )
+    .await;
     // Alice's own next cursor update.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    send(&mut alice, &ephemeral("alice-tab", &sid, d, "s1", 1, b"real")).await;
+    send(
+        &mut alice,
+        &ephemeral("alice-tab", &sid, d, "s1", 1, b"real"),
+    )
+    .await;
     let seen = drain(&mut observer, Duration::from_millis(800)).await;
     let from_of = |data: &[u8]| {
         seen.iter().find_map(|m| match m {
-            Message::Ephemeral { sender_id, data: x, .. } if x == data => Some(sender_id.clone()),
+            Message::Ephemeral {
+                sender_id, data: x, ..
+            } if x == data => Some(sender_id.clone()),
             _ => None,
         })
     };
@@ -215,7 +252,11 @@ async fn a_peer_id_cannot_be_squatted() {
     let observer_t = server.token("observer", &[d], true, "1h");
     let mut observer = dial(&server.url(&observer_t), None).await.unwrap();
     let osid = join(&mut observer, "observer").await.unwrap();
-    send(&mut observer, &sync_msg("observer", &osid, d, &Automerge::new(), true)).await;
+    send(
+        &mut observer,
+        &sync_msg("observer", &osid, d, &Automerge::new(), true),
+    )
+    .await;
 
     // Alice is seen, then drops.
     let mut alice = dial(&server.url(&alice_t), None).await.unwrap();
@@ -225,7 +266,11 @@ async fn a_peer_id_cannot_be_squatted() {
     // Mallory takes her peer id and stays.
     let mut mallory = dial(&server.url(&mallory_t), None).await.unwrap();
     let msid = join(&mut mallory, "alice-laptop").await.unwrap();
-    send(&mut mallory, &sync_msg("alice-laptop", &msid, d, &Automerge::new(), true)).await;
+    send(
+        &mut mallory,
+        &sync_msg("alice-laptop", &msid, d, &Automerge::new(), true),
+    )
+    .await;
     // Alice comes back: she is let in.
     let mut alice = dial(&server.url(&alice_t), None).await.unwrap();
     join(&mut alice, "alice-laptop")
@@ -233,13 +278,23 @@ async fn a_peer_id_cannot_be_squatted() {
         .expect("alice reconnects with her peer id while the squatter stays");
     // What the squatter says does not appear as alice's.
     let _ = drain(&mut observer, Duration::from_millis(300)).await;
-    send(&mut mallory, &ephemeral("alice-laptop", &msid, d, "m", 1, b"squatter")).await;
+    send(
+        &mut mallory,
+        &ephemeral("alice-laptop", &msid, d, "m", 1, b"squatter"),
+    )
+    .await;
     let seen = drain(&mut observer, Duration::from_millis(800)).await;
     for m in &seen {
-        if let Message::Ephemeral { sender_id, data, .. } = m
+        if let Message::Ephemeral {
+            sender_id, data, ..
+        } = m
             && data == b"squatter"
         {
-            assert_ne!(sender_id.as_str(), "alice-laptop", "the squatter speaks under its own id");
+            assert_ne!(
+                sender_id.as_str(),
+                "alice-laptop",
+                "the squatter speaks under its own id"
+            );
         }
     }
     canary.check("squatting").await;
@@ -249,7 +304,10 @@ async fn a_peer_id_cannot_be_squatted() {
 async fn storage_ids_are_bounded_capped_and_expire() {
     let server = Server::start_env(
         &[],
-        &[("CONCORD_QUOTA_STORAGE_IDS", "8"), ("CONCORD_SYNC_STATE_TTL_SECS", "3")],
+        &[
+            ("CONCORD_QUOTA_STORAGE_IDS", "8"),
+            ("CONCORD_SYNC_STATE_TTL_SECS", "3"),
+        ],
     );
     let mut canary = canary(&server).await;
     let d = canary.doc.id();
@@ -258,7 +316,10 @@ async fn storage_ids_are_bounded_capped_and_expire() {
     // A 60 KiB storage id is refused at the handshake.
     let mut ws = dial(&server.url(&reader), None).await.unwrap();
     let huge = "s".repeat(60 * 1024);
-    assert!(join_as(&mut ws, "big", Some(&huge)).await.is_err(), "refused");
+    assert!(
+        join_as(&mut ws, "big", Some(&huge)).await.is_err(),
+        "refused"
+    );
     canary.check("huge storage id").await;
 
     // 20 connections of one read-only principal, each with its own storage id, sync the
@@ -266,15 +327,24 @@ async fn storage_ids_are_bounded_capped_and_expire() {
     for i in 0..20 {
         let mut ws = dial(&server.url(&reader), None).await.unwrap();
         let sid_str = format!("00000000-0000-4000-8000-{i:012}");
-        let sid = join_as(&mut ws, &format!("r{i}"), Some(&sid_str)).await.unwrap();
-        send(&mut ws, &sync_msg(&format!("r{i}"), &sid, d, &Automerge::new(), true)).await;
+        let sid = join_as(&mut ws, &format!("r{i}"), Some(&sid_str))
+            .await
+            .unwrap();
+        send(
+            &mut ws,
+            &sync_msg(&format!("r{i}"), &sid, d, &Automerge::new(), true),
+        )
+        .await;
         let _ = drain(&mut ws, Duration::from_millis(150)).await;
     }
     let db = SqliteStorage::open(SqliteConfig::new(server.data.path().join("concord.db")))
         .await
         .unwrap();
     let rows = db.load(&d).await.unwrap().sync_states.len();
-    assert!(rows <= 9, "{rows} sync states persisted (8 for the reader, 1 for the canary)");
+    assert!(
+        rows <= 9,
+        "{rows} sync states persisted (8 for the reader, 1 for the canary)"
+    );
     assert!(rows >= 2, "some sync state is persisted ({rows})");
     // Unused sync state expires.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -283,7 +353,10 @@ async fn storage_ids_are_bounded_capped_and_expire() {
         if left <= 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "{left} sync states never expired");
+        assert!(
+            Instant::now() < deadline,
+            "{left} sync states never expired"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     canary.check("storage ids").await;
@@ -293,7 +366,10 @@ async fn storage_ids_are_bounded_capped_and_expire() {
 async fn per_document_state_leaves_with_the_document() {
     let server = Server::start_env(
         &[],
-        &[("CONCORD_EVICT_IDLE_SECS", "1"), ("CONCORD_QUOTA_DOCS_PER_HOUR", "50")],
+        &[
+            ("CONCORD_EVICT_IDLE_SECS", "1"),
+            ("CONCORD_QUOTA_DOCS_PER_HOUR", "50"),
+        ],
     );
     let mut canary = canary(&server).await;
     let writer = server.token("writer", &[], false, "1h");
@@ -321,7 +397,11 @@ async fn per_document_state_leaves_with_the_document() {
             let sid = join(&mut ws, &format!("w{c}")).await.unwrap();
             for i in 0..500u64 {
                 let doc = DocumentId::from_bytes(rand_bytes());
-                send(&mut ws, &ephemeral(&format!("w{c}"), &sid, doc, "s", i + 1, b"hi")).await;
+                send(
+                    &mut ws,
+                    &ephemeral(&format!("w{c}"), &sid, doc, "s", i + 1, b"hi"),
+                )
+                .await;
                 let gossip = Message::RemoteHeadsChanged {
                     sender_id: PeerId::new(format!("w{c}")),
                     target_id: sid.clone(),
@@ -342,7 +422,10 @@ async fn per_document_state_leaves_with_the_document() {
     }
     canary.check("ephemeral and gossip to random ids").await;
     let grown = server.rss_kib().saturating_sub(rss_start);
-    assert!(grown < 12 * 1024, "RSS grew by {grown} KiB for documents nobody holds");
+    assert!(
+        grown < 12 * 1024,
+        "RSS grew by {grown} KiB for documents nobody holds"
+    );
 
     // Creating documents is limited per principal and per hour.
     let mut ws = dial(&server.url(&writer), None).await.unwrap();
@@ -351,9 +434,16 @@ async fn per_document_state_leaves_with_the_document() {
     for i in 0..70 {
         let mut am = Automerge::new();
         am.transact(|tx| tx.put(ROOT, "n", i as i64)).unwrap();
-        send(&mut ws, &changes_msg("creator", &sid, DocumentId::from_bytes(rand_bytes()), &am)).await;
+        send(
+            &mut ws,
+            &changes_msg("creator", &sid, DocumentId::from_bytes(rand_bytes()), &am),
+        )
+        .await;
         let errs = errors(&drain(&mut ws, Duration::from_millis(60)).await);
-        if errs.iter().any(|e| e.contains("documents created per hour")) {
+        if errs
+            .iter()
+            .any(|e| e.contains("documents created per hour"))
+        {
             refused = Some(i);
             break;
         }
@@ -399,7 +489,10 @@ async fn one_writer_cannot_stall_everyone() {
         errs.iter().any(|e| e.contains("operations per second")),
         "the heavy writer is charged by cost: {errs:?}"
     );
-    assert!(worst < Duration::from_secs(3), "the canary waited {worst:?}");
+    assert!(
+        worst < Duration::from_secs(3),
+        "the canary waited {worst:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,15 +513,24 @@ async fn ephemeral_fan_out_is_rate_limited() {
     }
     let mut sender = dial(&server.url(&sender_t), None).await.unwrap();
     let sid = join(&mut sender, "sender").await.unwrap();
-    send(&mut sender, &sync_msg("sender", &sid, d, &Automerge::new(), true)).await;
+    send(
+        &mut sender,
+        &sync_msg("sender", &sid, d, &Automerge::new(), true),
+    )
+    .await;
     // 2 MiB of presence in 32 KiB messages, as fast as possible.
     let blob = vec![7u8; 32 * 1024];
     for i in 0..64 {
-        send(&mut sender, &ephemeral("sender", &sid, d, "flood", i + 1, &blob)).await;
+        send(
+            &mut sender,
+            &ephemeral("sender", &sid, d, "flood", i + 1, &blob),
+        )
+        .await;
     }
     let told = errors(&drain(&mut sender, Duration::from_millis(500)).await);
     assert!(
-        told.iter().any(|e| e.contains("ephemeral bytes per second")),
+        told.iter()
+            .any(|e| e.contains("ephemeral bytes per second")),
         "the sender is told its messages are dropped: {told:?}"
     );
     for mut r in readers {
@@ -440,7 +542,10 @@ async fn ephemeral_fan_out_is_rate_limited() {
                 _ => 0,
             })
             .sum();
-        assert!(got < 1024 * 1024, "a reader received {got} bytes of a 2 MiB flood");
+        assert!(
+            got < 1024 * 1024,
+            "a reader received {got} bytes of a 2 MiB flood"
+        );
     }
     canary.check("ephemeral flood").await;
 }

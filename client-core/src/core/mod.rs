@@ -373,6 +373,7 @@ impl Core {
             budgets.prune(now);
         }
         self.expire_handshakes(now);
+        self.retry_panicked(now);
         let stale: Vec<DocumentId> = self
             .docs
             .iter()

@@ -76,13 +76,11 @@ pub(super) async fn run_subscriber(shared: Arc<Shared>, mut events: mpsc::Receiv
             () = super::driver::until_shutdown(&mut shutdown) => return,
         };
         let Some(event) = event else { return };
-        let now = shared.now();
         match event {
             BusEvent::Notice(BusNotice::Committed { doc, keys, .. }) => {
-                let (shard, mut core) = shared.lock_doc(&doc);
-                core.handle_external_commit(now, doc, keys);
-                drop(core);
-                shared.wake(shard);
+                shared.run_on(shared.shard_of(&doc), move |core, now| {
+                    core.handle_external_commit(now, doc, keys);
+                });
             }
             BusEvent::Notice(BusNotice::Ephemeral {
                 doc,
@@ -92,16 +90,14 @@ pub(super) async fn run_subscriber(shared: Arc<Shared>, mut events: mpsc::Receiv
                 data,
                 ..
             }) => {
-                let (shard, mut core) = shared.lock_doc(&doc);
-                core.handle_cluster_ephemeral(doc, sender, session_id, count, data);
-                drop(core);
-                shared.wake(shard);
+                shared.run_on(shared.shard_of(&doc), move |core, _| {
+                    core.handle_cluster_ephemeral(doc, sender, session_id, count, data);
+                });
             }
             BusEvent::Gap => {
                 tracing::info!("cluster bus resumed after a gap: re-reading resident documents");
                 for i in 0..shared.shard_count() {
-                    shared.lock_shard(i).handle_external_gap(now);
-                    shared.wake(i);
+                    shared.run_on(i, |core, now| core.handle_external_gap(now));
                 }
             }
             #[allow(unreachable_patterns)]
