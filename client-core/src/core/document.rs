@@ -508,6 +508,7 @@ impl Core {
         let mut check = false;
         let mut staged = Vec::new();
         let mut staged_hashes = HashSet::new();
+        let mut batch_seqs = HashMap::new();
         let mut empty_asks = Vec::new();
         for Inbound { conn, msg, request } in inbox {
             let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.as_ref()) else {
@@ -554,6 +555,14 @@ impl Core {
                     continue;
                 }
                 let (orphans, ours) = orphan_changes(&entry.doc, &msg, &staged_hashes);
+                if let Err(reason) = entry
+                    .doc
+                    .check_changes(&ours, &mut batch_seqs, &staged_hashes)
+                {
+                    pd.sync = sync::State::new();
+                    errors.push((conn, ProtocolError::SyncApply { doc, reason }));
+                    continue;
+                }
                 if orphans > 0 {
                     let queued = entry.queued_orphans + orphans;
                     if queued > max_missing {
