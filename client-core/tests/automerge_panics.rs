@@ -102,7 +102,7 @@ impl Server {
         self.core.materialize(&DOC).unwrap();
         self.drive();
         let d = self.core.document(&DOC)?;
-        d.get(ROOT, key).unwrap().and_then(|(v, _)| v.to_i64())
+        d.get(ROOT, key).unwrap().and_then(|(v, _)| v.as_i64())
     }
 }
 

@@ -206,7 +206,7 @@ proptest! {
         core.materialize(&doc).unwrap();
         let d = core.document(&doc).unwrap();
         for i in 0..edits.max(1) {
-            let v = d.get(ROOT, format!("k{i}")).unwrap().and_then(|(v, _)| v.to_i64());
+            let v = d.get(ROOT, format!("k{i}")).unwrap().and_then(|(v, _)| v.as_i64());
             prop_assert_eq!(v, Some(i64::from(i)), "nothing the document held is lost");
         }
     }

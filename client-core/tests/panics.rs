@@ -66,7 +66,7 @@ async fn two_shards(repo: &Repo) -> (DocHandle, DocHandle) {
 }
 
 fn value(doc: &DocHandle) -> i64 {
-    doc.with_doc(|d| d.get(ROOT, "v").unwrap().and_then(|(v, _)| v.to_i64()))
+    doc.with_doc(|d| d.get(ROOT, "v").unwrap().and_then(|(v, _)| v.as_i64()))
         .unwrap()
         .unwrap_or(-1)
 }
