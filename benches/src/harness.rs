@@ -181,6 +181,7 @@ impl Harness {
                 is_ephemeral: storage.is_none(),
                 region: None,
                 storage_id: storage,
+                concord: true,
             }),
             supported_protocol_versions: vec![wire::PROTOCOL_V1.to_string()],
         };

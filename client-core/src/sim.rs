@@ -159,6 +159,10 @@ impl Sim {
         .with_policy(std::sync::Arc::new(crate::core::ServerPolicy))
         .with_region(region)
         .with_defer_apply(Self::server_defer());
+        let config = crate::core::CoreConfig {
+            retain_deleted: true,
+            ..config
+        };
         self.add_peer_with(name, config)
     }
 
@@ -287,8 +291,10 @@ impl Sim {
         let mut config = p.config.clone();
         config.seed = self.rng.random();
         p.core = Core::new(config);
+        // What a driver does at start-up.
+        p.core
+            .seed_tombstones(p.disk.tombstones_sync().unwrap_or_default());
         if p.core.is_region_server() {
-            // What a region server's driver does at start-up.
             let index = p.disk.heads_index_sync().unwrap_or_default();
             p.core.seed_heads_index(index);
         }
@@ -317,6 +323,15 @@ impl Sim {
         let r = self.peers[i].core.change(now, &doc, f).map(|(r, _)| r);
         self.drain();
         r
+    }
+
+    /// Deletes `doc` on peer `i` (see [`Core::delete`]), as that peer's id.
+    pub fn delete(&mut self, i: usize, doc: DocumentId) -> Result<(), CoreError> {
+        let now = self.now;
+        let by = self.peers[i].name.clone();
+        self.peers[i].core.delete(now, doc, by, false)?;
+        self.drain();
+        Ok(())
     }
 
     /// Makes peer `i` look for `doc` (storage, then peers).

@@ -4,6 +4,7 @@
 
 pub mod pg;
 pub mod proxy;
+pub mod region;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

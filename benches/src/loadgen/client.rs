@@ -92,6 +92,7 @@ pub async fn connect(url: &str, me: PeerId, limit: Duration) -> anyhow::Result<C
             storage_id: None,
             is_ephemeral: true,
             region: None,
+            concord: false,
         }),
         supported_protocol_versions: vec![PROTOCOL_V1.to_owned()],
     };

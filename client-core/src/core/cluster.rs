@@ -38,7 +38,7 @@ impl Core {
     /// it"). Resident documents read and apply them; a region server that has region links loads
     /// the document, so the change reaches every region.
     pub fn handle_external_commit(&mut self, now: u64, doc: DocumentId, keys: Vec<ChunkKey>) {
-        if !self.owns(&doc) {
+        if !self.owns(&doc) || self.tombstones.contains_key(&doc) {
             return;
         }
         let Some(entry) = self.docs.get_mut(&doc) else {

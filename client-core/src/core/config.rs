@@ -159,6 +159,9 @@ pub struct CoreConfig {
     /// Per-principal budgets charged for what authenticated inbound clients send (servers; one
     /// shared by every shard). `None`: nothing is charged.
     pub budgets: Option<Arc<super::Budgets>>,
+    /// Keep a deleted document's stored data until the server's retention period reclaims it
+    /// (servers). `false` (clients): deleted at once.
+    pub retain_deleted: bool,
 }
 
 /// One core of a sharded driver: documents are split between `count` cores by their id, each
@@ -217,6 +220,7 @@ impl CoreConfig {
             defer_apply: None,
             shard: None,
             budgets: None,
+            retain_deleted: false,
         }
     }
 

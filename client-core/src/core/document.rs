@@ -237,6 +237,9 @@ impl Core {
     }
 
     pub(super) fn ensure_loaded(&mut self, now: u64, doc: DocumentId) {
+        if self.tombstones.contains_key(&doc) {
+            return; // Deleted: never loaded again.
+        }
         if let Some(e) = self.docs.get_mut(&doc) {
             e.last_used = now;
             return;
@@ -265,6 +268,14 @@ impl Core {
     /// [`Event::FindResolved`]. An unavailable document is still delivered if it arrives later.
     pub fn find(&mut self, now: u64, doc: DocumentId) -> Ticket {
         let ticket = self.ticket();
+        if self.tombstones.contains_key(&doc) {
+            self.out.event(Event::FindResolved {
+                ticket,
+                doc,
+                outcome: FindOutcome::Deleted,
+            });
+            return ticket;
+        }
         self.ensure_loaded(now, doc);
         if let Some(e) = self.docs.get_mut(&doc) {
             e.find_waiters.push(ticket);
@@ -336,6 +347,9 @@ impl Core {
         options: CommitOptions,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Option<Ticket>), CoreError> {
+        if self.tombstones.contains_key(doc) {
+            return Err(CoreError::Deleted(*doc));
+        }
         self.materialize(doc)?;
         let entry = self.docs.get_mut(doc).ok_or(CoreError::NotLoaded(*doc))?;
         match &entry.state {
@@ -407,6 +421,9 @@ impl Core {
                 },
             );
             return;
+        }
+        if self.refuse_deleted(conn, doc) {
+            return; // Deleted: whatever the message carries is refused.
         }
         let msg = match sync::Message::decode(data) {
             Ok(m) => m,

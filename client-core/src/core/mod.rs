@@ -78,6 +78,7 @@ mod availability;
 mod cluster;
 mod config;
 mod connection;
+mod deletion;
 mod document;
 mod durability;
 mod effects;
@@ -107,6 +108,7 @@ pub use config::{
     ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, ShardConfig,
     SharePolicy,
 };
+pub use deletion::{DELETED, Tombstone};
 pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
 pub use effects::{
     CloseReason, Effect, Event, FindOutcome, Gathered, MAX_BATCH_BYTES, MAX_BATCH_OPS, OpId,
@@ -180,6 +182,10 @@ enum PendingOp {
         covered: Vec<ChunkKey>,
     },
     SyncState,
+    /// Writing a tombstone (`ticket`: a local deletion waiting for it).
+    Tombstone {
+        ticket: Option<Ticket>,
+    },
     /// Reading chunks another node committed (`asked`: their keys; empty: all).
     External {
         asked: Vec<ChunkKey>,
@@ -246,6 +252,10 @@ pub struct Core {
     reservations: identity::Reservations,
     /// The wall clock (Unix milliseconds) as the driver last reported it (0: never).
     wall_ms: u64,
+    /// Deleted documents (see `deletion.rs`).
+    tombstones: HashMap<DocumentId, Tombstone>,
+    /// A deletion being applied came from the cluster bus.
+    from_cluster: bool,
 }
 
 impl Core {
@@ -270,6 +280,8 @@ impl Core {
             guard: guard::GuardContext::default(),
             reservations: identity::Reservations::default(),
             wall_ms: 0,
+            tombstones: HashMap::new(),
+            from_cluster: false,
         }
     }
 
@@ -345,6 +357,18 @@ impl Core {
             PendingOp::Compact { key, covered } => self.on_compacted(doc, key, covered, result),
             PendingOp::External { asked } => {
                 let _ = self.guarded(now, doc, |c| c.on_external_read(now, doc, asked, result));
+            }
+            PendingOp::Tombstone { ticket } => {
+                let error = result.as_ref().err().map(ToString::to_string);
+                if let Some(ticket) = ticket {
+                    self.out.event(Event::Committed {
+                        ticket,
+                        result: error.clone().map_or(Ok(Vec::new()), Err),
+                    });
+                }
+                if let Some(error) = error {
+                    self.out.event(Event::StorageFailed { doc, error });
+                }
             }
             PendingOp::SyncState => {
                 if let Err(e) = result {

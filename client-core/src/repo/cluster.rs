@@ -94,10 +94,26 @@ pub(super) async fn run_subscriber(shared: Arc<Shared>, mut events: mpsc::Receiv
                     core.handle_cluster_ephemeral(doc, sender, session_id, count, data);
                 });
             }
+            BusEvent::Notice(BusNotice::Deleted { doc, tombstone, .. }) => {
+                shared.run_on(shared.shard_of(&doc), move |core, now| {
+                    core.handle_cluster_deleted(now, doc, &tombstone);
+                });
+            }
             BusEvent::Gap => {
                 tracing::info!("cluster bus resumed after a gap: re-reading resident documents");
                 for i in 0..shared.shard_count() {
                     shared.run_on(i, |core, now| core.handle_external_gap(now));
+                }
+                // Deletions recorded meanwhile, too.
+                match shared.storage.tombstones().await {
+                    Ok(all) => {
+                        for (doc, bytes) in all {
+                            shared.run_on(shared.shard_of(&doc), move |core, now| {
+                                core.handle_cluster_deleted(now, doc, &bytes);
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot re-read tombstones after a gap"),
                 }
             }
             #[allow(unreachable_patterns)]

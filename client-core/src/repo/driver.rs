@@ -333,6 +333,34 @@ impl Shared {
                     let _ = tx.send(outcome);
                 }
             }
+            Event::DocDeleted {
+                doc,
+                tombstone,
+                origin,
+                from_cluster,
+            } => {
+                if let Some(link) = self.cluster.as_ref().filter(|_| !from_cluster) {
+                    link.publish(super::BusNotice::Deleted {
+                        node: link.node_id.clone(),
+                        doc,
+                        tombstone: tombstone.encode(),
+                    });
+                }
+                tracing::info!(%doc, by = %tombstone.by, ?origin, "document deleted");
+                self.doc_event(
+                    doc,
+                    DocEvent::Deleted {
+                        by: tombstone.by.clone(),
+                        at_ms: tombstone.at_ms,
+                        origin,
+                    },
+                );
+                let _ = self.events.send(RepoEvent::DocumentDeleted {
+                    doc,
+                    by: tombstone.by,
+                    origin,
+                });
+            }
             Event::DocChanged { doc, heads, origin } => {
                 self.doc_event(doc, DocEvent::Changed { heads, origin });
             }

@@ -20,6 +20,7 @@
 mod edit;
 mod policies;
 mod replica;
+mod rm;
 mod sync;
 mod watch;
 
@@ -204,6 +205,13 @@ enum DocCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Delete a document, here and (through the servers, with write access) everywhere: other
+    /// replicas drop their copies, later edits are refused. Prints `deleted URL` once a server
+    /// confirmed it.
+    Rm {
+        /// The document's `automerge:` URL (or bare id).
+        url: AutomergeUrl,
+    },
     /// Sync every document of the replica with the server until the server holds all of them.
     ///
     /// Exits 0 when every document is in sync, non-zero (listing the others) when that did not
@@ -304,6 +312,7 @@ async fn dispatch(
         DocCommand::Increment { url, path, by } => edit::increment(r, &url, &path, by).await?,
         DocCommand::Watch { url, count } => watch::watch(r, &url, count, timeout).await?,
         DocCommand::Sync => sync::sync(r).await?,
+        DocCommand::Rm { url } => rm::rm(r, &url).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -191,3 +191,49 @@ pub async fn get_doc(
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+/// `DELETE /admin/docs/{id}` (`?purge=true` to erase stored bytes on every replica at once):
+/// deletes a document everywhere, as the admin. 404 for a document never stored here.
+pub async fn delete_doc(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+) -> Response {
+    let principal = match super::admission::admit_admin(&app, &headers, &query) {
+        Ok(p) => p.unwrap_or_else(|| "admin".into()),
+        Err(r) => return r.into_response(),
+    };
+    let doc: DocumentId = match id.parse() {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let purge = query.get("purge").is_some_and(|v| v == "true" || v == "1");
+    let known = app.repo.deletion(&doc).is_some()
+        || app
+            .repo
+            .storage()
+            .load(&doc)
+            .await
+            .is_ok_and(|s| !s.is_empty());
+    if !known {
+        return error(StatusCode::NOT_FOUND, format!("no document {doc}"));
+    }
+    match app.repo.delete_document(doc, principal, purge).await {
+        Ok(()) => {
+            Json(json!({"id": doc.to_string(), "deleted": true, "purged": purge})).into_response()
+        }
+        Err(RepoError::Deleted(_)) if purge => {
+            // Already deleted: a purge still erases what the deletion kept.
+            match app.repo.purge_deleted(doc).await {
+                Ok(()) => Json(json!({"id": doc.to_string(), "deleted": true, "purged": true}))
+                    .into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        Err(RepoError::Deleted(_)) => {
+            error(StatusCode::CONFLICT, format!("{doc} is already deleted"))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

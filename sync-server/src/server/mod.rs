@@ -137,7 +137,10 @@ fn router(state: AppState, with_admin: bool) -> Router {
 
 fn admin_routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/admin/docs", get(http::list_docs))
-        .route("/admin/docs/{id}", get(http::get_doc))
+        .route(
+            "/admin/docs/{id}",
+            get(http::get_doc).delete(http::delete_doc),
+        )
         .route("/admin/replication", get(http::replication))
 }
 
@@ -224,6 +227,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         outgoing_queue: config.outgoing_queue,
         shards: config.shards,
         quotas: Some(config.quotas.clone()),
+        retain_deleted: true,
         defer_apply: Some(DeferApply {
             min_ops: config.defer_apply_min_ops,
             ..DeferApply::default()
@@ -265,6 +269,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     housekeeping::spawn_sync_state_expiry(
         repo.storage(),
         std::time::Duration::from_secs(config.sync_state_ttl_secs.max(1)),
+        shutdown.clone(),
+    );
+    housekeeping::spawn_deletion_retention(
+        repo.storage(),
+        std::time::Duration::from_secs(config.deleted_retention_secs.max(1)),
+        std::time::Duration::from_secs(config.tombstone_retention_secs.max(1)),
         shutdown.clone(),
     );
     if let Some(c) = &cluster {
