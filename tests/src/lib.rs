@@ -2,6 +2,7 @@
 //! and a throwaway PostgreSQL server ([`pg::TempPostgres`]).
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod cluster;
 pub mod pg;
 pub mod proxy;
 
@@ -21,8 +22,14 @@ pub struct Proc {
 impl Proc {
     /// Spawns `bin` with `args`, stdout piped.
     pub fn spawn(bin: &str, args: &[&str]) -> std::io::Result<Self> {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Self::spawn_cmd(cmd)
+    }
+
+    /// Spawns `cmd`, stdout piped, stderr inherited.
+    pub fn spawn_cmd(mut cmd: Command) -> std::io::Result<Self> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;

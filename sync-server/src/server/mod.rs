@@ -26,6 +26,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use concord::core::{DeferApply, GrantPolicy, Housekeeping, Limits, RegionConfig};
+use concord::repo::{ClusterBus, ClusterConfig};
 use concord::storage::StorageError;
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
@@ -94,6 +95,8 @@ pub struct AppState {
     keys: Option<Arc<crate::auth::KeyRing>>,
     counts: Arc<admission::Counts>,
     revoked: watch::Receiver<Arc<crate::auth::Revocations>>,
+    /// Cluster mode: this node's database, bus and registration.
+    cluster: Option<Arc<ClusterNode>>,
 }
 
 /// A server that is listening.
@@ -201,6 +204,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             name: config.region.clone(),
             anti_entropy_ms: config.anti_entropy_secs.saturating_mul(1000),
         }),
+        // Other nodes' commits (announced by PostgreSQL inside their transactions) and
+        // ephemeral messages arrive on the bus; ours leave on it.
+        cluster: cluster.as_ref().map(|c| ClusterConfig {
+            node_id: c.node.clone(),
+            bus: c.bus.clone() as Arc<dyn ClusterBus>,
+        }),
         ..RepoConfig::default()
     };
     let repo = Repo::open(storage, repo_config).await?;
@@ -257,6 +266,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         keys: Some(Arc::new(keys)),
         counts: Arc::default(),
         revoked,
+        cluster: cluster.clone(),
     };
     let keys = state.keys.clone().unwrap_or_default();
     Ok(Running {
