@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod pg;
 pub mod proxy;
+pub mod writers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -44,15 +44,7 @@ impl Core {
         {
             return; // Already held (e.g. we loaded after the commit).
         }
-        entry.external_stale = Some(match entry.external_stale.take() {
-            // A full re-read covers any keys.
-            Some(old) if old.is_empty() || keys.is_empty() => Vec::new(),
-            Some(mut old) => {
-                old.extend(keys);
-                old
-            }
-            None => keys,
-        });
+        mark_stale(&mut entry.external_stale, keys);
         self.read_external(doc);
     }
 
@@ -112,10 +104,7 @@ impl Core {
             Ok(_) => return,
             Err(e) => {
                 // Retried at the next notice, gap or tick.
-                entry
-                    .external_stale
-                    .get_or_insert_with(Vec::new)
-                    .extend(asked);
+                mark_stale(&mut entry.external_stale, asked);
                 self.out.event(Event::StorageFailed {
                     doc,
                     error: format!("reading changes another node committed: {e}"),
@@ -123,9 +112,11 @@ impl Core {
                 return;
             }
         };
-        if !asked.is_empty() && stored.chunks.len() < asked.len() {
-            // Another node compacted some of them meanwhile: read everything.
-            entry.external_stale = Some(Vec::new());
+        let partial = !asked.is_empty();
+        if partial && stored.chunks.len() < asked.len() {
+            // Another node compacted some of them meanwhile (into a snapshot no notice names):
+            // read everything.
+            mark_stale(&mut entry.external_stale, Vec::new());
         }
         let unknown: Vec<_> = stored
             .chunks
@@ -138,10 +129,10 @@ impl Core {
         }
         if entry.commit_in_flight || !entry.inbox.is_empty() || !entry.all_committed() {
             // Applied once our own work on it is committed (see `settle_external`).
-            entry
-                .external_stale
-                .get_or_insert_with(Vec::new)
-                .extend(unknown.iter().map(|c| c.key));
+            mark_stale(
+                &mut entry.external_stale,
+                unknown.iter().map(|c| c.key).collect(),
+            );
             return;
         }
         let before = entry.doc.get_heads();
@@ -162,8 +153,13 @@ impl Core {
         }
         let complete = am.get_missing_deps(&[]).is_empty();
         entry.doc.refresh();
+        self.out.stats.external_chunks += applied.len() as u64;
         if complete {
             entry.chunks.extend(applied);
+        } else if partial {
+            // What these depend on was not among the chunks read (another node compacted it
+            // into a snapshot that no notice names): read everything.
+            mark_stale(&mut entry.external_stale, Vec::new());
         }
         let after = entry.doc.get_heads();
         for error in failures {
@@ -201,5 +197,43 @@ impl Core {
             self.sync_doc(now, doc);
         }
         self.read_external(doc);
+    }
+}
+
+/// Records that `keys` of a document must be read (empty: every chunk). A pending full re-read
+/// covers any keys, and is never narrowed to a list of keys.
+fn mark_stale(stale: &mut Option<Vec<ChunkKey>>, keys: Vec<ChunkKey>) {
+    *stale = Some(match stale.take() {
+        Some(old) if old.is_empty() || keys.is_empty() => Vec::new(),
+        Some(mut old) => {
+            old.extend(keys);
+            old
+        }
+        None => keys,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_re_read_is_never_narrowed() {
+        let (a, b) = (ChunkKey::of(b"a"), ChunkKey::of(b"b"));
+        let mut stale = None;
+        mark_stale(&mut stale, vec![a]);
+        mark_stale(&mut stale, vec![b]);
+        assert_eq!(stale, Some(vec![a, b]));
+        mark_stale(&mut stale, Vec::new());
+        assert_eq!(stale, Some(vec![]));
+        mark_stale(&mut stale, vec![a]);
+        assert_eq!(
+            stale,
+            Some(vec![]),
+            "keys after a full re-read keep it full"
+        );
+        let mut fresh = None;
+        mark_stale(&mut fresh, Vec::new());
+        assert_eq!(fresh, Some(vec![]));
     }
 }

@@ -250,7 +250,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     .await?;
     if let Some(c) = &cluster {
         let me = crate::cluster::registry::Registration::register(
-            c.storage.pool().clone(),
+            &c.storage,
             &c.node,
             &config.region,
             &addr.to_string(),
