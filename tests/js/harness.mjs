@@ -12,6 +12,8 @@ import { fileURLToPath } from "node:url";
 import { Repo } from "@automerge/automerge-repo";
 import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 
+import { HoldingProxy } from "./proxy.mjs";
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 /** The `concord` binary: `$CONCORD_BIN`, else the workspace's debug build. */
@@ -321,6 +323,7 @@ async function shutdownRepo(repo) {
 export class Harness {
   constructor() {
     this.repos = [];
+    this.proxies = [];
     this.servers = [];
     this.dirs = [];
     this.databases = [];
@@ -359,6 +362,14 @@ export class Harness {
     return repo;
   }
 
+  /** A TCP proxy in front of `server` that can hold back what its clients send (proxy.mjs). */
+  async proxy(server) {
+    const { hostname, port } = new URL(server.wsUrl);
+    const p = await HoldingProxy.start({ host: hostname, port: Number(port) });
+    this.proxies.push(p);
+    return p;
+  }
+
   /** Shuts one client down (and forgets it). */
   async closeClient(repo) {
     this.repos = this.repos.filter(r => r !== repo);
@@ -379,6 +390,9 @@ export class Harness {
     const errors = [];
     for (const repo of this.repos.splice(0).reverse()) {
       await shutdownRepo(repo).catch(e => errors.push(e));
+    }
+    for (const p of this.proxies.splice(0)) {
+      await p.close().catch(e => errors.push(e));
     }
     for (const s of this.servers.splice(0).reverse()) {
       await s.stop().catch(e => errors.push(e));

@@ -20,6 +20,19 @@ use super::{Core, Event, Origin, PendingOp, StorageOp, StorageReply};
 use crate::id::DocumentId;
 use crate::storage::{ChunkKey, StorageError};
 
+/// Adds `keys` to what must be read (`Some(empty)`: every chunk; a full read covers any keys,
+/// so it is never narrowed down to some keys).
+fn want(stale: &mut Option<Vec<ChunkKey>>, keys: Vec<ChunkKey>) {
+    *stale = Some(match stale.take() {
+        Some(old) if old.is_empty() || keys.is_empty() => Vec::new(),
+        Some(mut old) => {
+            old.extend(keys);
+            old
+        }
+        None => keys,
+    });
+}
+
 impl Core {
     /// Another node committed the chunks `keys` of `doc` (empty: "something changed, re-read
     /// it"). Resident documents read and apply them; a region server that has region links loads
@@ -44,7 +57,7 @@ impl Core {
         {
             return; // Already held (e.g. we loaded after the commit).
         }
-        mark_stale(&mut entry.external_stale, keys);
+        want(&mut entry.external_stale, keys);
         self.read_external(doc);
     }
 
@@ -104,7 +117,7 @@ impl Core {
             Ok(_) => return,
             Err(e) => {
                 // Retried at the next notice, gap or tick.
-                mark_stale(&mut entry.external_stale, asked);
+                want(&mut entry.external_stale, asked);
                 self.out.event(Event::StorageFailed {
                     doc,
                     error: format!("reading changes another node committed: {e}"),
@@ -112,11 +125,9 @@ impl Core {
                 return;
             }
         };
-        let partial = !asked.is_empty();
-        if partial && stored.chunks.len() < asked.len() {
-            // Another node compacted some of them meanwhile (into a snapshot no notice names):
-            // read everything.
-            mark_stale(&mut entry.external_stale, Vec::new());
+        if !asked.is_empty() && stored.chunks.len() < asked.len() {
+            // Another node compacted some of them meanwhile: read everything.
+            want(&mut entry.external_stale, Vec::new());
         }
         let unknown: Vec<_> = stored
             .chunks
@@ -129,7 +140,7 @@ impl Core {
         }
         if entry.commit_in_flight || !entry.inbox.is_empty() || !entry.all_committed() {
             // Applied once our own work on it is committed (see `settle_external`).
-            mark_stale(
+            want(
                 &mut entry.external_stale,
                 unknown.iter().map(|c| c.key).collect(),
             );
@@ -156,10 +167,9 @@ impl Core {
         self.out.stats.external_chunks += applied.len() as u64;
         if complete {
             entry.chunks.extend(applied);
-        } else if partial {
-            // What these depend on was not among the chunks read (another node compacted it
-            // into a snapshot that no notice names): read everything.
-            mark_stale(&mut entry.external_stale, Vec::new());
+        } else {
+            // Some changes wait for others: read every chunk we do not hold.
+            want(&mut entry.external_stale, Vec::new());
         }
         let after = entry.doc.get_heads();
         for error in failures {
@@ -200,40 +210,19 @@ impl Core {
     }
 }
 
-/// Records that `keys` of a document must be read (empty: every chunk). A pending full re-read
-/// covers any keys, and is never narrowed to a list of keys.
-fn mark_stale(stale: &mut Option<Vec<ChunkKey>>, keys: Vec<ChunkKey>) {
-    *stale = Some(match stale.take() {
-        Some(old) if old.is_empty() || keys.is_empty() => Vec::new(),
-        Some(mut old) => {
-            old.extend(keys);
-            old
-        }
-        None => keys,
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_full_re_read_is_never_narrowed() {
-        let (a, b) = (ChunkKey::of(b"a"), ChunkKey::of(b"b"));
+    fn a_full_read_is_never_narrowed() {
+        let (a, b) = (ChunkKey([1; 32]), ChunkKey([2; 32]));
         let mut stale = None;
-        mark_stale(&mut stale, vec![a]);
-        mark_stale(&mut stale, vec![b]);
+        want(&mut stale, vec![a]);
+        want(&mut stale, vec![b]);
         assert_eq!(stale, Some(vec![a, b]));
-        mark_stale(&mut stale, Vec::new());
-        assert_eq!(stale, Some(vec![]));
-        mark_stale(&mut stale, vec![a]);
-        assert_eq!(
-            stale,
-            Some(vec![]),
-            "keys after a full re-read keep it full"
-        );
-        let mut fresh = None;
-        mark_stale(&mut fresh, Vec::new());
-        assert_eq!(fresh, Some(vec![]));
+        want(&mut stale, Vec::new());
+        want(&mut stale, vec![a]);
+        assert_eq!(stale, Some(Vec::new()), "still a full read");
     }
 }

@@ -370,7 +370,8 @@ impl Core {
         self.wall_ms = unix_ms;
     }
 
-    /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.
+    /// Timers: handshake timeouts, requests waiting for peers' answers, eviction of idle
+    /// documents. Call it every second or so.
     pub fn handle_tick(&mut self, now: u64) {
         if self.is_primary_shard()
             && let Some(budgets) = &self.config.budgets
@@ -378,6 +379,7 @@ impl Core {
             budgets.prune(now);
         }
         self.expire_handshakes(now);
+        self.retry_panicked(now);
         let stale: Vec<DocumentId> = self
             .docs
             .iter()
@@ -387,6 +389,7 @@ impl Core {
         for doc in stale {
             self.read_external(doc);
         }
+        self.expire_asks(now);
         self.flush_idle(now);
         self.evict(now);
         self.region_tick(now);

@@ -242,11 +242,12 @@ impl Repo {
                 if count > 1 {
                     c.shard = Some(crate::core::ShardConfig { index, count });
                     c.seed = seed.wrapping_add(u64::from(index));
-                    // The resident bound is split between the shards (at least one each).
+                    // The resident bound is split between the shards that hold documents (all
+                    // but the primary), at least one each.
                     c.housekeeping.max_resident = c
                         .housekeeping
                         .max_resident
-                        .map(|m| (m / usize::from(count)).max(1));
+                        .map(|m| (m / usize::from(count - 1)).max(1));
                 }
                 let mut core = Core::new(c);
                 core.handle_wall_clock(wall);
@@ -290,6 +291,9 @@ impl Repo {
             config.limits.max_message_bytes,
             link,
         );
+        for index in 0..count {
+            shared.work(index); // First snapshots, and the loads queued above.
+        }
         let mut tasks = vec![tokio::spawn(driver::run_storage(
             shared.clone(),
             storage_rx,
@@ -298,7 +302,7 @@ impl Repo {
         if let Some(c) = &config.cluster {
             tasks.push(tokio::spawn(cluster::run_subscriber(
                 shared.clone(),
-                c.bus.clone(),
+                c.bus.subscribe(),
             )));
         }
         for index in 0..count {
@@ -404,8 +408,9 @@ impl Repo {
     /// Documents in the anti-entropy heads index (region servers).
     pub fn indexed_documents(&self) -> usize {
         self.shared
-            .each_shard(|c| c.indexed_documents())
-            .into_iter()
+            .shards
+            .iter()
+            .map(|s| s.snapshot().indexed)
             .sum()
     }
 
@@ -569,11 +574,11 @@ impl Repo {
         self.shared.events.subscribe()
     }
 
-    /// Engine counters.
+    /// Engine counters (as of each shard's last piece of work: never waits for a busy shard).
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
-        for s in self.shared.each_shard(|c| c.stats().clone()) {
-            total.add(&s);
+        for s in &self.shared.shards {
+            total.add(&s.snapshot().stats);
         }
         total
     }
@@ -605,11 +610,12 @@ impl Repo {
         self.shared.doc_event_channels()
     }
 
-    /// Documents resident in memory.
+    /// Documents resident in memory (as of each shard's last piece of work).
     pub fn resident_documents(&self) -> usize {
         self.shared
-            .each_shard(|c| c.resident_documents())
-            .into_iter()
+            .shards
+            .iter()
+            .map(|s| s.snapshot().resident)
             .sum()
     }
 

@@ -40,7 +40,8 @@ use replica::Replica;
                   indexes, `-` is one past the end of a list, `~1` escapes `/` and `~0` escapes `~`; \
                   the empty path is the whole document.\n\
                   Writes are committed to the local replica first; with a server they then wait up to \
-                  --timeout for the server to hold them (a warning, not an error, when it does not)."
+                  --timeout for the server to hold them (a warning, not an error, when it does not; \
+                  Ctrl-C ends that wait, exit status 130, and the write stays committed)."
 )]
 pub struct DocArgs {
     /// Directory of the local replica (the SQLite file `<DIR>/replica.db`; created if missing).
@@ -247,7 +248,13 @@ pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
     replica.durability = durability;
     let result = dispatch(&replica, command, timeout, &schema).await;
     replica.close().await;
-    result
+    match result {
+        Err(e) if e.is::<replica::Interrupted>() => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(130)) // the shells' status for Ctrl-C
+        }
+        other => other,
+    }
 }
 
 async fn dispatch(

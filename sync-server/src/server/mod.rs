@@ -13,6 +13,7 @@ mod backend;
 pub mod config;
 mod datadir;
 mod door_metrics;
+mod housekeeping;
 mod http;
 mod listen;
 pub mod metrics;
@@ -44,7 +45,7 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The data directory (or its database file) could not be created or inspected.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir {
         /// Directory.
         path: std::path::PathBuf,
@@ -75,8 +76,16 @@ pub enum ServerError {
     /// The engine failed to start.
     #[error(transparent)]
     Repo(#[from] RepoError),
-    /// Binding or serving failed.
-    #[error("cannot serve on {addr}: {source}")]
+    /// The listening address is unusable (another process listens there, no permission, ...).
+    #[error("cannot listen on {addr}: {error}{}", bind_hint(error))]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause (part of the message: one line says it all).
+        error: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("cannot serve on {addr}")]
     Io {
         /// Address.
         addr: SocketAddr,
@@ -143,18 +152,40 @@ fn admin_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What to do about a bind error, for the error message.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there: stop it, or choose another address with --bind)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need privileges: choose another with --bind)"
+        }
+        _ => "",
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Io { addr, source })?;
+        .map_err(|error| ServerError::Bind { addr, error })?;
     let local = listener
         .local_addr()
         .map_err(|source| ServerError::Io { addr, source })?;
     Ok((listener, local))
 }
 
-/// Opens storage, starts the engine and binds the listener.
+/// Binds the listeners (first, so that an unusable address fails before anything is opened),
+/// opens storage and starts the engine.
 pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
+    let (listener, addr) = bind(config.bind).await?;
+    let (admin_listener, admin_addr) = match config.admin_bind {
+        Some(a) => {
+            let (l, a) = bind(a).await?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     listen::raise_fd_limit();
     if config.insecure_no_auth {
         tracing::warn!(
@@ -232,14 +263,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             repo.connect_with_credentials(vec![url.clone()], credentials);
         }
     }
-    let (listener, addr) = bind(config.bind).await?;
-    let (admin_listener, admin_addr) = match config.admin_bind {
-        Some(a) => {
-            let (l, a) = bind(a).await?;
-            (Some(l), Some(a))
-        }
-        None => (None, None),
-    };
     let (shutdown_tx, shutdown) = watch::channel(false);
     let revoked = backend::revocations(
         &config,
@@ -248,6 +271,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         metrics.clone(),
     )
     .await?;
+    housekeeping::spawn_sync_state_expiry(
+        repo.storage(),
+        std::time::Duration::from_secs(config.sync_state_ttl_secs.max(1)),
+        shutdown.clone(),
+    );
     if let Some(c) = &cluster {
         let me = crate::cluster::registry::Registration::register(
             &c.storage,

@@ -15,11 +15,28 @@ impl Drop for Server {
     }
 }
 
+/// The binary under test: this build's, or `CONCORD_HOSTILE_BIN` (to show that a case fails on
+/// an older build).
+fn concord_bin() -> String {
+    std::env::var("CONCORD_HOSTILE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_concord").into())
+}
+
 impl Server {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with the suite's limits plus `extra` arguments.
+    fn start_with(extra: &[&str]) -> Self {
+        Self::start_env(extra, &[])
+    }
+
+    /// Starts a server with the suite's limits, `extra` arguments and environment variables
+    /// (settings an older build ignores, where a case must also run against one).
+    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         // A data directory only its owner can open (the server refuses others).
         let data = common::private_tempdir();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
+        let mut child = Command::new(concord_bin())
             .args([
                 "serve",
                 "--bind",
@@ -53,6 +70,8 @@ impl Server {
                 "--max-decompressed-bytes",
                 "1048576",
             ])
+            .args(extra)
+            .envs(env.iter().copied())
             .env("CONCORD_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -74,7 +93,7 @@ impl Server {
     }
 
     fn token(&self, principal: &str, docs: &[DocumentId], read_only: bool, ttl: &str) -> String {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        let mut cmd = Command::new(concord_bin());
         cmd.args([
             "token",
             "create",
