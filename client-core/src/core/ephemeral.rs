@@ -3,7 +3,8 @@
 //!
 //! - **Who speaks.** A message from an authenticated (or anonymous) inbound client is relayed
 //!   under the id that client speaks as ([`PeerInfo::speaks_as`](super::PeerInfo::speaks_as)),
-//!   whatever `senderId` it wrote: nobody can send presence as somebody else. Region links and
+//!   and only when its `senderId` is the client's own (other ids are copies a stock client
+//!   forwards back, or forgeries): nobody can send presence as somebody else. Region links and
 //!   servers we dialled relay other peers' messages, so their `senderId` is kept.
 //! - **Deduplication.** A client's counters are kept per connection and session (a client can
 //!   only silence itself); relayed messages, which may come back on another path, are
@@ -83,6 +84,14 @@ impl Core {
             }
             sender_id
         } else {
+            // A client speaks for itself only. Stock automerge-repo clients forward every
+            // ephemeral message they receive to their other peers, i.e. back to their server:
+            // a message under another sender's id is such a copy (already forwarded from its
+            // origin) or a forgery, and relaying it under this client's id would echo it back
+            // to its sender.
+            if sender_id != peer.peer_id {
+                return;
+            }
             if !self.fresh_from_client(now, conn, &session_id, count, data.len()) {
                 return;
             }
