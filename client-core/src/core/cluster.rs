@@ -164,6 +164,7 @@ impl Core {
         }
         let complete = am.get_missing_deps(&[]).is_empty();
         entry.doc.refresh();
+        self.out.stats.external_chunks += applied.len() as u64;
         if complete {
             entry.chunks.extend(applied);
         } else {

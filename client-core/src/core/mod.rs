@@ -151,6 +151,10 @@ pub struct Stats {
     pub commits: u64,
     /// Panics contained while working on a document (see `Event::DocumentPanicked`).
     pub panics: u64,
+    /// Compactions committed (a snapshot replaced the chunks it covers).
+    pub compactions: u64,
+    /// Chunks other nodes of a cluster committed, read from the shared storage and applied.
+    pub external_chunks: u64,
 }
 
 impl Stats {
@@ -165,6 +169,8 @@ impl Stats {
         self.evictions += other.evictions;
         self.commits += other.commits;
         self.panics += other.panics;
+        self.compactions += other.compactions;
+        self.external_chunks += other.external_chunks;
     }
 }
 

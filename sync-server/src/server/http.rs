@@ -17,7 +17,10 @@ use super::metrics::set_count;
 const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `GET /healthz`: 200 while the server serves: its storage answers and no engine shard is
-/// wedged (held for more than 5 s, or poisoned by a panic).
+/// wedged (held for more than 5 s, or poisoned by a panic). In cluster mode the storage check is
+/// a `SELECT 1` on a connection of its own, bounded by a short timeout, and the cluster bus must
+/// be listening: while PostgreSQL is down the node answers 503 (and a load balancer sends new
+/// clients elsewhere).
 pub async fn healthz(State(app): State<AppState>) -> Response {
     let engine = app.repo.health(STALL);
     let stalled: Vec<serde_json::Value> = engine
@@ -25,13 +28,37 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
         .iter()
         .map(|(shard, held)| json!({"shard": shard, "held_ms": held.as_millis()}))
         .collect();
-    let storage = app.repo.storage().get_meta("storage_id").await;
-    let problem = match (&storage, engine.is_healthy()) {
-        (Err(e), _) => Some(format!("storage: {e}")),
-        (Ok(_), false) => Some("engine: a shard is stalled or poisoned".to_owned()),
-        (Ok(_), true) => None,
+    let mut problems = Vec::new();
+    let cluster = match &app.cluster {
+        Some(c) => {
+            let started = std::time::Instant::now();
+            let database = c.ping(super::backend::HEALTH_TIMEOUT).await;
+            let ping_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let bus = concord::repo::ClusterBus::is_connected(c.bus.as_ref());
+            if let Err(e) = &database {
+                problems.push(format!("database: {e}"));
+            }
+            if !bus {
+                problems.push("cluster bus: not listening (reconnecting)".to_owned());
+            }
+            json!({
+                "node": c.node,
+                "database": {"ok": database.is_ok(), "ping_ms": ping_ms, "error": database.err()},
+                "bus": {"connected": bus, "reconnects": c.bus.reconnects()},
+            })
+        }
+        None => {
+            if let Err(e) = app.repo.storage().get_meta("storage_id").await {
+                problems.push(format!("storage: {e}"));
+            }
+            serde_json::Value::Null
+        }
     };
-    let body = json!({
+    if !engine.is_healthy() {
+        problems.push("engine: a shard is stalled or poisoned".to_owned());
+    }
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    let mut body = json!({
         "status": if problem.is_some() { "unavailable" } else { "ok" },
         "region": app.config.region,
         "error": problem,
@@ -41,6 +68,9 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
             "poisoned": engine.poisoned,
         },
     });
+    if !cluster.is_null() {
+        body["cluster"] = cluster;
+    }
     let status = if problem.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

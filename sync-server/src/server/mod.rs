@@ -27,6 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use concord::core::{DeferApply, GrantPolicy, Housekeeping, Limits, RegionConfig};
+use concord::repo::{ClusterBus, ClusterConfig};
 use concord::storage::StorageError;
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
@@ -103,6 +104,8 @@ pub struct AppState {
     keys: Option<Arc<crate::auth::KeyRing>>,
     counts: Arc<admission::Counts>,
     revoked: watch::Receiver<Arc<crate::auth::Revocations>>,
+    /// Cluster mode: this node's database, bus and registration.
+    cluster: Option<Arc<ClusterNode>>,
 }
 
 /// A server that is listening.
@@ -236,6 +239,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             name: config.region.clone(),
             anti_entropy_ms: config.anti_entropy_secs.saturating_mul(1000),
         }),
+        // Other nodes' commits (announced by PostgreSQL inside their transactions) and
+        // ephemeral messages arrive on the bus; ours leave on it.
+        cluster: cluster.as_ref().map(|c| ClusterConfig {
+            node_id: c.node.clone(),
+            bus: c.bus.clone() as Arc<dyn ClusterBus>,
+        }),
         ..RepoConfig::default()
     };
     let repo = Repo::open(storage, repo_config).await?;
@@ -279,7 +288,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     );
     if let Some(c) = &cluster {
         let me = crate::cluster::registry::Registration::register(
-            c.storage.pool().clone(),
+            &c.storage,
             &c.node,
             &config.region,
             &addr.to_string(),
@@ -295,6 +304,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         keys: Some(Arc::new(keys)),
         counts: Arc::default(),
         revoked,
+        cluster: cluster.clone(),
     };
     let keys = state.keys.clone().unwrap_or_default();
     Ok(Running {
