@@ -13,4 +13,9 @@ run reconnect --docs 50
 if [ "${CONCORD_BENCH_FANOUT:-1}" = 1 ] && [ -f benches/reference/fanout.sh ] && [ -x "${CONCORD_BIN:-}" ] && command -v node >/dev/null; then
   bash benches/reference/fanout.sh --quick
 fi
+# The native load generator against concord, the Node reference and the relay (samod only when
+# SAMOD_BIN names a built benches/reference/samod-server: building it here would add minutes).
+if [ "${CONCORD_BENCH_SATURATION:-1}" = 1 ] && [ -x "${CONCORD_BIN:-}" ] && command -v node >/dev/null; then
+  BENCH_BIN="${CARGO_TARGET_DIR:-target}/debug/concord-bench" bash benches/reference/saturation.sh --quick
+fi
 echo "bench quick mode: ok"

@@ -16,24 +16,14 @@ DOCS=${1:-10}; READERS=${2:-4}; RATE=${3:-10}; SECS=${4:-10}
 if [ "$QUICK" = 1 ]; then DOCS=2; READERS=2; RATE=5; SECS=1; fi
 : "${CONCORD_BIN:?set CONCORD_BIN to a built concord binary}"
 
-stamp_file=node_modules/.concord-install-stamp
-want_stamp="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1) node-$(node --version)"
-if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$want_stamp" ]; then
-  npm ci --ignore-scripts --no-audit --no-fund >/dev/null
-  printf '%s' "$want_stamp" >"$stamp_file"
-fi
-
-PIN_SERVER=(); PIN_CLIENT=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_SERVER=(taskset -c 0); PIN_CLIENT=(taskset -c 1)
-fi
+. ./lib.sh
+npm_install_locked
 TMP=$(mktemp -d)
 SERVER_PID=""
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; rm -rf "$TMP"; }
 trap cleanup EXIT
 
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
 # run NAME MODE URL: the load against the server whose pid is $SERVER_PID.
 run() {
@@ -42,8 +32,6 @@ run() {
   echo "$name $(rss_kb "$SERVER_PID") $out" >>"$TMP/results"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 }
-
-wait_listening() { for _ in $(seq 1 200); do grep -q "listening" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1" >&2; return 1; }
 
 port=$(free_port)
 "${PIN_SERVER[@]}" "$CONCORD_BIN" serve --insecure-no-auth --bind "127.0.0.1:$port" --data "$TMP/concord" >"$TMP/concord.log" 2>&1 &

@@ -8,12 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 DOCS=${1:-2000}; EVICT=${2:-5}
 : "${CONCORD_BIN:?set CONCORD_BIN to a built concord binary}"
-[ -d node_modules ] || npm ci --ignore-scripts --no-audit --no-fund >/dev/null
+. ./lib.sh
+npm_install_locked
 TMP=$(mktemp -d); SERVER_PID=""
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; rm -rf "$TMP"; }
 trap cleanup EXIT
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
-wait_listening() { for _ in $(seq 1 200); do grep -q "listening" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1" >&2; return 1; }
 report() {
   node -e '
 const [name, json] = process.argv.slice(1); const r = JSON.parse(json);

@@ -60,17 +60,7 @@ pub fn server_peer() -> PeerId {
 
 /// CPU time of the whole process, dead threads included (from /proc, 10 ms resolution).
 pub fn process_cpu() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may hold spaces) start at field 3.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = f.get(11)?.parse().ok()?;
-            let stime: u64 = f.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        });
-    Duration::from_millis(ticks.unwrap_or(0) * 10)
+    crate::procstat::cpu("self").unwrap_or_default().total()
 }
 
 /// CPU time of the calling thread (from /proc; zero where unavailable).
@@ -191,6 +181,7 @@ impl Harness {
                 is_ephemeral: storage.is_none(),
                 region: None,
                 storage_id: storage,
+                concord: true,
             }),
             supported_protocol_versions: vec![wire::PROTOCOL_V1.to_string()],
         };

@@ -96,6 +96,8 @@ pub struct Sim {
     peers: Vec<SimPeer>,
     links: Vec<Link>,
     in_flight: Vec<Packet>,
+    /// Frames held back: (link, receiving peer); see [`Sim::hold`].
+    held: Vec<(usize, usize)>,
     /// Faults to inject.
     pub chaos: Chaos,
     log: Vec<String>,
@@ -113,6 +115,7 @@ impl Sim {
             peers: Vec::new(),
             links: Vec::new(),
             in_flight: Vec::new(),
+            held: Vec::new(),
             chaos: Chaos::default(),
             log: Vec::new(),
             delivered: 0,
@@ -156,6 +159,10 @@ impl Sim {
         .with_policy(std::sync::Arc::new(crate::core::ServerPolicy))
         .with_region(region)
         .with_defer_apply(Self::server_defer());
+        let config = crate::core::CoreConfig {
+            retain_deleted: true,
+            ..config
+        };
         self.add_peer_with(name, config)
     }
 
@@ -211,8 +218,28 @@ impl Sim {
         self.connect_with(a, b, true)
     }
 
+    /// `a` dials `b`, whose transport verified `grant` for it (a client with a token).
+    pub fn connect_with_grant(
+        &mut self,
+        a: usize,
+        b: usize,
+        grant: Option<crate::core::Grant>,
+    ) -> usize {
+        self.dial(a, b, grant, false)
+    }
+
     fn connect_with(&mut self, a: usize, b: usize, region: bool) -> usize {
         let grant = region.then(|| crate::core::Grant::region(self.peers[a].name.clone()));
+        self.dial(a, b, grant, region)
+    }
+
+    fn dial(
+        &mut self,
+        a: usize,
+        b: usize,
+        grant: Option<crate::core::Grant>,
+        region: bool,
+    ) -> usize {
         let (a_conn, b_conn) = (self.conn(), self.conn());
         self.links.push(Link {
             a,
@@ -264,8 +291,10 @@ impl Sim {
         let mut config = p.config.clone();
         config.seed = self.rng.random();
         p.core = Core::new(config);
+        // What a driver does at start-up.
+        p.core
+            .seed_tombstones(p.disk.tombstones_sync().unwrap_or_default());
         if p.core.is_region_server() {
-            // What a region server's driver does at start-up.
             let index = p.disk.heads_index_sync().unwrap_or_default();
             p.core.seed_heads_index(index);
         }
@@ -294,6 +323,15 @@ impl Sim {
         let r = self.peers[i].core.change(now, &doc, f).map(|(r, _)| r);
         self.drain();
         r
+    }
+
+    /// Deletes `doc` on peer `i` (see [`Core::delete`]), as that peer's id.
+    pub fn delete(&mut self, i: usize, doc: DocumentId) -> Result<(), CoreError> {
+        let now = self.now;
+        let by = self.peers[i].name.clone();
+        self.peers[i].core.delete(now, doc, by, false)?;
+        self.drain();
+        Ok(())
     }
 
     /// Makes peer `i` look for `doc` (storage, then peers).
@@ -424,20 +462,39 @@ impl Sim {
         self.drain();
     }
 
-    /// Performs one random step (a delivery or a storage completion). Returns false when idle.
+    /// Holds back the frames travelling on `link` towards peer `to`: they stay in flight, in
+    /// order, undelivered (a slow or stalled direction) until [`Sim::release`].
+    pub fn hold(&mut self, link: usize, to: usize) {
+        self.held.push((link, to));
+    }
+
+    /// Lets the frames held on `link` go (see [`Sim::hold`]).
+    pub fn release(&mut self, link: usize) {
+        self.held.retain(|(l, _)| *l != link);
+    }
+
+    fn deliverable(&self, p: &Packet) -> bool {
+        !self.held.contains(&(p.link, p.to))
+    }
+
+    /// Performs one random step (a delivery or a storage completion). Returns false when idle
+    /// (held frames do not count).
     pub fn step(&mut self) -> bool {
         self.drain();
         let storage_peers: Vec<usize> = (0..self.peers.len())
             .filter(|i| !self.peers[*i].pending_storage.is_empty())
             .collect();
-        let choices = self.in_flight.len() + storage_peers.len();
+        let frames: Vec<usize> = (0..self.in_flight.len())
+            .filter(|i| self.deliverable(&self.in_flight[*i]))
+            .collect();
+        let choices = frames.len() + storage_peers.len();
         if choices == 0 {
             return false;
         }
         self.now += 1;
         let pick = self.rng.random_range(0..choices);
-        if pick >= self.in_flight.len() {
-            let i = storage_peers[pick - self.in_flight.len()];
+        if pick >= frames.len() {
+            let i = storage_peers[pick - frames.len()];
             self.log.push(format!(
                 "t={} storage op of {}",
                 self.now, self.peers[i].name
@@ -446,14 +503,15 @@ impl Sim {
             self.drain();
             return true;
         }
-        // Without reordering, deliver the oldest frame of the chosen frame's link.
+        // Without reordering, deliver the oldest (deliverable) frame of the chosen frame's link.
+        let pick = frames[pick];
         let idx = if self.chaos.reorder {
             pick
         } else {
             let link = self.in_flight[pick].link;
             self.in_flight
                 .iter()
-                .position(|p| p.link == link)
+                .position(|p| p.link == link && self.deliverable(p))
                 .unwrap_or(pick)
         };
         if self.rng.random_range(0..100) < self.chaos.retry_pct {

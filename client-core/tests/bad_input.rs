@@ -413,6 +413,7 @@ fn join(versions: &[&str]) -> Vec<u8> {
             storage_id: Some(StorageId::from("client-store")),
             is_ephemeral: false,
             region: None,
+            concord: false,
         }),
         supported_protocol_versions: versions.iter().map(|v| (*v).to_owned()).collect(),
     })

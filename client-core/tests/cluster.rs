@@ -16,7 +16,8 @@ use concord::{Repo, RepoConfig};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-const WAIT: Duration = Duration::from_secs(10);
+/// Generous: these tests share two cores with whatever else runs.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// An in-process bus: every published notice reaches every other subscriber; the test can
 /// make a node deaf (notices are lost) and then announce a gap.
@@ -94,6 +95,7 @@ impl Hub {
 /// A node: a server repo over the shared storage, listening on loopback.
 async fn node(name: &str, storage: &MemoryStorage, hub: &Arc<Hub>) -> (Repo, String) {
     let config = RepoConfig {
+        peer_id: Some(concord::PeerId::new(name)),
         policy: Arc::new(ServerPolicy),
         shards: 4,
         housekeeping: Housekeeping {
@@ -251,10 +253,32 @@ async fn two_nodes_compacting_one_hot_document_lose_nothing() {
     });
     wa.await.unwrap();
     wb.await.unwrap();
-    until("both clients converge", || {
-        doc.heads().unwrap() == bobs.heads().unwrap()
-    })
-    .await;
+    let (h1, h2) = (
+        n1.find_local(doc.id()).await.unwrap(),
+        n2.find_local(doc.id()).await.unwrap(),
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while doc.heads().unwrap() != bobs.heads().unwrap() {
+        if tokio::time::Instant::now() > deadline {
+            let keys = |h: &concord::DocHandle| h.with_doc(|d| d.keys(ROOT).count()).unwrap();
+            panic!(
+                "clients did not converge: alice {} keys, bob {}, node 1 {}, node 2 {}, storage {}",
+                keys(&doc),
+                keys(&bobs),
+                keys(&h1),
+                keys(&h2),
+                {
+                    let stored = storage.load(&doc.id()).await.unwrap();
+                    let mut d = automerge::Automerge::new();
+                    for c in &stored.chunks {
+                        d.load_incremental(&c.bytes).unwrap();
+                    }
+                    d.keys(ROOT).count()
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     doc.wait_synced(WAIT).await.unwrap();
     bobs.wait_synced(WAIT).await.unwrap();
     n1.flush().await;

@@ -178,7 +178,7 @@ fn print_dev_token(running: &server::Running) {
             say(&format!(
                 "development token (full access and admin, 1 h, loopback only): {token}"
             ));
-            say(&format!("  e.g. export CONCORD_TOKEN={token}"));
+            say(&format!("  export CONCORD_TOKEN={token}"));
         }
         Err(e) => tracing::error!(error = %e, "cannot mint the development token"),
     }

@@ -25,9 +25,10 @@ use common::ws::{Socket, next_within, send_msg};
 // Server process, raw WebSocket helpers, the canary.
 include!("hostile/harness.rs");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
-    let server = Server::start();
+hostile_cases!(hostile_peers_are_refused_and_the_canary_keeps_syncing);
+
+async fn hostile_peers_are_refused_and_the_canary_keeps_syncing(backend: Backend) {
+    let server = Server::start(backend);
     let admin = server.token("canary", &[], false, "1h");
     let mut config = RepoConfig::default().with_server(server.url(&admin));
     config.backoff.initial = Duration::from_millis(20);
@@ -542,14 +543,9 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let mut ws = dial(&server.url(&doomed), None).await.unwrap();
     join(&mut ws, "revokee-peer").await.unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args([
-            "token",
-            "revoke",
-            "--data",
-            server.data.path().to_str().unwrap(),
-            "--principal",
-            "revokee",
-        ])
+        .args(["token", "revoke"])
+        .args(server.store_args())
+        .args(["--principal", "revokee"])
         .output()
         .unwrap();
     assert!(

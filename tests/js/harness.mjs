@@ -12,6 +12,8 @@ import { fileURLToPath } from "node:url";
 import { Repo } from "@automerge/automerge-repo";
 import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 
+import { HoldingProxy } from "./proxy.mjs";
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 /** The `concord` binary: `$CONCORD_BIN`, else the workspace's debug build. */
@@ -24,6 +26,46 @@ export const WAIT_MS = 20_000;
 export const TEST_TIMEOUT_MS = 45_000;
 
 const LISTENING = /concord listening on (http:\/\/\S+) \(WebSocket: (ws:\/\/\S+)\)/;
+const DEV_TOKEN = /development token [^:]*: (\S+)/;
+
+/**
+ * A throwaway PostgreSQL server: the `temp-postgres` helper of the Rust test crate, next to the
+ * `concord` binary (`initdb` + `pg_ctl` into a temporary directory, as `postgres` when root). It
+ * stops its server when its standard input closes, so it never outlives this process.
+ */
+export class TempPostgres {
+  static async start() {
+    const bin = path.join(path.dirname(CONCORD_BIN), "temp-postgres");
+    // Not in `live`: killing it would leave its server running. When this process ends, even by
+    // SIGKILL, its standard input closes and it stops the server itself.
+    const proc = spawn(bin, [], { env: childEnv(), stdio: ["pipe", "pipe", "inherit"] });
+    const pg = new TempPostgres();
+    pg.proc = proc;
+    pg.exited = new Promise(resolve => proc.once("exit", resolve));
+    let out = "";
+    proc.stdout.setEncoding("utf8");
+    pg.url = await withTimeout(
+      new Promise((resolve, reject) => {
+        proc.once("error", e => reject(new Error(`cannot start ${bin} (build it: cargo build -p concord-tests): ${e.message}`)));
+        proc.once("exit", code => reject(new Error(`temp-postgres exited early (code ${code})`)));
+        proc.stdout.on("data", chunk => {
+          out += chunk;
+          const m = /^URL (\S+)$/m.exec(out);
+          if (m) resolve(m[1]);
+        });
+      }),
+      "a throwaway PostgreSQL to start",
+      60_000,
+    );
+    return pg;
+  }
+
+  /** Stops the server (and removes its directory), bounded. */
+  async stop() {
+    this.proc.stdin.end();
+    await withTimeout(this.exited, "temp-postgres to stop its server", 30_000);
+  }
+}
 
 /** Every server process still running, killed on exit whatever happened (safety net). */
 const live = new Set();
@@ -139,8 +181,27 @@ export class Server {
    * mints a token with `concord token create` (the server has created its key file by then).
    */
   static async start(dataDir) {
+    return Server.spawn(["--data", dataDir], dataDir, async server => {
+      const out = await runConcordOk(["token", "create", "--data", dataDir, "--principal", "js-interop-tests", "--ttl", "1h", "--admin"]);
+      return out.trim().split(/\s+/).pop();
+    });
+  }
+
+  /**
+   * Starts a cluster node: `concord serve --bind 127.0.0.1:0 --database URL --node-id ID --dev`;
+   * its token is the development token it prints (signed with the cluster's key, in the
+   * database: valid on every node).
+   */
+  static async startNode(databaseUrl, nodeId) {
+    return Server.spawn(["--database", databaseUrl, "--node-id", nodeId, "--dev"], undefined, server =>
+      waitFor(() => DEV_TOKEN.exec(server.stdout)?.[1], "the node's development token"),
+    );
+  }
+
+  /** Spawns `concord serve --bind 127.0.0.1:0 ARGS`, waits for its listening line, then `token(server)`. */
+  static async spawn(args, dataDir, token) {
     const logs = [];
-    const proc = spawn(CONCORD_BIN, ["serve", "--bind", "127.0.0.1:0", "--data", dataDir], {
+    const proc = spawn(CONCORD_BIN, ["serve", "--bind", "127.0.0.1:0", ...args], {
       env: childEnv(),
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -151,26 +212,25 @@ export class Server {
       if (process.env.CONCORD_TEST_VERBOSE) process.stderr.write(chunk);
     });
     proc.stdout.setEncoding("utf8");
-    let stdout = "";
+    const server = new Server(proc, undefined, undefined, dataDir, logs);
+    server.stdout = "";
     const listening = new Promise((resolve, reject) => {
       proc.once("error", e => reject(new Error(`cannot start ${CONCORD_BIN}: ${e.message}`)));
       proc.once("exit", (code, signal) =>
         reject(new Error(`concord serve exited early (code ${code}, signal ${signal}):\n${logs.join("")}`)),
       );
       proc.stdout.on("data", chunk => {
-        stdout += chunk;
-        const m = LISTENING.exec(stdout);
+        server.stdout += chunk;
+        const m = LISTENING.exec(server.stdout);
         if (m) resolve(m);
       });
     });
-    const server = new Server(proc, undefined, undefined, dataDir, logs);
     try {
       const m = await withTimeout(listening, "concord serve to print its listening line");
       server.httpUrl = m[1];
       server.wsUrl = m[2];
-      const out = await runConcordOk(["token", "create", "--data", dataDir, "--principal", "js-interop-tests", "--ttl", "1h", "--admin"]);
-      server.token = out.trim().split(/\s+/).pop();
-      if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(server.token)) throw new Error(`unexpected token output: ${out}`);
+      server.token = await token(server);
+      if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(server.token)) throw new Error(`unexpected token: ${server.token}`);
     } catch (e) {
       proc.kill("SIGKILL");
       throw e;
@@ -263,8 +323,24 @@ async function shutdownRepo(repo) {
 export class Harness {
   constructor() {
     this.repos = [];
+    this.proxies = [];
     this.servers = [];
     this.dirs = [];
+    this.databases = [];
+  }
+
+  /** A throwaway PostgreSQL, stopped after the servers. */
+  async postgres() {
+    const pg = await TempPostgres.start();
+    this.databases.push(pg);
+    return pg;
+  }
+
+  /** A cluster node on the database `pg`. */
+  async node(pg, nodeId) {
+    const s = await Server.startNode(pg.url, nodeId);
+    this.servers.push(s);
+    return s;
   }
 
   async tempDir(prefix = "concord-js-") {
@@ -284,6 +360,14 @@ export class Harness {
     const repo = jsClient(server.syncUrl, wrapSend);
     this.repos.push(repo);
     return repo;
+  }
+
+  /** A TCP proxy in front of `server` that can hold back what its clients send (proxy.mjs). */
+  async proxy(server) {
+    const { hostname, port } = new URL(server.wsUrl);
+    const p = await HoldingProxy.start({ host: hostname, port: Number(port) });
+    this.proxies.push(p);
+    return p;
   }
 
   /** Shuts one client down (and forgets it). */
@@ -307,8 +391,14 @@ export class Harness {
     for (const repo of this.repos.splice(0).reverse()) {
       await shutdownRepo(repo).catch(e => errors.push(e));
     }
+    for (const p of this.proxies.splice(0)) {
+      await p.close().catch(e => errors.push(e));
+    }
     for (const s of this.servers.splice(0).reverse()) {
       await s.stop().catch(e => errors.push(e));
+    }
+    for (const pg of this.databases.splice(0)) {
+      await pg.stop().catch(e => errors.push(e));
     }
     for (const d of this.dirs.splice(0)) {
       await rm(d, { recursive: true, force: true }).catch(() => {});

@@ -2,8 +2,11 @@
 //! and a throwaway PostgreSQL server ([`pg::TempPostgres`]).
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod cluster;
 pub mod pg;
 pub mod proxy;
+pub mod region;
+pub mod writers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,8 +24,14 @@ pub struct Proc {
 impl Proc {
     /// Spawns `bin` with `args`, stdout piped.
     pub fn spawn(bin: &str, args: &[&str]) -> std::io::Result<Self> {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Self::spawn_cmd(cmd)
+    }
+
+    /// Spawns `cmd`, stdout piped, stderr inherited.
+    pub fn spawn_cmd(mut cmd: Command) -> std::io::Result<Self> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;

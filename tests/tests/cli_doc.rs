@@ -114,6 +114,10 @@ impl Replica {
             !stderr.contains("warning:"),
             "concord doc {args:?} warned:\n{stderr}"
         );
+        assert!(
+            !stderr.contains("waiting up to"),
+            "concord doc {args:?} waited for a server that is up:\n{stderr}"
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -278,14 +282,19 @@ fn watch_prints_a_remote_change() {
     assert!(status.success());
 }
 
-#[test]
-fn bad_input_fails_with_a_clear_message() {
-    let dir = tempfile::tempdir().unwrap();
-    // Nothing listens on this port.
+/// A replica whose server URL has nothing listening behind it. Returns (URL, replica).
+fn unreachable_replica(dir: &Path) -> (String, Replica) {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server = format!("ws://{}/sync", dead.local_addr().unwrap());
     drop(dead);
-    let r = Replica::new(dir.path(), "r", &server);
+    let r = Replica::new(dir, "r", &server);
+    (server, r)
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, r) = unreachable_replica(dir.path());
     let url = r
         .ok(&["--offline", "create", r#"{"n": 1, "t": "text", "l": [0]}"#])
         .trim()
@@ -395,6 +404,67 @@ fn bad_input_fails_with_a_clear_message() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+}
+
+/// With no server reachable, a write says at once that it is committed to the local replica and
+/// that it waits for a server; Ctrl-C (SIGINT) ends that wait (exit status 130) and the write is
+/// in the replica.
+#[test]
+fn a_write_without_a_server_is_committed_at_once_and_ctrl_c_ends_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, r) = unreachable_replica(dir.path());
+    let url = r
+        .ok(&["--offline", "create", r#"{"n": 1}"#])
+        .trim()
+        .to_owned();
+
+    // A wait far longer than the test's bounds: only the notice and Ctrl-C can end it in time.
+    let mut writer = r
+        .command(&["--timeout", "600", "put", &url, "n", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(writer.stderr.take().unwrap());
+    let notice = loop {
+        let Ok(line) = stderr.recv_timeout(WAIT) else {
+            let _ = writer.kill();
+            let _ = writer.wait();
+            panic!("no notice that the write is committed and the server wait runs");
+        };
+        assert!(!line.contains("panicked"), "{line}");
+        if line.starts_with("committed to the local replica") {
+            break line;
+        }
+    };
+    assert!(
+        notice.contains("waiting up to") && notice.contains("Ctrl-C"),
+        "{notice}"
+    );
+    assert!(!notice.contains("token="), "{notice}");
+
+    let sent = Command::new("kill")
+        .args(["-INT", &writer.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let Some(status) = (0..300).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        writer.try_wait().unwrap()
+    }) else {
+        let _ = writer.kill();
+        let _ = writer.wait();
+        panic!("concord doc put did not exit after Ctrl-C");
+    };
+    let rest: Vec<String> = std::iter::from_fn(|| stderr.recv_timeout(WAIT).ok()).collect();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("interrupted") && l.contains("committed to the local replica")),
+        "{rest:?}"
+    );
+    // Nothing was lost: the write is in the replica.
+    assert_eq!(r.get(&["--offline", &url]), json!({"n": 2}));
 }
 
 /// The replication seed's example: two datacenters rename the same user concurrently. Under

@@ -9,7 +9,7 @@
 //! uses `CONCORD_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,92 +18,10 @@ use automerge::ROOT;
 use automerge::transaction::Transactable;
 use concord::core::Durability;
 use concord::{AutomergeUrl, DocHandle, Repo, RepoConfig};
-use concord_tests::{Proc, concord_bin};
+use concord_tests::region::Region;
 use tokio::net::{TcpListener, TcpStream};
 
-const SECRET: &str = "region-test-secret-0123456789";
 const CONVERGE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One region server process.
-struct Region {
-    name: String,
-    port: u16,
-    data: PathBuf,
-    keys: PathBuf,
-    peers: Vec<String>,
-    proc: Option<Proc>,
-}
-
-impl Region {
-    fn new(dir: &Path, name: &str, peers: Vec<String>) -> Self {
-        Self {
-            name: name.into(),
-            port: free_port(),
-            data: dir.join(name),
-            keys: dir.join("auth-keys.json"),
-            peers,
-            proc: None,
-        }
-    }
-
-    /// Starts the process; returns the development token it prints.
-    fn start(&mut self) -> String {
-        let bind = format!("127.0.0.1:{}", self.port);
-        let mut args = vec![
-            "serve".to_owned(),
-            "--bind".into(),
-            bind,
-            "--data".into(),
-            self.data.to_str().unwrap().into(),
-            "--auth-keys".into(),
-            self.keys.to_str().unwrap().into(),
-            "--region".into(),
-            self.name.clone(),
-            "--peer-secret".into(),
-            SECRET.into(),
-            "--anti-entropy-secs".into(),
-            "1".into(),
-            // Every document takes the deferred path (applied in batches), as large ones do.
-            "--defer-apply-min-ops".into(),
-            "0".into(),
-            "--dev".into(),
-        ];
-        for p in &self.peers {
-            args.push("--peer".into());
-            args.push(p.clone());
-        }
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut p = Proc::spawn(concord_bin().to_str().unwrap(), &argv).unwrap();
-        p.expect("concord listening on").expect("listening");
-        let token = p.expect("development token").expect("token");
-        self.proc = Some(p);
-        token.rsplit(' ').next().unwrap().to_owned()
-    }
-
-    fn url(&self, token: &str) -> String {
-        format!("ws://127.0.0.1:{}/sync?token={token}", self.port)
-    }
-
-    fn sync_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/sync", self.port)
-    }
-
-    /// SIGKILL.
-    fn kill9(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.child.kill().unwrap();
-            p.child.wait().unwrap();
-        }
-    }
-}
 
 /// A TCP proxy that can cut (close every connection and refuse new ones) and heal.
 struct Proxy {

@@ -3,12 +3,16 @@
 #   pkg/web     ES module for browsers and bundlers (`import init, { Repo } from ".../concord_wasm.js"`)
 #   pkg/nodejs  CommonJS for Node (`require(".../concord_wasm.js")`)
 # each with .d.ts typings and a package.json, the .wasm optimised with wasm-opt (npm `binaryen`,
-# pinned in wasm/package-lock.json). Prints the .wasm sizes. Needs: the wasm32 target,
-# wasm-bindgen 0.2.130 on PATH, and `npm ci` done in wasm/ (wasm/scripts/test.sh does all three).
+# pinned in wasm/package-lock.json). Its last line is the size of the .wasm it built, measured.
+# Installs what is missing first (scripts/build-tools.sh: the wasm32 target, wasm-bindgen-cli
+# 0.2.130, `npm ci` in wasm/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WASM_DIR=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WASM_DIR/../target}"
+# shellcheck source=build-tools.sh
+source scripts/build-tools.sh
+ensure_build_tools
 
 # Size-oriented release profile for this build only (the workspace profile is left alone).
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=s

@@ -14,27 +14,15 @@ cd "$(dirname "$0")/.."
 WASM_DIR=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WASM_DIR/../target}"
 export CARGO_TERM_COLOR=never
-WB_VERSION=0.2.130
 start=$(date +%s)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-  rustup target add wasm32-unknown-unknown
-fi
-if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WB_VERSION" ]; then
-  echo "== installing wasm-bindgen-cli $WB_VERSION (a few minutes, once)"
-  cargo install -q wasm-bindgen-cli --version "$WB_VERSION"
-fi
+# shellcheck source=build-tools.sh
+source scripts/build-tools.sh
+ensure_build_tools
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "== installing chromium and chromium-driver (apt)"
   as_root apt-get update -qq && as_root apt-get install -y -qq chromium chromium-driver
-fi
-stamp=node_modules/.concord-install-stamp
-want="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1) node-$(node --version)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "== npm ci (wasm)"
-  npm ci --ignore-scripts --no-audit --no-fund
-  printf '%s' "$want" >"$stamp"
 fi
 if [ -z "${CONCORD_BIN:-}" ]; then
   cargo build -q -p concord-server

@@ -1,4 +1,24 @@
 //! Availability: `find`, `request` and `doc-unavailable` ("unavailable now, delivered later").
+//!
+//! A peer's `request` for a document we do not hold (or a local [`Core::find`]) makes us ask every
+//! connected peer that could hold it:
+//!
+//! - region links, and the peers the policy announces documents to (the servers a client
+//!   dialled): asked with `request`, which Concord peers answer with the document or with
+//!   `doc-unavailable`;
+//! - peers that dialled us (clients) whose grant lets them read *and* write the document (a peer
+//!   that may not read it never hears of it; a read-only peer could not give it to us). They are
+//!   asked with a `sync` carrying our (empty) heads, not with a `request`: a stock automerge-repo
+//!   client takes a `request` as "this peer wants it too", so its own pending `find` of that
+//!   document would give up and a later `find` would report it unavailable without asking. To a
+//!   `sync` it answers with its changes if it holds the document, and with a `request` (empty
+//!   heads) otherwise; Concord clients answer `doc-unavailable` (see [`Core::answer_empty_asks`]).
+//!
+//! Requesters are answered `doc-unavailable` once none of the asked peers can deliver it: each
+//! said `doc-unavailable`, answered with empty heads, asked us for it in turn, or disconnected;
+//! or, when peers requested it, once [`Limits::ask_timeout_ms`](super::Limits::ask_timeout_ms)
+//! has passed since the first of them (checked on [`Core::handle_tick`]). A document that arrives
+//! later is still delivered to every peer that asked for it.
 
 use super::document::DocState;
 use super::{Core, Event, FindOutcome};
@@ -7,8 +27,16 @@ use crate::wire::Message;
 
 impl Core {
     pub(super) fn on_unavailable(&mut self, conn: ConnId, doc: DocumentId) {
+        let client = self.is_client_conn(conn);
+        let mut forget = false;
         if let Some(pd) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
             pd.they_unavailable = true;
+            forget = client && !pd.awaiting;
+        }
+        if forget && let Some(c) = self.conns.get_mut(&conn) {
+            // A client we asked that does not hold it is not sent the document if it arrives
+            // later: it did not ask for it.
+            c.subscribed.remove(&doc);
         }
         self.check_availability(doc);
     }
@@ -31,6 +59,61 @@ impl Core {
         }
     }
 
+    /// A peer that dialled us and is not a region link: a client. It is asked for documents with
+    /// a `sync`, not a `request` (see the module docs).
+    pub(super) fn is_client_conn(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.inbound && c.region.is_none())
+    }
+
+    /// Established peers that could hold `doc`, have not said they do not, and are not waiting
+    /// for it from us.
+    fn askable(&self, doc: DocumentId) -> Vec<ConnId> {
+        let policy = &self.config.policy;
+        let entry = self.docs.get(&doc);
+        self.conns
+            .iter()
+            .filter(|(id, c)| {
+                let Some(p) = c.peer.as_ref() else {
+                    return false;
+                };
+                let may_hold = c.region.is_some()
+                    || policy.announce(p, &doc)
+                    || (policy.access(p, &doc) && policy.accept_changes(p, &doc));
+                let answered = entry
+                    .and_then(|e| e.peers.get(id))
+                    .is_some_and(|pd| pd.awaiting || pd.they_unavailable);
+                may_hold && !answered
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Peers that may still deliver `doc`: asked and not yet refused, or offered it (announced
+    /// non-empty heads), and still connected.
+    fn pending_answers(&self, doc: DocumentId) -> Vec<ConnId> {
+        let Some(entry) = self.docs.get(&doc) else {
+            return Vec::new();
+        };
+        entry
+            .peers
+            .iter()
+            .filter(|(conn, pd)| {
+                if pd.they_unavailable || pd.awaiting || !self.conns.contains_key(conn) {
+                    return false;
+                }
+                let heads = pd.sync.their_heads.as_ref();
+                let offered = heads.is_some_and(|h| !h.is_empty());
+                // A client asked with a `sync` that answers with empty heads has nothing.
+                let answered_empty =
+                    self.is_client_conn(**conn) && heads.is_some_and(|h| h.is_empty());
+                offered || (pd.we_requested && !answered_empty)
+            })
+            .map(|(conn, _)| *conn)
+            .collect()
+    }
+
     /// Resolves finds and requests for `doc`: found, still asking someone, or unavailable.
     pub(super) fn check_availability(&mut self, doc: DocumentId) {
         let Some(entry) = self.docs.get_mut(&doc) else {
@@ -41,6 +124,7 @@ impl Core {
         }
         if entry.has_content() {
             entry.wanted = false;
+            entry.asking_since = None;
             for ticket in std::mem::take(&mut entry.find_waiters) {
                 self.out.event(Event::FindResolved {
                     ticket,
@@ -53,37 +137,17 @@ impl Core {
         if !entry.is_wanted() {
             return;
         }
-        // Ask every peer the policy lets us ask, except those waiting on us.
-        let askable: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(id, c)| {
-                (c.region.is_some()
-                    || c.peer
-                        .as_ref()
-                        .is_some_and(|p| self.config.policy.announce(p, &doc)))
-                    && !entry.peers.get(id).is_some_and(|pd| pd.awaiting)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in &askable {
-            if let Some(c) = self.conns.get_mut(conn) {
-                c.subscribed.insert(doc);
-            }
+        for conn in self.askable(doc) {
+            self.subscribe(conn, doc);
         }
         self.sync_doc(0, doc);
+        if !self.pending_answers(doc).is_empty() {
+            return;
+        }
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };
-        // Someone may still deliver it: a peer we asked that has not said no, or a peer that
-        // offered it (announced non-empty heads) and is still connected.
-        let still_asking = entry.peers.iter().any(|(conn, pd)| {
-            let offered = pd.sync.their_heads.as_ref().is_some_and(|h| !h.is_empty());
-            (pd.we_requested || offered) && !pd.they_unavailable && self.conns.contains_key(conn)
-        });
-        if still_asking {
-            return;
-        }
+        entry.asking_since = None;
         for ticket in std::mem::take(&mut entry.find_waiters) {
             self.out.event(Event::FindResolved {
                 ticket,
@@ -102,6 +166,59 @@ impl Core {
             .collect();
         for conn in tell {
             self.send_unavailable(conn, doc);
+        }
+    }
+
+    /// Gives up on the peers asked for documents that peers requested more than
+    /// [`Limits::ask_timeout_ms`](super::Limits::ask_timeout_ms) ago: their requesters are
+    /// answered `doc-unavailable` (the document is still delivered if it arrives later).
+    pub(super) fn expire_asks(&mut self, now: u64) {
+        let timeout = self.config.limits.ask_timeout_ms;
+        let due: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, e)| {
+                e.asking_since
+                    .is_some_and(|t| now.saturating_sub(t) >= timeout)
+            })
+            .map(|(d, _)| *d)
+            .collect();
+        for doc in due {
+            let silent = self.pending_answers(doc);
+            let Some(entry) = self.docs.get_mut(&doc) else {
+                continue;
+            };
+            entry.asking_since = None;
+            for conn in silent {
+                if let Some(pd) = entry.peers.get_mut(&conn) {
+                    pd.they_unavailable = true;
+                }
+            }
+            self.check_availability(doc);
+        }
+    }
+
+    /// Answers `doc-unavailable` to peers that sent us empty heads for a document we hold nothing
+    /// of and nobody wants from us: a server asking whether we hold it (see the module docs).
+    /// The empty entry the question loaded is dropped again, so questions leave nothing behind.
+    pub(super) fn answer_empty_asks(&mut self, doc: DocumentId, askers: Vec<ConnId>) {
+        if askers.is_empty() {
+            return;
+        }
+        for conn in &askers {
+            self.send_unavailable(*conn, doc);
+        }
+        let unused = self
+            .docs
+            .get(&doc)
+            .is_some_and(|e| !e.has_content() && !e.is_wanted() && e.evictable());
+        if unused {
+            self.docs.remove(&doc);
+            for conn in askers {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.subscribed.remove(&doc);
+                }
+            }
         }
     }
 }

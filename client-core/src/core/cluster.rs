@@ -20,12 +20,25 @@ use super::{Core, Event, Origin, PendingOp, StorageOp, StorageReply};
 use crate::id::DocumentId;
 use crate::storage::{ChunkKey, StorageError};
 
+/// Adds `keys` to what must be read (`Some(empty)`: every chunk; a full read covers any keys,
+/// so it is never narrowed down to some keys).
+fn want(stale: &mut Option<Vec<ChunkKey>>, keys: Vec<ChunkKey>) {
+    *stale = Some(match stale.take() {
+        Some(old) if old.is_empty() || keys.is_empty() => Vec::new(),
+        Some(mut old) => {
+            old.extend(keys);
+            old
+        }
+        None => keys,
+    });
+}
+
 impl Core {
     /// Another node committed the chunks `keys` of `doc` (empty: "something changed, re-read
     /// it"). Resident documents read and apply them; a region server that has region links loads
     /// the document, so the change reaches every region.
     pub fn handle_external_commit(&mut self, now: u64, doc: DocumentId, keys: Vec<ChunkKey>) {
-        if !self.owns(&doc) {
+        if !self.owns(&doc) || self.tombstones.contains_key(&doc) {
             return;
         }
         let Some(entry) = self.docs.get_mut(&doc) else {
@@ -44,15 +57,7 @@ impl Core {
         {
             return; // Already held (e.g. we loaded after the commit).
         }
-        entry.external_stale = Some(match entry.external_stale.take() {
-            // A full re-read covers any keys.
-            Some(old) if old.is_empty() || keys.is_empty() => Vec::new(),
-            Some(mut old) => {
-                old.extend(keys);
-                old
-            }
-            None => keys,
-        });
+        want(&mut entry.external_stale, keys);
         self.read_external(doc);
     }
 
@@ -112,10 +117,7 @@ impl Core {
             Ok(_) => return,
             Err(e) => {
                 // Retried at the next notice, gap or tick.
-                entry
-                    .external_stale
-                    .get_or_insert_with(Vec::new)
-                    .extend(asked);
+                want(&mut entry.external_stale, asked);
                 self.out.event(Event::StorageFailed {
                     doc,
                     error: format!("reading changes another node committed: {e}"),
@@ -125,7 +127,7 @@ impl Core {
         };
         if !asked.is_empty() && stored.chunks.len() < asked.len() {
             // Another node compacted some of them meanwhile: read everything.
-            entry.external_stale = Some(Vec::new());
+            want(&mut entry.external_stale, Vec::new());
         }
         let unknown: Vec<_> = stored
             .chunks
@@ -138,10 +140,10 @@ impl Core {
         }
         if entry.commit_in_flight || !entry.inbox.is_empty() || !entry.all_committed() {
             // Applied once our own work on it is committed (see `settle_external`).
-            entry
-                .external_stale
-                .get_or_insert_with(Vec::new)
-                .extend(unknown.iter().map(|c| c.key));
+            want(
+                &mut entry.external_stale,
+                unknown.iter().map(|c| c.key).collect(),
+            );
             return;
         }
         let before = entry.doc.get_heads();
@@ -162,8 +164,12 @@ impl Core {
         }
         let complete = am.get_missing_deps(&[]).is_empty();
         entry.doc.refresh();
+        self.out.stats.external_chunks += applied.len() as u64;
         if complete {
             entry.chunks.extend(applied);
+        } else {
+            // Some changes wait for others: read every chunk we do not hold.
+            want(&mut entry.external_stale, Vec::new());
         }
         let after = entry.doc.get_heads();
         for error in failures {
@@ -201,5 +207,22 @@ impl Core {
             self.sync_doc(now, doc);
         }
         self.read_external(doc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_read_is_never_narrowed() {
+        let (a, b) = (ChunkKey([1; 32]), ChunkKey([2; 32]));
+        let mut stale = None;
+        want(&mut stale, vec![a]);
+        want(&mut stale, vec![b]);
+        assert_eq!(stale, Some(vec![a, b]));
+        want(&mut stale, Vec::new());
+        want(&mut stale, vec![a]);
+        assert_eq!(stale, Some(Vec::new()), "still a full read");
     }
 }

@@ -91,6 +91,10 @@ pub struct Limits {
     /// Operations the changes of one sync message may carry (counted from their run-length
     /// encoded columns before Automerge parses them).
     pub max_ops_per_message: u64,
+    /// Milliseconds a peer's `request` for a document we do not hold waits for the other peers
+    /// we asked for it before it is answered `doc-unavailable` (checked on each tick; the
+    /// document is still delivered if it arrives later). Peers that answer end the wait sooner.
+    pub ask_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -102,6 +106,7 @@ impl Default for Limits {
             max_missing_deps: 256,
             max_decompressed_bytes: 64 << 20,
             max_ops_per_message: 200_000,
+            ask_timeout_ms: 5_000,
         }
     }
 }
@@ -154,13 +159,17 @@ pub struct CoreConfig {
     /// Per-principal budgets charged for what authenticated inbound clients send (servers; one
     /// shared by every shard). `None`: nothing is charged.
     pub budgets: Option<Arc<super::Budgets>>,
+    /// Keep a deleted document's stored data until the server's retention period reclaims it
+    /// (servers). `false` (clients): deleted at once.
+    pub retain_deleted: bool,
 }
 
 /// One core of a sharded driver: documents are split between `count` cores by their id, each
 /// core with its own lock, so work on one document never waits for work on documents of other
-/// shards. Shard 0 (the primary) runs every handshake; the driver then establishes the
-/// connection on the other shards ([`Core::adopt_established`](super::Core::adopt_established))
-/// and routes each message to the shard of its document.
+/// shards. Shard 0 (the primary) runs every handshake and holds no document (so a long piece of
+/// work on a document never delays a handshake); the driver then establishes the connection on
+/// the other shards ([`Core::adopt_established`](super::Core::adopt_established)) and routes
+/// each message to the shard of its document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardConfig {
     /// This shard, `0..count`.
@@ -170,10 +179,20 @@ pub struct ShardConfig {
 }
 
 impl ShardConfig {
-    /// The shard (in `0..count`) holding `doc`. Shards own whole anti-entropy buckets (a
-    /// bucket is the first byte of the id), so digests split along the same lines.
+    /// The shard (in `0..count`) holding `doc`: 0 for a single core, otherwise one of
+    /// `1..count` (the primary holds none). Shards own whole anti-entropy buckets (a bucket is
+    /// the first byte of the id), so digests split along the same lines.
     pub fn shard_of(doc: &DocumentId, count: u16) -> u16 {
-        u16::from(doc.as_bytes()[0]) % count.clamp(1, 256)
+        Self::shard_of_bucket(usize::from(doc.as_bytes()[0]), count)
+    }
+
+    fn shard_of_bucket(bucket: usize, count: u16) -> u16 {
+        let count = count.clamp(1, 256);
+        if count == 1 {
+            return 0;
+        }
+        let holders = usize::from(count - 1);
+        u16::try_from(1 + bucket % holders).unwrap_or(0)
     }
 
     /// True when this shard holds `doc`.
@@ -183,7 +202,7 @@ impl ShardConfig {
 
     /// True when this shard owns anti-entropy bucket `bucket`.
     pub fn owns_bucket(&self, bucket: usize) -> bool {
-        bucket % usize::from(self.count.clamp(1, 256)) == usize::from(self.index)
+        Self::shard_of_bucket(bucket, self.count) == self.index
     }
 }
 
@@ -201,6 +220,7 @@ impl CoreConfig {
             defer_apply: None,
             shard: None,
             budgets: None,
+            retain_deleted: false,
         }
     }
 

@@ -70,6 +70,7 @@ impl Core {
             storage_id: self.config.storage_id.clone(),
             is_ephemeral: self.config.storage_id.is_none(),
             region: self.config.region.as_ref().map(|r| r.name.clone()),
+            concord: true,
         }
     }
 
@@ -421,6 +422,9 @@ impl Core {
         if !info.inbound && self.is_primary_shard() {
             self.subscribe_heads(conn);
         }
+        if !info.inbound {
+            self.resend_deletes(conn);
+        }
         // Announce resident documents the policy lets us share, and ask for wanted ones.
         let mut docs: Vec<DocumentId> = self.docs.keys().copied().collect();
         docs.sort();
@@ -494,6 +498,12 @@ impl Core {
             Message::Digest {
                 buckets, covers, ..
             } => self.on_digest(now, conn, &buckets, covers.as_deref()),
+            Message::Delete { document_id, .. } => self.on_delete(now, conn, document_id),
+            Message::Deleted {
+                document_id,
+                tombstone,
+                ..
+            } => self.on_deleted(now, conn, document_id, &tombstone),
             Message::DigestEntries {
                 buckets, entries, ..
             } => self.on_digest_entries(now, conn, &buckets, &entries),

@@ -90,6 +90,9 @@ pub(super) struct DocEntry {
     pub(super) compacting: bool,
     pub(super) find_waiters: Vec<Ticket>,
     pub(super) wanted: bool,
+    /// When a peer first requested it while we held nothing and asked others (see
+    /// `availability.rs`): its requesters are answered by `Limits::ask_timeout_ms` after that.
+    pub(super) asking_since: Option<u64>,
     pub(super) last_used: u64,
     pub(super) pins: usize,
     /// Changes accepted whose dependencies were missing (an upper bound of Automerge's queue).
@@ -124,6 +127,7 @@ impl DocEntry {
             compacting: false,
             find_waiters: Vec::new(),
             wanted: false,
+            asking_since: None,
             last_used: now,
             pins: 0,
             queued_orphans: 0,
@@ -233,6 +237,9 @@ impl Core {
     }
 
     pub(super) fn ensure_loaded(&mut self, now: u64, doc: DocumentId) {
+        if self.tombstones.contains_key(&doc) {
+            return; // Deleted: never loaded again.
+        }
         if let Some(e) = self.docs.get_mut(&doc) {
             e.last_used = now;
             return;
@@ -261,6 +268,14 @@ impl Core {
     /// [`Event::FindResolved`]. An unavailable document is still delivered if it arrives later.
     pub fn find(&mut self, now: u64, doc: DocumentId) -> Ticket {
         let ticket = self.ticket();
+        if self.tombstones.contains_key(&doc) {
+            self.out.event(Event::FindResolved {
+                ticket,
+                doc,
+                outcome: FindOutcome::Deleted,
+            });
+            return ticket;
+        }
         self.ensure_loaded(now, doc);
         if let Some(e) = self.docs.get_mut(&doc) {
             e.find_waiters.push(ticket);
@@ -332,6 +347,9 @@ impl Core {
         options: CommitOptions,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, E>,
     ) -> Result<(R, Option<Ticket>), CoreError> {
+        if self.tombstones.contains_key(doc) {
+            return Err(CoreError::Deleted(*doc));
+        }
         self.materialize(doc)?;
         let entry = self.docs.get_mut(doc).ok_or(CoreError::NotLoaded(*doc))?;
         match &entry.state {
@@ -403,6 +421,9 @@ impl Core {
                 },
             );
             return;
+        }
+        if self.refuse_deleted(conn, doc) {
+            return; // Deleted: whatever the message carries is refused.
         }
         let msg = match sync::Message::decode(data) {
             Ok(m) => m,
@@ -504,6 +525,8 @@ impl Core {
         let mut check = false;
         let mut staged = Vec::new();
         let mut staged_hashes = HashSet::new();
+        let mut batch_seqs = HashMap::new();
+        let mut empty_asks = Vec::new();
         for Inbound { conn, msg, request } in inbox {
             let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.as_ref()) else {
                 continue;
@@ -516,9 +539,15 @@ impl Core {
                 .map(|g| g.principal.clone());
             let empty = entry.doc.get_heads().is_empty();
             let changes = msg.changes.len() as u64;
+            if !request && empty && changes == 0 && msg.heads.is_empty() && !entry.is_wanted() {
+                // Neither side holds anything: a server asking whether we do (availability.rs).
+                empty_asks.push(conn);
+                continue;
+            }
             let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
             if request && empty && msg.heads.is_empty() {
                 pd.awaiting = true;
+                entry.asking_since.get_or_insert(now);
                 check = true;
                 continue;
             }
@@ -543,6 +572,14 @@ impl Core {
                     continue;
                 }
                 let (orphans, ours) = orphan_changes(&entry.doc, &msg, &staged_hashes);
+                if let Err(reason) = entry
+                    .doc
+                    .check_changes(&ours, &mut batch_seqs, &staged_hashes)
+                {
+                    pd.sync = sync::State::new();
+                    errors.push((conn, ProtocolError::SyncApply { doc, reason }));
+                    continue;
+                }
                 if orphans > 0 {
                     let queued = entry.queued_orphans + orphans;
                     if queued > max_missing {
@@ -649,6 +686,7 @@ impl Core {
         for (conn, error) in errors {
             self.protocol_error(conn, error);
         }
+        self.answer_empty_asks(doc, empty_asks);
         if check {
             self.check_availability(doc);
         }
@@ -844,17 +882,18 @@ impl Core {
         }
         let has_content = entry.has_content();
         let wanted = entry.is_wanted();
-        let targets: Vec<(ConnId, PeerId, Option<StorageId>)> = self
+        let targets: Vec<(ConnId, PeerId, Option<StorageId>, bool)> = self
             .conns
             .iter()
             .filter(|(_, c)| c.subscribed.contains(&doc))
             .filter_map(|(id, c)| {
+                let client = c.inbound && c.region.is_none(); // availability.rs
                 c.peer
                     .as_ref()
-                    .map(|p| (*id, p.peer_id.clone(), p.sync_state_key()))
+                    .map(|p| (*id, p.peer_id.clone(), p.sync_state_key(), client))
             })
             .collect();
-        for (conn, target_id, storage) in targets {
+        for (conn, target_id, storage, client) in targets {
             let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
             if pd.awaiting {
                 if !has_content {
@@ -885,7 +924,8 @@ impl Core {
             };
             if let Some(m) = generated {
                 let data = m.encode();
-                let msg = if !has_content && !they_have {
+                // Clients are asked with a `sync` (see availability.rs).
+                let msg = if !has_content && !they_have && !client {
                     Message::Request {
                         sender_id: self.config.peer_id.clone(),
                         target_id,

@@ -353,6 +353,8 @@ pub enum FindOutcome {
     Unavailable,
     /// Loading it failed (storage error or corrupt data).
     Failed(String),
+    /// It was deleted (see [`Tombstone`](super::Tombstone)).
+    Deleted,
 }
 
 /// A notification for the application.
@@ -383,6 +385,19 @@ pub enum Event {
         doc: DocumentId,
         /// The panic message.
         reason: String,
+    },
+    /// A document was deleted, here (`Local`) or by a peer (`Remote`); its local copy is gone
+    /// and edits to it are refused. Local changes a peer had not synced before the deletion
+    /// are lost with it (delete wins).
+    DocDeleted {
+        /// The document.
+        doc: DocumentId,
+        /// Who deleted it, and when.
+        tombstone: super::Tombstone,
+        /// Deleted through this replica, or learned from a peer.
+        origin: Origin,
+        /// Learned from another node of the cluster (not to be relayed to the cluster again).
+        from_cluster: bool,
     },
     /// A `find` resolved.
     FindResolved {

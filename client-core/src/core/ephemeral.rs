@@ -3,8 +3,11 @@
 //!
 //! - **Who speaks.** A message from an authenticated (or anonymous) inbound client is relayed
 //!   under the id that client speaks as ([`PeerInfo::speaks_as`](super::PeerInfo::speaks_as)),
-//!   whatever `senderId` it wrote: nobody can send presence as somebody else. Region links and
-//!   servers we dialled relay other peers' messages, so their `senderId` is kept.
+//!   and only when it names that client as its sender: a client's message naming another sender
+//!   is dropped (stock automerge-repo clients echo every message they receive back to the server,
+//!   which already relayed the original; anything else naming someone else is a forgery), so
+//!   nobody can send presence as somebody else. Region links and servers we dialled relay other
+//!   peers' messages, so their `senderId` is kept.
 //! - **Deduplication.** A client's counters are kept per connection and session (a client can
 //!   only silence itself); relayed messages, which may come back on another path, are
 //!   deduplicated per (sender, session) across connections. Never back to the sender.
@@ -82,6 +85,8 @@ impl Core {
                 return;
             }
             sender_id
+        } else if sender_id != peer.peer_id {
+            return; // An echo of a message we relayed, or a forgery: never someone else's voice.
         } else {
             if !self.fresh_from_client(now, conn, &session_id, count, data.len()) {
                 return;

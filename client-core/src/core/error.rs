@@ -112,6 +112,13 @@ pub enum ProtocolError {
     /// The handshake claims malformed ids.
     #[error("malformed handshake: {0}")]
     BadHandshake(String),
+    /// The peer may not delete this document (it needs write access; only servers accept
+    /// deletion requests, only servers and region links announce deletions).
+    #[error("deletion of {0} refused: it needs write access, from a client to a server")]
+    DeleteDenied(DocumentId),
+    /// A `concord-deleted` carries an unreadable tombstone.
+    #[error("{0}")]
+    BadTombstone(String),
     /// Too many errors on this connection: it is closed.
     #[error("too many protocol errors")]
     TooManyErrors,
@@ -138,6 +145,9 @@ pub enum CoreError {
     /// The change closure or Automerge failed; nothing was applied.
     #[error("change failed: {0}")]
     Change(String),
+    /// The document was deleted.
+    #[error("document {0} was deleted")]
+    Deleted(DocumentId),
     /// The connection is unknown or closed.
     #[error("unknown connection")]
     UnknownConnection,

@@ -7,7 +7,9 @@
 //! waiter on it gets an error, the peer whose message was being processed (and the peers whose
 //! messages were in the same batch) get an `error` message and are closed, and the document is
 //! reloaded from storage so the peers still subscribed to it keep syncing. A document that keeps
-//! panicking stays failed instead of being reloaded again and again.
+//! panicking stays failed for [`COOLDOWN_MS`] instead of being reloaded again and again, then
+//! is reloaded (so a fault that went away, or a bad message that is not sent again, does not
+//! leave it unusable until a restart).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -16,8 +18,10 @@ use super::document::{DocEntry, DocState};
 use super::{Core, Event, FindOutcome, PendingOp, ProtocolError};
 use crate::id::{ConnId, DocumentId};
 
-/// A document that panicked this many times is left failed (not reloaded again).
+/// A document that panicked this many times in a row is left failed for a while.
 const MAX_RELOADS: u32 = 3;
+/// How long a document that keeps panicking stays failed before it is reloaded.
+pub const COOLDOWN_MS: u64 = 10_000;
 /// Panic counts kept per document before the table is reset (bounded memory).
 const COUNTS_KEPT: usize = 4096;
 
@@ -28,8 +32,8 @@ pub(super) struct GuardContext {
     pub(super) sender: Option<ConnId>,
     /// Connections whose messages are in the batch being applied.
     pub(super) batch: Vec<ConnId>,
-    /// Panics per document.
-    counts: HashMap<DocumentId, u32>,
+    /// Panics per document, and when the last one happened.
+    counts: HashMap<DocumentId, (u32, u64)>,
 }
 
 /// The message of a caught panic.
@@ -116,8 +120,9 @@ impl Core {
         if self.guard.counts.len() >= COUNTS_KEPT {
             self.guard.counts.clear();
         }
-        let count = self.guard.counts.entry(doc).or_default();
+        let (count, at) = self.guard.counts.entry(doc).or_default();
         *count += 1;
+        *at = now;
         if *count >= MAX_RELOADS {
             let mut failed = DocEntry::failed(reason, now);
             failed.pins = entry.map_or(0, |e| e.pins);
@@ -132,16 +137,41 @@ impl Core {
         }
     }
 
-    /// True while a document keeps failing after panics (for tests and health reports).
+    /// Documents left failed after repeated panics (for tests and health reports).
     pub fn panicked_documents(&self) -> Vec<DocumentId> {
         self.docs
             .iter()
             .filter(|(d, e)| {
                 matches!(e.state, DocState::Failed(_))
-                    && self.guard.counts.get(d).is_some_and(|c| *c >= MAX_RELOADS)
+                    && self
+                        .guard
+                        .counts
+                        .get(d)
+                        .is_some_and(|(c, _)| *c >= MAX_RELOADS)
             })
             .map(|(d, _)| *d)
             .collect()
+    }
+
+    /// Reloads documents whose panic cool-down is over (the driver's tick).
+    pub(super) fn retry_panicked(&mut self, now: u64) {
+        let due: Vec<DocumentId> = self
+            .guard
+            .counts
+            .iter()
+            .filter(|(_, (c, at))| *c >= MAX_RELOADS && now.saturating_sub(*at) >= COOLDOWN_MS)
+            .map(|(d, _)| *d)
+            .collect();
+        for doc in due {
+            self.guard.counts.remove(&doc);
+            let Some(old) = self.docs.remove(&doc) else {
+                continue;
+            };
+            self.ensure_loaded(now, doc);
+            if let Some(new) = self.docs.get_mut(&doc) {
+                new.pins = old.pins;
+            }
+        }
     }
 }
 
@@ -150,10 +180,12 @@ impl Core {
 #[cfg(feature = "fault-injection")]
 pub mod fault {
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use crate::id::DocumentId;
 
     static PANIC_ON_APPLY: Mutex<Option<DocumentId>> = Mutex::new(None);
+    static STALL_ON_APPLY: Mutex<Option<(DocumentId, Duration)>> = Mutex::new(None);
 
     /// From now on, applying incoming changes to `doc` panics (`None`: stop).
     pub fn panic_on_apply(doc: Option<DocumentId>) {
@@ -162,7 +194,22 @@ pub mod fault {
         }
     }
 
+    /// From now on, applying incoming changes to `doc` blocks its shard for `stall` (a wedged
+    /// engine, as a pathological Automerge call would); `None`: stop.
+    pub fn stall_on_apply(doc: Option<(DocumentId, Duration)>) {
+        if let Ok(mut d) = STALL_ON_APPLY.lock() {
+            *d = doc;
+        }
+    }
+
     pub(crate) fn check(doc: &DocumentId) {
+        let stall = STALL_ON_APPLY
+            .lock()
+            .ok()
+            .and_then(|d| d.filter(|(d, _)| d == doc).map(|(_, s)| s));
+        if let Some(s) = stall {
+            std::thread::sleep(s);
+        }
         let hit = PANIC_ON_APPLY.lock().is_ok_and(|d| d.as_ref() == Some(doc));
         #[allow(clippy::panic)]
         if hit {

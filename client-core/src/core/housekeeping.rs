@@ -61,6 +61,7 @@ impl Core {
         entry.compacting = false;
         match result {
             Ok(_) => {
+                self.out.stats.compactions += 1;
                 entry
                     .chunks
                     .retain(|(k, _)| !covered.contains(k) && *k != key);

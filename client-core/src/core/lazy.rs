@@ -210,16 +210,7 @@ impl LazyDoc {
             // Automerge holds orphans that these changes may complete: let it apply them.
             return false;
         }
-        self.refresh();
-        if self.applied.is_none() {
-            let mut a = Applied::default();
-            for m in self.doc.get_changes_meta(&[]) {
-                a.hashes.insert(m.hash);
-                let s = a.seqs.entry(m.actor.into_owned()).or_default();
-                *s = (*s).max(m.seq);
-            }
-            self.applied = Some(a);
-        }
+        self.ensure_applied();
         let mut batch: HashSet<ChangeHash> = HashSet::new();
         let mut batch_seqs: HashMap<&ActorId, u64> = HashMap::new();
         let mut fresh = Vec::new();
@@ -258,6 +249,71 @@ impl LazyDoc {
             self.push(c.clone());
         }
         true
+    }
+
+    /// Lists the applied document's hashes and highest seq per actor, once (then kept current
+    /// by [`LazyDoc::refresh`]).
+    fn ensure_applied(&mut self) {
+        self.refresh();
+        if self.applied.is_none() {
+            let mut a = Applied::default();
+            for m in self.doc.get_changes_meta(&[]) {
+                a.hashes.insert(m.hash);
+                let s = a.seqs.entry(m.actor.into_owned()).or_default();
+                *s = (*s).max(m.seq);
+            }
+            self.applied = Some(a);
+        }
+    }
+
+    /// Refuses changes Automerge 0.12 cannot take without panicking, which a sync message can
+    /// carry: one that skips sequence numbers (an actor's change `seq` must follow the highest
+    /// seq of that actor held here: applied, pending, or earlier in `batch`, which is updated)
+    /// while all its dependencies are known (a change with unknown dependencies waits in
+    /// Automerge's queue until they arrive, which fills the gap: Bloom filter false positives
+    /// make honest peers send those), and a delete operation without a predecessor (it
+    /// applies, then saving the document panics). `staged`: hashes of earlier messages of the
+    /// same batch.
+    pub(super) fn check_changes(
+        &mut self,
+        changes: &[Change],
+        batch: &mut HashMap<ActorId, u64>,
+        staged: &HashSet<ChangeHash>,
+    ) -> Result<(), String> {
+        self.ensure_applied();
+        let in_msg: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+        for c in changes {
+            let actor = c.actor_id();
+            let latest = batch
+                .get(actor)
+                .copied()
+                .unwrap_or_else(|| self.latest_seq(actor));
+            let orphan = c
+                .deps()
+                .iter()
+                .any(|d| !in_msg.contains(d) && !staged.contains(d) && !self.has_change(d));
+            if c.seq() > latest + 1 && !orphan {
+                return Err(format!(
+                    "change {} by actor {actor} has seq {} but the actor's previous change (seq {}) \
+                     is not known",
+                    c.hash(),
+                    c.seq(),
+                    c.seq() - 1
+                ));
+            }
+            let s = batch.entry(actor.clone()).or_insert(latest);
+            *s = (*s).max(c.seq());
+            let orphan_delete = c.decode().operations.iter().any(|op| {
+                matches!(op.action, automerge::legacy::OpType::Delete) && op.pred.is_empty()
+            });
+            if orphan_delete {
+                return Err(format!(
+                    "change {} deletes without naming what it deletes (no predecessor)",
+                    c.hash()
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn latest_seq(&self, actor: &ActorId) -> u64 {

@@ -78,6 +78,7 @@ mod availability;
 mod cluster;
 mod config;
 mod connection;
+mod deletion;
 mod document;
 mod durability;
 mod effects;
@@ -107,6 +108,7 @@ pub use config::{
     ClientPolicy, CoreConfig, Housekeeping, Limits, PeerInfo, ServerPolicy, ShardConfig,
     SharePolicy,
 };
+pub use deletion::{DELETED, Tombstone};
 pub use durability::{Durability, DurabilityReport, ParseDurabilityError};
 pub use effects::{
     CloseReason, Effect, Event, FindOutcome, Gathered, MAX_BATCH_BYTES, MAX_BATCH_OPS, OpId,
@@ -149,6 +151,10 @@ pub struct Stats {
     pub commits: u64,
     /// Panics contained while working on a document (see `Event::DocumentPanicked`).
     pub panics: u64,
+    /// Compactions committed (a snapshot replaced the chunks it covers).
+    pub compactions: u64,
+    /// Chunks other nodes of a cluster committed, read from the shared storage and applied.
+    pub external_chunks: u64,
 }
 
 impl Stats {
@@ -163,6 +169,8 @@ impl Stats {
         self.evictions += other.evictions;
         self.commits += other.commits;
         self.panics += other.panics;
+        self.compactions += other.compactions;
+        self.external_chunks += other.external_chunks;
     }
 }
 
@@ -180,6 +188,10 @@ enum PendingOp {
         covered: Vec<ChunkKey>,
     },
     SyncState,
+    /// Writing a tombstone (`ticket`: a local deletion waiting for it).
+    Tombstone {
+        ticket: Option<Ticket>,
+    },
     /// Reading chunks another node committed (`asked`: their keys; empty: all).
     External {
         asked: Vec<ChunkKey>,
@@ -246,6 +258,10 @@ pub struct Core {
     reservations: identity::Reservations,
     /// The wall clock (Unix milliseconds) as the driver last reported it (0: never).
     wall_ms: u64,
+    /// Deleted documents (see `deletion.rs`).
+    tombstones: HashMap<DocumentId, Tombstone>,
+    /// A deletion being applied came from the cluster bus.
+    from_cluster: bool,
 }
 
 impl Core {
@@ -270,6 +286,8 @@ impl Core {
             guard: guard::GuardContext::default(),
             reservations: identity::Reservations::default(),
             wall_ms: 0,
+            tombstones: HashMap::new(),
+            from_cluster: false,
         }
     }
 
@@ -346,6 +364,18 @@ impl Core {
             PendingOp::External { asked } => {
                 let _ = self.guarded(now, doc, |c| c.on_external_read(now, doc, asked, result));
             }
+            PendingOp::Tombstone { ticket } => {
+                let error = result.as_ref().err().map(ToString::to_string);
+                if let Some(ticket) = ticket {
+                    self.out.event(Event::Committed {
+                        ticket,
+                        result: error.clone().map_or(Ok(Vec::new()), Err),
+                    });
+                }
+                if let Some(error) = error {
+                    self.out.event(Event::StorageFailed { doc, error });
+                }
+            }
             PendingOp::SyncState => {
                 if let Err(e) = result {
                     self.out.event(Event::StorageFailed {
@@ -364,7 +394,8 @@ impl Core {
         self.wall_ms = unix_ms;
     }
 
-    /// Timers: handshake timeouts and eviction of idle documents. Call it every second or so.
+    /// Timers: handshake timeouts, requests waiting for peers' answers, eviction of idle
+    /// documents. Call it every second or so.
     pub fn handle_tick(&mut self, now: u64) {
         if self.is_primary_shard()
             && let Some(budgets) = &self.config.budgets
@@ -372,6 +403,7 @@ impl Core {
             budgets.prune(now);
         }
         self.expire_handshakes(now);
+        self.retry_panicked(now);
         let stale: Vec<DocumentId> = self
             .docs
             .iter()
@@ -381,6 +413,7 @@ impl Core {
         for doc in stale {
             self.read_external(doc);
         }
+        self.expire_asks(now);
         self.flush_idle(now);
         self.evict(now);
         self.region_tick(now);

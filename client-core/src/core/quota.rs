@@ -138,8 +138,15 @@ struct Principal {
     docs: TokenBucket,
     subscriptions: u64,
     connections: u64,
-    storage_ids: Vec<String>,
+    /// Storage ids whose sync state is persisted, with when each was last used.
+    storage_ids: Vec<(String, u64)>,
 }
+
+/// A principal's persisted storage ids count against its quota for this long after their last
+/// use (so reconnecting with ever new storage ids does not get around it).
+pub const STORAGE_ID_WINDOW_MS: u64 = 24 * 3600 * 1000;
+/// Principals remembered at most; beyond it the least recently active are forgotten first.
+const MAX_PRINCIPALS: usize = 100_000;
 
 impl Budgets {
     /// Budgets with these limits.
@@ -220,15 +227,16 @@ impl Budgets {
             let Some(storage_id) = storage_id else {
                 return false;
             };
-            if let Some(i) = p.storage_ids.iter().position(|s| s == storage_id) {
-                let s = p.storage_ids.remove(i);
-                p.storage_ids.push(s);
+            p.storage_ids
+                .retain(|(_, used)| now.saturating_sub(*used) < STORAGE_ID_WINDOW_MS);
+            if let Some((_, used)) = p.storage_ids.iter_mut().find(|(s, _)| s == storage_id) {
+                *used = now;
                 return true;
             }
             if p.storage_ids.len() >= max {
                 return false;
             }
-            p.storage_ids.push(storage_id.to_owned());
+            p.storage_ids.push((storage_id.to_owned(), now));
             true
         })
     }
@@ -245,9 +253,18 @@ impl Budgets {
     /// follows active principals only.
     pub fn prune(&self, now: u64) {
         let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > MAX_PRINCIPALS {
+            // Forget the storage ids of idle principals first (bounded memory).
+            for p in map.values_mut().filter(|p| p.connections == 0) {
+                p.storage_ids.clear();
+            }
+        }
         map.retain(|_, p| {
+            p.storage_ids
+                .retain(|(_, used)| now.saturating_sub(*used) < STORAGE_ID_WINDOW_MS);
             !(p.connections == 0
                 && p.subscriptions == 0
+                && p.storage_ids.is_empty()
                 && p.ops.is_full(now)
                 && p.bytes.is_full(now)
                 && p.docs.is_full(now))
@@ -316,7 +333,13 @@ mod tests {
         for _ in 0..3 {
             budgets.disconnect("eve", 0, 0);
         }
-        budgets.prune(0);
-        assert_eq!(budgets.principals(), 0, "gone with her last connection");
+        budgets.prune(1);
+        assert!(
+            !budgets.connect("eve", Some("s3"), 1),
+            "reconnecting does not reset the storage ids"
+        );
+        budgets.disconnect("eve", 0, 1);
+        budgets.prune(STORAGE_ID_WINDOW_MS + 1);
+        assert_eq!(budgets.principals(), 0, "forgotten a day after she left");
     }
 }

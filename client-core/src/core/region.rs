@@ -457,6 +457,9 @@ impl Core {
 
     /// Starts syncing `doc` with a region link, loading it if needed.
     fn push_to_link(&mut self, now: u64, conn: ConnId, doc: DocumentId) {
+        if self.refuse_deleted(conn, doc) {
+            return; // The link learns the tombstone instead.
+        }
         self.subscribe(conn, doc);
         if self.docs.contains_key(&doc) {
             self.sync_doc(now, doc);

@@ -40,6 +40,15 @@ pub enum BusNotice {
         /// The keys of the chunks it appended (empty: "something changed, re-read it").
         keys: Vec<ChunkKey>,
     },
+    /// Node `node` recorded the deletion of `doc`.
+    Deleted {
+        /// The node's id.
+        node: String,
+        /// The document.
+        doc: DocumentId,
+        /// The tombstone (`concord::core::Tombstone::encode`).
+        tombstone: Vec<u8>,
+    },
     /// An ephemeral message a peer of node `node` sent about `doc`.
     Ephemeral {
         /// The relaying node's id.
@@ -61,7 +70,9 @@ impl BusNotice {
     /// The node the notice comes from.
     pub fn node(&self) -> &str {
         match self {
-            Self::Committed { node, .. } | Self::Ephemeral { node, .. } => node,
+            Self::Committed { node, .. }
+            | Self::Ephemeral { node, .. }
+            | Self::Deleted { node, .. } => node,
         }
     }
 }

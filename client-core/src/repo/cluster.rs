@@ -65,9 +65,10 @@ pub(super) fn start(config: &ClusterConfig) -> (ClusterLink, tokio::task::JoinHa
     (link, task)
 }
 
-/// Feeds what other nodes say to the shards, until the bus or the repo ends.
-pub(super) async fn run_subscriber(shared: Arc<Shared>, bus: Arc<dyn ClusterBus>) {
-    let mut events = bus.subscribe();
+/// Feeds what other nodes say (`events`: a subscription taken before the repo serves anyone,
+/// so no notice falls between opening and listening) to the shards, until the bus or the repo
+/// ends.
+pub(super) async fn run_subscriber(shared: Arc<Shared>, mut events: mpsc::Receiver<BusEvent>) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let event = tokio::select! {
@@ -75,13 +76,11 @@ pub(super) async fn run_subscriber(shared: Arc<Shared>, bus: Arc<dyn ClusterBus>
             () = super::driver::until_shutdown(&mut shutdown) => return,
         };
         let Some(event) = event else { return };
-        let now = shared.now();
         match event {
             BusEvent::Notice(BusNotice::Committed { doc, keys, .. }) => {
-                let (shard, mut core) = shared.lock_doc(&doc);
-                core.handle_external_commit(now, doc, keys);
-                drop(core);
-                shared.wake(shard);
+                shared.run_on(shared.shard_of(&doc), move |core, now| {
+                    core.handle_external_commit(now, doc, keys);
+                });
             }
             BusEvent::Notice(BusNotice::Ephemeral {
                 doc,
@@ -91,16 +90,30 @@ pub(super) async fn run_subscriber(shared: Arc<Shared>, bus: Arc<dyn ClusterBus>
                 data,
                 ..
             }) => {
-                let (shard, mut core) = shared.lock_doc(&doc);
-                core.handle_cluster_ephemeral(doc, sender, session_id, count, data);
-                drop(core);
-                shared.wake(shard);
+                shared.run_on(shared.shard_of(&doc), move |core, _| {
+                    core.handle_cluster_ephemeral(doc, sender, session_id, count, data);
+                });
+            }
+            BusEvent::Notice(BusNotice::Deleted { doc, tombstone, .. }) => {
+                shared.run_on(shared.shard_of(&doc), move |core, now| {
+                    core.handle_cluster_deleted(now, doc, &tombstone);
+                });
             }
             BusEvent::Gap => {
                 tracing::info!("cluster bus resumed after a gap: re-reading resident documents");
                 for i in 0..shared.shard_count() {
-                    shared.lock_shard(i).handle_external_gap(now);
-                    shared.wake(i);
+                    shared.run_on(i, |core, now| core.handle_external_gap(now));
+                }
+                // Deletions recorded meanwhile, too.
+                match shared.storage.tombstones().await {
+                    Ok(all) => {
+                        for (doc, bytes) in all {
+                            shared.run_on(shared.shard_of(&doc), move |core, now| {
+                                core.handle_cluster_deleted(now, doc, &bytes);
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot re-read tombstones after a gap"),
                 }
             }
             #[allow(unreachable_patterns)]

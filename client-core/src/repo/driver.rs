@@ -191,29 +191,83 @@ impl Shared {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Drains shard `index`'s effects and executes them, in order.
-    pub(super) fn pump_shard(&self, index: u16) -> bool {
+    /// Runs `job` on shard `index`'s core: at once when the core is free, otherwise by whoever
+    /// holds it, before it lets go. Never waits for a busy shard.
+    pub(super) fn run_on(&self, index: u16, job: impl FnOnce(&mut Core, u64) + Send + 'static) {
+        let Some(shard) = self.shards.get(usize::from(index)) else {
+            return;
+        };
+        shard.submit(Box::new(job));
+        self.work(index);
+    }
+
+    /// Queues `job` for shard `index` and leaves it to the shard's task (for callers that may
+    /// be dispatching that shard's effects themselves).
+    fn run_later(&self, index: u16, job: impl FnOnce(&mut Core, u64) + Send + 'static) {
+        if let Some(shard) = self.shards.get(usize::from(index)) {
+            shard.submit(Box::new(job));
+            shard.notify.notify_one();
+        }
+    }
+
+    /// While shard `index`'s core is free: runs its queued jobs, then executes the effects it
+    /// produced, in order (the next holder dispatches only after us). Returns whether anything
+    /// was done.
+    pub(super) fn work(&self, index: u16) -> bool {
         let Some(shard) = self.shards.get(usize::from(index)) else {
             return false;
         };
-        let _order = shard.dispatching.lock().unwrap_or_else(|p| p.into_inner());
-        let effects: Vec<Effect> = {
-            let mut core = shard.lock(self.now());
-            std::iter::from_fn(|| core.poll_effect()).collect()
-        };
-        let busy = !effects.is_empty();
-        for e in effects {
-            self.dispatch(index, e);
+        let mut did = false;
+        loop {
+            let Some(mut core) = shard.try_lock(self.now()) else {
+                return did; // The holder runs what we queued before it lets go.
+            };
+            let now = self.now();
+            for job in shard.take_jobs() {
+                job(&mut core, now);
+            }
+            let effects: Vec<Effect> = std::iter::from_fn(|| core.poll_effect()).collect();
+            shard.remember(&core);
+            // Our turn to dispatch is taken before the core is released, so effects leave in
+            // the order the core produced them.
+            let turn = shard.dispatching.lock().unwrap_or_else(|p| p.into_inner());
+            drop(core);
+            did |= !effects.is_empty();
+            for e in effects {
+                self.dispatch(index, e);
+            }
+            drop(turn);
+            if !shard.has_jobs() {
+                return did;
+            }
         }
-        busy
     }
 
-    /// Ends connection `conn` on every shard.
-    pub(super) fn disconnect_everywhere(&self, conn: ConnId) {
+    /// Dispatches everything the primary produced so far, waiting for it if needed (the
+    /// primary holds no document: it is never busy for long). A handshake's `peer` reply must
+    /// be on the wire before any other shard speaks on the connection.
+    pub(super) fn flush_primary(&self) {
+        let shard = &self.shards[0];
+        let mut core = shard.lock(self.now());
         let now = self.now();
+        for job in shard.take_jobs() {
+            job(&mut core, now);
+        }
+        let effects: Vec<Effect> = std::iter::from_fn(|| core.poll_effect()).collect();
+        shard.remember(&core);
+        let turn = shard.dispatching.lock().unwrap_or_else(|p| p.into_inner());
+        drop(core);
+        for e in effects {
+            self.dispatch(0, e);
+        }
+        drop(turn);
+    }
+
+    /// Ends connection `conn` on every shard (each shard's task does it, so this never waits for
+    /// a busy shard nor for the caller's own dispatch).
+    pub(super) fn disconnect_everywhere(&self, conn: ConnId) {
         for i in 0..self.shard_count() {
-            self.lock_shard(i).handle_disconnect(now, conn);
-            self.wake(i);
+            self.run_later(i, move |core, now| core.handle_disconnect(now, conn));
         }
     }
 
@@ -278,6 +332,34 @@ impl Shared {
                 if let Some(Waiter::Find(tx)) = self.resolve(shard, ticket) {
                     let _ = tx.send(outcome);
                 }
+            }
+            Event::DocDeleted {
+                doc,
+                tombstone,
+                origin,
+                from_cluster,
+            } => {
+                if let Some(link) = self.cluster.as_ref().filter(|_| !from_cluster) {
+                    link.publish(super::BusNotice::Deleted {
+                        node: link.node_id.clone(),
+                        doc,
+                        tombstone: tombstone.encode(),
+                    });
+                }
+                tracing::info!(%doc, by = %tombstone.by, ?origin, "document deleted");
+                self.doc_event(
+                    doc,
+                    DocEvent::Deleted {
+                        by: tombstone.by.clone(),
+                        at_ms: tombstone.at_ms,
+                        origin,
+                    },
+                );
+                let _ = self.events.send(RepoEvent::DocumentDeleted {
+                    doc,
+                    by: tombstone.by,
+                    origin,
+                });
             }
             Event::DocChanged { doc, heads, origin } => {
                 self.doc_event(doc, DocEvent::Changed { heads, origin });
@@ -375,7 +457,7 @@ pub(super) async fn run_driver(shared: Arc<Shared>, index: u16, tick: Duration) 
         return;
     };
     loop {
-        let busy = shared.pump_shard(index);
+        let busy = shared.work(index);
         // Whatever woke us may have changed the core's state (even without effects): let
         // waiters re-check their conditions.
         shared.progress.send_modify(|p| *p += 1);
@@ -387,14 +469,13 @@ pub(super) async fn run_driver(shared: Arc<Shared>, index: u16, tick: Duration) 
         tokio::select! {
             () = shard.notify.notified() => {}
             _ = interval.tick() => {
-                let now = shared.now();
                 let wall = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                let mut core = shared.lock_shard(index);
-                core.handle_wall_clock(wall);
-                core.handle_tick(now);
-                drop(core);
+                shared.run_on(index, move |core, now| {
+                    core.handle_wall_clock(wall);
+                    core.handle_tick(now);
+                });
                 if index == 0 {
                     shared.prune_doc_events();
                 }
@@ -478,14 +559,11 @@ pub(super) async fn run_storage(shared: Arc<Shared>, mut rx: mpsc::UnboundedRece
                 continue;
             }
             let index = u16::try_from(shard).unwrap_or(0);
-            {
-                let now = shared.now();
-                let mut core = shared.lock_shard(index);
+            shared.run_on(index, move |core, now| {
                 for (id, result) in results {
                     core.handle_storage_result(now, id, result);
                 }
-            }
-            shared.wake(index);
+            });
         }
         if held.is_none() && rx.is_empty() {
             let _ = shared.storage_idle.send(true);

@@ -11,6 +11,9 @@ pub enum RepoError {
     /// Neither local storage nor any connected peer has the document.
     #[error("document {0} is unavailable (not stored locally and no connected peer has it)")]
     Unavailable(DocumentId),
+    /// The document was deleted (by this replica or a peer).
+    #[error("document {0} was deleted")]
+    Deleted(DocumentId),
     /// The engine refused the operation.
     #[error(transparent)]
     Core(#[from] CoreError),

@@ -76,7 +76,12 @@ impl DocHandle {
         let (value, shard) = {
             let (shard, mut core) = self.shared.lock_doc(&self.doc);
             let now = self.shared.now();
-            let (value, ticket) = core.change_stamped(now, wall_ms(), &self.doc, f)?;
+            let (value, ticket) =
+                core.change_stamped(now, wall_ms(), &self.doc, f)
+                    .map_err(|e| match e {
+                        crate::core::CoreError::Deleted(d) => RepoError::Deleted(d),
+                        other => RepoError::Core(other),
+                    })?;
             match ticket {
                 Some(t) => self.shared.register(shard, t, Waiter::Commit(tx))?,
                 None => return Ok(value),
@@ -91,11 +96,23 @@ impl DocHandle {
         }
     }
 
+    /// Deletes the document here and, through the servers, everywhere (see
+    /// [`crate::core::Tombstone`]): resolves once the deletion is committed locally; the local
+    /// copy is gone and later reads and writes fail with [`RepoError::Deleted`]. The servers
+    /// learn it now or on the next connection (it needs write access there); whether one
+    /// confirmed it: [`Repo::deletion`](super::Repo::deletion).
+    pub async fn delete(&self) -> Result<(), RepoError> {
+        super::delete(&self.shared, self.doc, None, false).await
+    }
+
     /// Runs `f` on the current state of the document.
     /// A panic in `f` is caught and reported as [`RepoError::Panicked`]; the document is only
     /// read, so nothing is lost.
     pub fn with_doc<R>(&self, f: impl FnOnce(&Automerge) -> R) -> Result<R, RepoError> {
         let (_, mut core) = self.shared.lock_doc(&self.doc);
+        if core.tombstone(&self.doc).is_some() {
+            return Err(RepoError::Deleted(self.doc));
+        }
         let _ = core.materialize(&self.doc); // a failure makes the document unavailable
         let doc = core
             .document(&self.doc)

@@ -57,6 +57,16 @@ pub enum DocEvent {
         /// Local write or remote sync.
         origin: Origin,
     },
+    /// The document was deleted (here, or by a peer: its local copy is gone, later edits are
+    /// refused with [`RepoError::Deleted`]).
+    Deleted {
+        /// Who deleted it.
+        by: String,
+        /// When (Unix milliseconds).
+        at_ms: u64,
+        /// Through this replica, or learned from a peer.
+        origin: Origin,
+    },
     /// Ephemeral data from a peer.
     Ephemeral {
         /// Original sender.
@@ -101,6 +111,15 @@ pub enum RepoEvent {
         doc: DocumentId,
         /// Error.
         error: String,
+    },
+    /// A document was deleted (here, or learned from a peer).
+    DocumentDeleted {
+        /// Document.
+        doc: DocumentId,
+        /// Who deleted it.
+        by: String,
+        /// Through this replica, or learned from a peer.
+        origin: Origin,
     },
     /// Work on a document panicked; the panic was contained (see
     /// [`Event::DocumentPanicked`](crate::core::Event::DocumentPanicked)).
@@ -149,6 +168,9 @@ pub struct RepoConfig {
     /// Makes this repo one node of a cluster sharing its storage with other nodes (see
     /// [`ClusterConfig`]). `None`: a standalone replica.
     pub cluster: Option<ClusterConfig>,
+    /// Keep deleted documents' stored data until a retention period (servers; the server's
+    /// housekeeping reclaims it). `false`: deleted at once.
+    pub retain_deleted: bool,
 }
 
 /// Supplies a fresh bearer token for each connection attempt (e.g. a short-lived region token).
@@ -171,6 +193,7 @@ impl Default for RepoConfig {
             shards: 1,
             quotas: None,
             cluster: None,
+            retain_deleted: false,
         }
     }
 }
@@ -228,6 +251,7 @@ impl Repo {
         core_config.housekeeping = config.housekeeping.clone();
         core_config.region = config.region.clone();
         core_config.defer_apply = config.defer_apply;
+        core_config.retain_deleted = config.retain_deleted;
         core_config.budgets = config
             .quotas
             .clone()
@@ -242,11 +266,12 @@ impl Repo {
                 if count > 1 {
                     c.shard = Some(crate::core::ShardConfig { index, count });
                     c.seed = seed.wrapping_add(u64::from(index));
-                    // The resident bound is split between the shards (at least one each).
+                    // The resident bound is split between the shards that hold documents (all
+                    // but the primary), at least one each.
                     c.housekeeping.max_resident = c
                         .housekeeping
                         .max_resident
-                        .map(|m| (m / usize::from(count)).max(1));
+                        .map(|m| (m / usize::from(count - 1)).max(1));
                 }
                 let mut core = Core::new(c);
                 core.handle_wall_clock(wall);
@@ -270,6 +295,10 @@ impl Repo {
                 core.seed_heads_index(indexed.iter().cloned());
             }
         }
+        let tombstones = storage.tombstones().await?;
+        for core in &mut cores {
+            core.seed_tombstones(tombstones.iter().cloned());
+        }
         for doc in unindexed {
             let shard = crate::core::ShardConfig::shard_of(&doc, count);
             if let Some(core) = cores.get_mut(usize::from(shard)) {
@@ -290,6 +319,9 @@ impl Repo {
             config.limits.max_message_bytes,
             link,
         );
+        for index in 0..count {
+            shared.work(index); // First snapshots, and the loads queued above.
+        }
         let mut tasks = vec![tokio::spawn(driver::run_storage(
             shared.clone(),
             storage_rx,
@@ -298,7 +330,7 @@ impl Repo {
         if let Some(c) = &config.cluster {
             tasks.push(tokio::spawn(cluster::run_subscriber(
                 shared.clone(),
-                c.bus.clone(),
+                c.bus.subscribe(),
             )));
         }
         for index in 0..count {
@@ -404,8 +436,9 @@ impl Repo {
     /// Documents in the anti-entropy heads index (region servers).
     pub fn indexed_documents(&self) -> usize {
         self.shared
-            .each_shard(|c| c.indexed_documents())
-            .into_iter()
+            .shards
+            .iter()
+            .map(|s| s.snapshot().indexed)
             .sum()
     }
 
@@ -496,6 +529,7 @@ impl Repo {
             FindOutcome::Found => Ok(DocHandle::new(self.shared.clone(), doc)),
             FindOutcome::Unavailable => Err(RepoError::Unavailable(doc)),
             FindOutcome::Failed(reason) => Err(RepoError::LoadFailed { doc, reason }),
+            FindOutcome::Deleted => Err(RepoError::Deleted(doc)),
         }
     }
 
@@ -513,6 +547,9 @@ impl Repo {
     pub async fn find_local(&self, doc: DocumentId) -> Result<DocHandle, RepoError> {
         let shard = {
             let (shard, mut core) = self.shared.lock_doc(&doc);
+            if core.tombstone(&doc).is_some() {
+                return Err(RepoError::Deleted(doc));
+            }
             let now = self.shared.now();
             core.load(now, doc);
             core.pin(&doc);
@@ -543,6 +580,34 @@ impl Repo {
         result
     }
 
+    /// Deletes `doc` as `by` (servers: an admin; `purge` erases stored bytes on every replica
+    /// at once). See [`DocHandle::delete`].
+    pub async fn delete_document(
+        &self,
+        doc: DocumentId,
+        by: impl Into<String>,
+        purge: bool,
+    ) -> Result<(), RepoError> {
+        delete(&self.shared, doc, Some(by.into()), purge).await
+    }
+
+    /// Erases the stored bytes of deleted `doc` here and on every replica that learns it.
+    pub async fn purge_deleted(&self, doc: DocumentId) -> Result<(), RepoError> {
+        let shard = {
+            let (shard, mut core) = self.shared.lock_doc(&doc);
+            let now = self.shared.now();
+            core.purge(now, doc)?;
+            shard
+        };
+        self.shared.wake(shard);
+        Ok(())
+    }
+
+    /// The tombstone of `doc` if it was deleted (`confirmed`: a server accepted the deletion).
+    pub fn deletion(&self, doc: &DocumentId) -> Option<crate::core::Tombstone> {
+        self.shared.lock_doc(doc).1.tombstone(doc).cloned()
+    }
+
     /// Connected peers (handshake complete).
     pub fn peers(&self) -> Vec<(ConnId, PeerInfo)> {
         self.shared.lock_primary().established()
@@ -569,11 +634,11 @@ impl Repo {
         self.shared.events.subscribe()
     }
 
-    /// Engine counters.
+    /// Engine counters (as of each shard's last piece of work: never waits for a busy shard).
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
-        for s in self.shared.each_shard(|c| c.stats().clone()) {
-            total.add(&s);
+        for s in &self.shared.shards {
+            total.add(&s.snapshot().stats);
         }
         total
     }
@@ -605,11 +670,12 @@ impl Repo {
         self.shared.doc_event_channels()
     }
 
-    /// Documents resident in memory.
+    /// Documents resident in memory (as of each shard's last piece of work).
     pub fn resident_documents(&self) -> usize {
         self.shared
-            .each_shard(|c| c.resident_documents())
-            .into_iter()
+            .shards
+            .iter()
+            .map(|s| s.snapshot().resident)
             .sum()
     }
 
@@ -670,6 +736,33 @@ impl Repo {
         for t in tasks {
             t.abort();
         }
+    }
+}
+
+/// Deletes `doc` (as `by`, or as this replica's peer id) and waits for the local commit.
+async fn delete(
+    shared: &Arc<Shared>,
+    doc: DocumentId,
+    by: Option<String>,
+    purge: bool,
+) -> Result<(), RepoError> {
+    let (tx, rx) = oneshot::channel();
+    let shard = {
+        let (shard, mut core) = shared.lock_doc(&doc);
+        let by = by.unwrap_or_else(|| core.config().peer_id.to_string());
+        let now = shared.now();
+        let ticket = core.delete(now, doc, by, purge).map_err(|e| match e {
+            crate::core::CoreError::Deleted(d) => RepoError::Deleted(d),
+            other => RepoError::Core(other),
+        })?;
+        shared.register(shard, ticket, Waiter::Commit(tx))?;
+        shard
+    };
+    shared.wake(shard);
+    match rx.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(RepoError::CommitFailed(e)),
+        Err(_) => Err(RepoError::Closed),
     }
 }
 

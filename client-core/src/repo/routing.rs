@@ -113,27 +113,26 @@ impl Repo {
                 return;
             }
         };
+        let len = bytes.len();
         match route(&msg) {
             Route::Doc(doc) => {
-                let (shard, mut core) = self.shared.lock_doc(&doc);
-                core.handle_decoded(now, conn, msg, bytes.len());
-                drop(core);
-                self.shared.wake(shard);
+                let shard = self.shared.shard_of(&doc);
+                self.shared.run_on(shard, move |core, now| {
+                    core.handle_decoded(now, conn, msg, len);
+                });
             }
             Route::Primary => {
-                self.shared
-                    .lock_primary()
-                    .handle_decoded(now, conn, msg, bytes.len());
-                self.shared.wake(0);
+                self.shared.run_on(0, move |core, now| {
+                    core.handle_decoded(now, conn, msg, len);
+                });
             }
             Route::All => {
                 for i in 0..self.shared.shard_count() {
                     // Counted once, on the primary.
-                    let len = if i == 0 { bytes.len() } else { 0 };
-                    self.shared
-                        .lock_shard(i)
-                        .handle_decoded(now, conn, msg.clone(), len);
-                    self.shared.wake(i);
+                    let (msg, len) = (msg.clone(), if i == 0 { len } else { 0 });
+                    self.shared.run_on(i, move |core, now| {
+                        core.handle_decoded(now, conn, msg, len);
+                    });
                 }
             }
         }
@@ -146,13 +145,12 @@ impl Repo {
         let Some(info) = self.shared.lock_primary().peer(conn).cloned() else {
             return;
         };
-        self.shared.pump_shard(0);
-        let now = self.shared.now();
+        self.shared.flush_primary();
         for i in 1..self.shared.shard_count() {
-            self.shared
-                .lock_shard(i)
-                .adopt_established(now, conn, info.clone());
-            self.shared.wake(i);
+            let info = info.clone();
+            self.shared.run_on(i, move |core, now| {
+                core.adopt_established(now, conn, info);
+            });
         }
         if let Ok(mut conns) = self.shared.conns.lock()
             && let Some(slot) = conns.get_mut(&conn)

@@ -115,8 +115,10 @@ pub(super) async fn run_client_with(
         if *shutdown.borrow() {
             return;
         }
-        let url = &urls[idx % urls.len()];
-        let req = match request(url, credentials.as_ref()) {
+        let full = &urls[idx % urls.len()];
+        // Logged without its query, which may carry a token.
+        let url = full.split_once('?').map_or(full.as_str(), |(base, _)| base);
+        let req = match request(full, credentials.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(%url, error = %e, "cannot dial this URL");

@@ -242,6 +242,16 @@ impl MemoryStorage {
         self.write_batch_sync(&[WriteOp::PutHeads { doc, heads }])
     }
 
+    /// Synchronous [`Storage::tombstones`].
+    pub fn tombstones_sync(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        Ok(self
+            .lock()?
+            .tombstones
+            .iter()
+            .map(|(d, r)| (*d, r.clone()))
+            .collect())
+    }
+
     /// Synchronous [`Storage::heads_index`].
     pub fn heads_index_sync(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
         Ok(self
@@ -305,12 +315,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn tombstones(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
-        Ok(self
-            .lock()?
-            .tombstones
-            .iter()
-            .map(|(d, r)| (*d, r.clone()))
-            .collect())
+        self.tombstones_sync()
     }
 
     async fn put_authors(&self, doc: &DocumentId, authors: &[ChangeAuthor]) -> StorageResult<()> {

@@ -197,10 +197,12 @@ fn metadata(v: Option<&Value>) -> Result<Option<PeerMetadata>, DecodeError> {
     let region = field(m, "concordRegion")
         .map(|v| as_text(v, "concordRegion"))
         .transpose()?;
+    let concord = matches!(field(m, "concord"), Some(Value::Bool(true)));
     Ok(Some(PeerMetadata {
         storage_id,
         is_ephemeral,
         region,
+        concord,
     }))
 }
 
@@ -350,6 +352,17 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Message, DecodeError> {
             document_id: r.document_id()?,
             new_heads: remote_heads(r.req("newHeads")?)?,
         },
+        "concord-delete" => Message::Delete {
+            sender_id: r.peer("senderId")?,
+            target_id: r.peer("targetId")?,
+            document_id: r.document_id()?,
+        },
+        "concord-deleted" => Message::Deleted {
+            sender_id: r.peer("senderId")?,
+            target_id: r.peer("targetId")?,
+            document_id: r.document_id()?,
+            tombstone: r.bytes("tombstone")?,
+        },
         "concord-digest" => Message::Digest {
             sender_id: r.peer("senderId")?,
             target_id: r.peer("targetId")?,
@@ -378,6 +391,9 @@ fn meta_value(m: &PeerMetadata) -> Value {
     }
     if let Some(region) = &m.region {
         fields.push((text("concordRegion"), text(region)));
+    }
+    if m.concord {
+        fields.push((text("concord"), Value::Bool(true)));
     }
     Value::Map(fields)
 }
@@ -454,10 +470,26 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             sender_id,
             target_id,
             document_id,
+        }
+        | Message::Delete {
+            sender_id,
+            target_id,
+            document_id,
         } => {
             put("senderId", text(sender_id.as_str()));
             put("targetId", text(target_id.as_str()));
             put("documentId", text(&document_id.to_string()));
+        }
+        Message::Deleted {
+            sender_id,
+            target_id,
+            document_id,
+            tombstone,
+        } => {
+            put("senderId", text(sender_id.as_str()));
+            put("targetId", text(target_id.as_str()));
+            put("documentId", text(&document_id.to_string()));
+            put("tombstone", Value::Bytes(tombstone.clone()));
         }
         Message::Ephemeral {
             sender_id,
@@ -562,6 +594,7 @@ mod tests {
                     storage_id: Some(StorageId::from("s1")),
                     is_ephemeral: false,
                     region: Some("eu".into()),
+                    concord: true,
                 }),
                 supported_protocol_versions: vec!["1".into()],
             },
@@ -589,6 +622,17 @@ mod tests {
                 sender_id: a.clone(),
                 target_id: b.clone(),
                 document_id: doc,
+            },
+            Message::Delete {
+                sender_id: a.clone(),
+                target_id: b.clone(),
+                document_id: doc,
+            },
+            Message::Deleted {
+                sender_id: a.clone(),
+                target_id: b.clone(),
+                document_id: doc,
+                tombstone: vec![1, 2, 3],
             },
             Message::Digest {
                 sender_id: a.clone(),

@@ -17,6 +17,9 @@ pub struct PeerMetadata {
     /// Concord extension (`concordRegion`): the region a sync server replicates for. Only region
     /// links (authenticated server-to-server connections) act on it.
     pub region: Option<String>,
+    /// Concord extension (`concord: true`): the peer understands Concord's extension messages
+    /// (`concord-delete`, `concord-deleted`); other peers are answered in plain protocol v1.
+    pub concord: bool,
 }
 
 /// Heads a storage id holds for a document, as gossiped in `remote-heads-changed`.
@@ -134,6 +137,29 @@ pub enum Message {
         /// Heads per storage id.
         new_heads: BTreeMap<StorageId, RemoteHeads>,
     },
+    /// Concord extension (`concord-delete`): a client asks a server to delete a document (needs
+    /// write access to it).
+    Delete {
+        /// Sender.
+        sender_id: PeerId,
+        /// Target.
+        target_id: PeerId,
+        /// The document.
+        document_id: DocumentId,
+    },
+    /// Concord extension (`concord-deleted`): the document is deleted; `tombstone` says by whom
+    /// and when. Servers send it to Concord peers that hold or ask for the document and to
+    /// region links; a peer that receives it drops its copy.
+    Deleted {
+        /// Sender.
+        sender_id: PeerId,
+        /// Target.
+        target_id: PeerId,
+        /// The document.
+        document_id: DocumentId,
+        /// The tombstone (CBOR, see `concord::core::Tombstone`).
+        tombstone: Vec<u8>,
+    },
     /// Concord extension between region servers (`concord-digest`): a digest of every stored
     /// document's heads, one 64-bit sum per bucket of document ids (anti-entropy).
     Digest {
@@ -175,6 +201,8 @@ impl Message {
             Self::Ephemeral { .. } => "ephemeral",
             Self::RemoteSubscriptionChange { .. } => "remote-subscription-change",
             Self::RemoteHeadsChanged { .. } => "remote-heads-changed",
+            Self::Delete { .. } => "concord-delete",
+            Self::Deleted { .. } => "concord-deleted",
             Self::Digest { .. } => "concord-digest",
             Self::DigestEntries { .. } => "concord-digest-entries",
         }
@@ -192,6 +220,8 @@ impl Message {
             | Self::Ephemeral { sender_id, .. }
             | Self::RemoteSubscriptionChange { sender_id, .. }
             | Self::RemoteHeadsChanged { sender_id, .. }
+            | Self::Delete { sender_id, .. }
+            | Self::Deleted { sender_id, .. }
             | Self::Digest { sender_id, .. }
             | Self::DigestEntries { sender_id, .. } => Some(sender_id),
             Self::Error { sender_id, .. } => sender_id.as_ref(),
@@ -205,7 +235,9 @@ impl Message {
             | Self::Sync { document_id, .. }
             | Self::DocUnavailable { document_id, .. }
             | Self::Ephemeral { document_id, .. }
-            | Self::RemoteHeadsChanged { document_id, .. } => Some(*document_id),
+            | Self::RemoteHeadsChanged { document_id, .. }
+            | Self::Delete { document_id, .. }
+            | Self::Deleted { document_id, .. } => Some(*document_id),
             _ => None,
         }
     }

@@ -95,11 +95,28 @@ pub fn postgres_config(config: &ServeConfig, url: &DatabaseUrl, node: &str) -> P
     pg
 }
 
-/// Opens the database: storage schema, then the server's tables.
+/// Opens the database: storage schema, then the server's tables, then the cluster's storage id.
 pub async fn open(config: PostgresConfig) -> Result<PostgresStorage, ClusterError> {
     let storage = PostgresStorage::open(config).await?;
     migrate_server(storage.pool()).await?;
+    ensure_storage_id(storage.pool()).await?;
     Ok(storage)
+}
+
+/// The nodes of a cluster are one durable peer: they share one storage id (the engine reads it
+/// from `concord_meta` at start), so a client's `wait_durable(Server)` and heads gossip mean
+/// "committed in the cluster's database" whichever node answers. Nodes starting at the same
+/// time must not each write their own: the first insert wins, the others keep it.
+async fn ensure_storage_id(pool: &PgPool) -> Result<(), ClusterError> {
+    let id = concord::StorageId::from_random(rand::random());
+    sqlx::query(
+        "INSERT INTO concord_meta (key, value) VALUES ('storage_id', $1) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(id.as_str().as_bytes())
+    .execute(pool)
+    .await
+    .map_err(db("storage id"))?;
+    Ok(())
 }
 
 /// Applies the server's migrations (tracked in [`SERVER_TABLE`]).

@@ -2,11 +2,17 @@
 //! [`HEARTBEAT`]; a node whose heartbeat is older than [`LIVE_FOR`] is dead. Times are the
 //! database's clock, so the nodes' clocks need not agree.
 //!
+//! A node id is held with a session advisory lock (`node:<id>`, see [`super::lock`]) for as long
+//! as the node runs: a second process with the same id is refused while the first one's
+//! session lives, and a node restarted after a crash (`kill -9`, a dead machine once PostgreSQL
+//! notices with its TCP keepalives) takes its id back at once, without waiting for its old
+//! heartbeat to expire.
+//!
 //! ```no_run
-//! # async fn demo(pool: sqlx::PgPool) -> Result<(), concord_server::cluster::ClusterError> {
+//! # async fn demo(storage: concord::storage::postgres::PostgresStorage) -> Result<(), concord_server::cluster::ClusterError> {
 //! use concord_server::cluster::registry::{Registration, live_nodes};
-//! let me = Registration::register(pool.clone(), "eu-1", "eu", "10.0.0.1:3030").await?;
-//! for node in live_nodes(&pool).await? {
+//! let me = Registration::register(&storage, "eu-1", "eu", "10.0.0.1:3030").await?;
+//! for node in live_nodes(storage.pool()).await? {
 //!     println!("{} in {} at {}", node.node, node.region, node.addr);
 //! }
 //! me.deregister().await;
@@ -15,9 +21,11 @@
 
 use std::time::Duration;
 
+use concord::storage::postgres::PostgresStorage;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
+use super::lock::AdvisoryLock;
 use super::{ClusterError, db};
 
 /// How often a node writes its heartbeat.
@@ -43,7 +51,8 @@ pub struct NodeInfo {
 }
 
 /// This node's row, kept fresh by a background task until [`Registration::deregister`] (or
-/// until the process dies: the row then goes stale and the node counts as dead).
+/// until the process dies: the row then goes stale and the node counts as dead), and the lock on
+/// its id.
 #[derive(Debug)]
 pub struct Registration {
     pool: PgPool,
@@ -52,14 +61,16 @@ pub struct Registration {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Writes the heartbeat of (`node`, `incarnation`); `false` when a live row of another
-/// incarnation holds the id.
+/// Writes the heartbeat of (`node`, `incarnation`) (the row is taken over from any earlier
+/// incarnation: whoever calls this holds the id's lock); `false` when the row belongs to
+/// another incarnation and `take_over` is false.
 async fn beat(
     pool: &PgPool,
     node: &str,
     incarnation: &str,
     region: &str,
     addr: &str,
+    take_over: bool,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO concord_nodes (node, incarnation, region, addr, version) \
@@ -69,66 +80,66 @@ async fn beat(
            version = EXCLUDED.version, heartbeat_at = now(), \
            started_at = CASE WHEN concord_nodes.incarnation = EXCLUDED.incarnation \
                              THEN concord_nodes.started_at ELSE now() END \
-         WHERE concord_nodes.incarnation = EXCLUDED.incarnation \
-            OR concord_nodes.heartbeat_at < now() - make_interval(secs => $6)",
+         WHERE concord_nodes.incarnation = EXCLUDED.incarnation OR $6",
     )
     .bind(node)
     .bind(incarnation)
     .bind(region)
     .bind(addr)
     .bind(env!("CARGO_PKG_VERSION"))
-    .bind(LIVE_FOR.as_secs_f64())
+    .bind(take_over)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
+/// The lock that holds node id `node`.
+fn lock_name(node: &str) -> String {
+    format!("node:{node}")
+}
+
 impl Registration {
-    /// Registers `node`, refusing an id that another live node holds, and starts the heartbeat.
+    /// Takes the id `node` (refused while another live process holds it), registers it and
+    /// starts the heartbeat.
     pub async fn register(
-        pool: PgPool,
+        storage: &PostgresStorage,
         node: &str,
         region: &str,
         addr: &str,
     ) -> Result<Self, ClusterError> {
-        let incarnation = format!("{:016x}", rand::random::<u64>());
-        if !beat(&pool, node, &incarnation, region, addr)
-            .await
-            .map_err(db("register node"))?
-        {
+        let pool = storage.pool().clone();
+        let options = storage.connect_options().clone();
+        let timeout = storage.config().connect_timeout;
+        let Some(lock) = AdvisoryLock::try_acquire(&options, &lock_name(node), timeout).await?
+        else {
             let row = sqlx::query(
                 "SELECT addr, extract(epoch FROM now() - heartbeat_at)::bigint \
                  FROM concord_nodes WHERE node = $1",
             )
             .bind(node)
-            .fetch_one(&pool)
+            .fetch_optional(&pool)
             .await
             .map_err(db("register node"))?;
             return Err(ClusterError::DuplicateNode {
                 node: node.to_owned(),
-                addr: row.try_get(0).unwrap_or_default(),
-                seen_secs: row.try_get(1).unwrap_or_default(),
+                addr: row
+                    .as_ref()
+                    .and_then(|r| r.try_get(0).ok())
+                    .unwrap_or_else(|| "an unknown address".to_owned()),
+                seen_secs: row.as_ref().and_then(|r| r.try_get(1).ok()).unwrap_or(0),
             });
-        }
-        let task = tokio::spawn({
-            let (pool, node, incarnation) = (pool.clone(), node.to_owned(), incarnation.clone());
-            let (region, addr) = (region.to_owned(), addr.to_owned());
-            async move {
-                let mut tick = tokio::time::interval(HEARTBEAT);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    match beat(&pool, &node, &incarnation, &region, &addr).await {
-                        Ok(true) => {}
-                        Ok(false) => tracing::error!(
-                            %node,
-                            "another live node took this node id: node ids must be unique"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed"),
-                    }
-                }
-            }
-        });
+        };
+        let incarnation = format!("{:016x}", rand::random::<u64>());
+        beat(&pool, node, &incarnation, region, addr, true)
+            .await
+            .map_err(db("register node"))?;
+        let task = tokio::spawn(keep_alive(
+            pool.clone(),
+            options,
+            timeout,
+            lock,
+            [node, &incarnation, region, addr].map(str::to_owned),
+        ));
         Ok(Self {
             pool,
             node: node.to_owned(),
@@ -142,7 +153,8 @@ impl Registration {
         &self.node
     }
 
-    /// Stops the heartbeat and removes the row (a clean shutdown: the node is gone at once).
+    /// Stops the heartbeat, removes the row (a clean shutdown: the node is gone at once) and
+    /// releases the id.
     pub async fn deregister(self) {
         self.task.abort();
         let gone = sqlx::query("DELETE FROM concord_nodes WHERE node = $1 AND incarnation = $2")
@@ -152,6 +164,54 @@ impl Registration {
             .await;
         if let Err(e) = gone {
             tracing::warn!(error = %e, "cannot remove this node from the registry; it expires");
+        }
+    }
+}
+
+/// The heartbeat, and the lock on the node id kept (taken again after its session was lost,
+/// e.g. when PostgreSQL restarted).
+async fn keep_alive(
+    pool: PgPool,
+    options: sqlx::postgres::PgConnectOptions,
+    timeout: Duration,
+    lock: AdvisoryLock,
+    [node, incarnation, region, addr]: [String; 4],
+) {
+    let mut lock = Some(lock);
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let held = match lock.as_mut() {
+            Some(l) => l.is_held(timeout).await,
+            None => false,
+        };
+        if !held {
+            lock = match AdvisoryLock::try_acquire(&options, &lock_name(&node), timeout).await {
+                Ok(Some(l)) => {
+                    tracing::info!(%node, "node id lock taken again");
+                    Some(l)
+                }
+                Ok(None) => {
+                    tracing::error!(
+                        %node,
+                        "another live process holds this node id: node ids must be unique"
+                    );
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the node id lock; retrying");
+                    None
+                }
+            };
+        }
+        match beat(&pool, &node, &incarnation, &region, &addr, lock.is_some()).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                %node,
+                "another live node took this node id: node ids must be unique"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed"),
         }
     }
 }

@@ -6,7 +6,7 @@ use concord::path::{self, DocPath, PathError};
 use concord::{AutomergeUrl, DocHandle};
 use serde_json::Value as Json;
 
-use super::replica::{Freshness, Replica};
+use super::replica::Replica;
 
 /// Writes need the live document, not a view at fixed heads.
 fn writable(url: &AutomergeUrl) -> anyhow::Result<()> {
@@ -55,12 +55,13 @@ async fn write(
 ) -> anyhow::Result<()> {
     writable(url)?;
     let handle = r.open_doc(url).await?;
-    // Catch up first so that list indexes and text positions refer to the latest version.
-    let before = r.refresh(&handle).await;
+    // Catch up first (with a server that is reachable) so that list indexes and text positions
+    // refer to the latest version.
+    r.catch_up(&handle).await;
     apply(&handle, op)
         .await
         .with_context(|| format!("cannot {what} at `{path}` in {}", url.document_id.url()))?;
-    r.confirm_write(&handle, before).await
+    r.confirm_write(&handle).await
 }
 
 /// `create [JSON]`: prints the new document's URL once it is committed locally.
@@ -76,13 +77,7 @@ pub(super) async fn create(r: &Replica, init: Option<Json>) -> anyhow::Result<()
             .context("cannot write the initial value")?;
     }
     println!("{}", handle.url());
-    let before = if r.online() {
-        Freshness::Unconfirmed
-    } else {
-        Freshness::Offline
-    };
-    r.confirm_write(&handle, before).await?;
-    Ok(())
+    r.confirm_write(&handle).await
 }
 
 /// `get URL [PATH]`: prints the JSON at PATH (pretty-printed).

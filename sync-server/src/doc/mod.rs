@@ -20,6 +20,7 @@
 mod edit;
 mod policies;
 mod replica;
+mod rm;
 mod sync;
 mod watch;
 
@@ -40,7 +41,8 @@ use replica::Replica;
                   indexes, `-` is one past the end of a list, `~1` escapes `/` and `~0` escapes `~`; \
                   the empty path is the whole document.\n\
                   Writes are committed to the local replica first; with a server they then wait up to \
-                  --timeout for the server to hold them (a warning, not an error, when it does not)."
+                  --timeout for the server to hold them (a warning, not an error, when it does not; \
+                  Ctrl-C ends that wait, exit status 130, and the write stays committed)."
 )]
 pub struct DocArgs {
     /// Directory of the local replica (the SQLite file `<DIR>/replica.db`; created if missing).
@@ -203,6 +205,13 @@ enum DocCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Delete a document, here and (through the servers, with write access) everywhere: other
+    /// replicas drop their copies, later edits are refused. Prints `deleted URL` once a server
+    /// confirmed it.
+    Rm {
+        /// The document's `automerge:` URL (or bare id).
+        url: AutomergeUrl,
+    },
     /// Sync every document of the replica with the server until the server holds all of them.
     ///
     /// Exits 0 when every document is in sync, non-zero (listing the others) when that did not
@@ -247,7 +256,13 @@ pub async fn run(args: DocArgs) -> anyhow::Result<ExitCode> {
     replica.durability = durability;
     let result = dispatch(&replica, command, timeout, &schema).await;
     replica.close().await;
-    result
+    match result {
+        Err(e) if e.is::<replica::Interrupted>() => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(130)) // the shells' status for Ctrl-C
+        }
+        other => other,
+    }
 }
 
 async fn dispatch(
@@ -297,6 +312,7 @@ async fn dispatch(
         DocCommand::Increment { url, path, by } => edit::increment(r, &url, &path, by).await?,
         DocCommand::Watch { url, count } => watch::watch(r, &url, count, timeout).await?,
         DocCommand::Sync => sync::sync(r).await?,
+        DocCommand::Rm { url } => rm::rm(r, &url).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

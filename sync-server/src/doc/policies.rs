@@ -67,11 +67,10 @@ pub(super) async fn resolve(
     schema: &Schema,
 ) -> anyhow::Result<()> {
     let handle = r.open_doc(url).await?;
-    let before = r.refresh(&handle).await;
+    r.catch_up(&handle).await;
     handle
         .resolve(schema, path, value)
         .await
         .with_context(|| format!("cannot resolve `{path}` in {}", url.document_id.url()))?;
-    r.confirm_write(&handle, before).await?;
-    Ok(())
+    r.confirm_write(&handle).await
 }

@@ -12,6 +12,46 @@ use tokio::time::Instant;
 /// How long closing waits for changes received from servers to reach local storage.
 const PERSIST_WAIT: Duration = Duration::from_secs(10);
 
+/// How long after opening the replica a server counts as reachable: one that is connects well
+/// within this. A write first catches up with a reachable server; an unreachable one does not
+/// hold the write back (it is committed, then the server is waited for, saying so).
+const CONNECT_GRACE: Duration = Duration::from_secs(1);
+
+/// Ctrl-C ended a wait for a server after a write; the write is committed to the local replica.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted: stopped waiting for a server; the change is committed to the local replica \
+     and will sync on a later connection (`concord doc sync`)"
+)]
+pub(super) struct Interrupted;
+
+/// Resolves on Ctrl-C (SIGINT). The signal is listened for from the moment this is called, not
+/// from the first poll, so one that arrives in between is not lost.
+fn ctrl_c() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        match sigint {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A duration for people: whole seconds, or milliseconds below one second.
+fn approx(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{}s", d.as_secs_f64().round())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 /// Prints a warning for the user (always, whatever the log filter).
 pub(super) fn warn(msg: impl std::fmt::Display) {
     eprintln!("warning: {msg}");
@@ -39,6 +79,8 @@ pub(super) struct Replica {
     online: bool,
     wait: Duration,
     deadline: Option<Instant>,
+    /// The end of [`CONNECT_GRACE`].
+    grace_end: Instant,
     /// Documents opened online: remote changes may still be on their way to storage at exit.
     opened: std::sync::Mutex<Vec<DocHandle>>,
     /// `--durability`: what writes wait for.
@@ -76,6 +118,7 @@ impl Replica {
             online: !offline,
             wait,
             deadline: Instant::now().checked_add(wait),
+            grace_end: Instant::now() + CONNECT_GRACE,
             opened: std::sync::Mutex::default(),
             durability: None,
         })
@@ -96,9 +139,13 @@ impl Replica {
         self.wait
     }
 
-    /// The server URLs, for messages.
+    /// The server URLs, for messages (without their query, which carries the token).
     pub(super) fn servers(&self) -> String {
-        self.servers.join(", ")
+        self.servers
+            .iter()
+            .map(|s| s.split_once('?').map_or(s.as_str(), |(base, _)| base))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The replica file, for messages.
@@ -176,6 +223,28 @@ impl Replica {
         }
     }
 
+    /// Before a write: [`Replica::refresh`] with a server that connects within
+    /// [`CONNECT_GRACE`], so that list indexes and text positions refer to the latest version.
+    /// Without one, returns [`Freshness::Unreachable`] at once: the write is not held back.
+    pub(super) async fn catch_up(&self, handle: &DocHandle) -> Freshness {
+        if !self.online {
+            return Freshness::Offline;
+        }
+        if !self.reachable().await {
+            return Freshness::Unreachable;
+        }
+        self.refresh(handle).await
+    }
+
+    /// Whether a server is connected, or connects before [`CONNECT_GRACE`] since opening ends.
+    async fn reachable(&self) -> bool {
+        let left = self
+            .grace_end
+            .saturating_duration_since(Instant::now())
+            .min(self.remaining());
+        self.repo.wait_connected(left).await.is_ok()
+    }
+
     /// [`Replica::refresh`] before a read, warning when the local copy may be out of date.
     pub(super) async fn refresh_for_read(&self, handle: &DocHandle) -> Freshness {
         let fresh = self.refresh(handle).await;
@@ -196,16 +265,34 @@ impl Replica {
     }
 
     /// After a local commit: waits (within the budget) for a server to hold it, warning when none
-    /// did. `before` is the freshness measured before the write.
-    pub(super) async fn confirm_write(
-        &self,
-        handle: &DocHandle,
-        before: Freshness,
-    ) -> anyhow::Result<()> {
+    /// did. With no server reachable, says at once that the change is committed and that the
+    /// wait runs; Ctrl-C ends the wait ([`Interrupted`]) and loses nothing.
+    pub(super) async fn confirm_write(&self, handle: &DocHandle) -> anyhow::Result<()> {
+        if let Some(level) = self.durability
+            && !self.online
+        {
+            bail!("--durability {level} needs a server connection (not --offline)");
+        }
+        if !self.online {
+            return Ok(());
+        }
+        let interrupted = ctrl_c();
+        if !self.reachable().await {
+            eprintln!(
+                "committed to the local replica; waiting up to {} for a server ({}) to hold it \
+                 (Ctrl-C stops waiting, the change is kept)",
+                approx(self.remaining()),
+                self.servers()
+            );
+        }
+        tokio::select! {
+            confirmed = self.wait_for_server(handle) => confirmed,
+            () = interrupted => Err(Interrupted.into()),
+        }
+    }
+
+    async fn wait_for_server(&self, handle: &DocHandle) -> anyhow::Result<()> {
         if let Some(level) = self.durability {
-            if !self.online {
-                bail!("--durability {level} needs a server connection (not --offline)");
-            }
             let report = handle
                 .wait_durable(level, self.remaining())
                 .await
@@ -213,10 +300,7 @@ impl Replica {
             eprintln!("durable: {report}");
             return Ok(());
         }
-        let after = match before {
-            Freshness::Offline | Freshness::Unreachable => before,
-            Freshness::Synced | Freshness::Unconfirmed => self.refresh(handle).await,
-        };
+        let after = self.refresh(handle).await;
         let later = "it is committed to the local replica and will sync on a later connection \
                      (`concord doc sync`)";
         match after {

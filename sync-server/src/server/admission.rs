@@ -123,13 +123,14 @@ fn authenticate(app: &AppState, token: &str) -> Result<auth::Verified, Refusal> 
 
 /// Admin endpoints need a valid, unrevoked token with the `admin` claim (or development mode
 /// without authentication).
+/// Returns the admin's principal (`None` with `--insecure-no-auth`).
 pub fn admit_admin(
     app: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<(), Refusal> {
+) -> Result<Option<String>, Refusal> {
     if app.config.insecure_no_auth {
-        return Ok(());
+        return Ok(None);
     }
     let Some(token) = bearer(headers).or_else(|| query.get("token").cloned()) else {
         return Err(refuse(
@@ -137,8 +138,9 @@ pub fn admit_admin(
             AuthError::Missing.to_string(),
         ));
     };
-    if authenticate(app, &token)?.admin {
-        Ok(())
+    let verified = authenticate(app, &token)?;
+    if verified.admin {
+        Ok(Some(verified.grant.principal))
     } else {
         Err(refuse(
             StatusCode::FORBIDDEN,

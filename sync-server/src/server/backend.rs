@@ -15,6 +15,9 @@ use crate::auth::{KeyRing, Revocations};
 use crate::cluster;
 use crate::cluster::registry::Registration;
 
+/// How long `/healthz` waits for PostgreSQL.
+pub(crate) const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// An opened backend.
 pub(crate) struct Opened {
     pub storage: Arc<dyn Storage>,
@@ -33,6 +36,25 @@ pub struct ClusterNode {
     pub bus: Arc<PgBus>,
     /// This node's row in the registry, once it listens.
     pub registration: tokio::sync::Mutex<Option<Registration>>,
+    /// One connection of its own for `/healthz`, so that a busy storage pool never makes a
+    /// health check wait (nor a dead database make it hang: see [`ClusterNode::ping`]).
+    health: sqlx::PgPool,
+}
+
+impl ClusterNode {
+    /// `Ok` when PostgreSQL answers `SELECT 1` on the health connection within `timeout`.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let query = sqlx::query("SELECT 1").execute(&self.health);
+        match tokio::time::timeout(timeout, query).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
 }
 
 /// SQLite under `<data>/concord.db`, keys from the key file.
@@ -70,6 +92,11 @@ pub(crate) async fn open_postgres(
         .await
         .map_err(cluster::ClusterError::from)?;
     tracing::info!(%node, %database, channel = cluster::CHANNEL, "cluster mode: PostgreSQL storage, bus listening");
+    let health = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(HEALTH_TIMEOUT)
+        .connect_lazy_with(storage.connect_options().clone());
     Ok(Opened {
         storage: Arc::new(InstrumentedStorage::new(storage.clone(), metrics.clone())),
         keys,
@@ -78,6 +105,7 @@ pub(crate) async fn open_postgres(
             storage,
             bus: Arc::new(bus),
             registration: tokio::sync::Mutex::new(None),
+            health,
         }),
     })
 }

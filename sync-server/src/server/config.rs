@@ -158,6 +158,18 @@ pub struct ServeArgs {
     /// Per-principal quotas.
     #[command(flatten)]
     pub quotas: super::quotas::QuotaArgs,
+    /// Persisted sync state with a peer that has not synced for this long is deleted (the peer
+    /// then syncs from scratch, nothing is lost) [default: 2592000, 30 days].
+    #[arg(long, env = "CONCORD_SYNC_STATE_TTL_SECS")]
+    pub sync_state_ttl_secs: Option<u64>,
+    /// A deleted document's stored data is reclaimed this long after its deletion (a purge
+    /// erases it at once) [default: 604800, 7 days].
+    #[arg(long, env = "CONCORD_DELETED_RETENTION_SECS")]
+    pub deleted_retention_secs: Option<u64>,
+    /// A deletion's tombstone is kept this long: a replica offline for longer could bring the
+    /// document back [default: 15552000, 180 days].
+    #[arg(long, env = "CONCORD_TOMBSTONE_RETENTION_SECS")]
+    pub tombstone_retention_secs: Option<u64>,
     /// Serve the admin API (`/admin/*`, plus `/healthz` and `/metrics`) on this separate
     /// address, and not on the main listener; without a value: 127.0.0.1:4030.
     #[arg(
@@ -250,6 +262,9 @@ struct FileConfig {
     allow_insecure_data_dir: Option<bool>,
     #[serde(default)]
     quotas: super::quotas::QuotaFile,
+    sync_state_ttl_secs: Option<u64>,
+    deleted_retention_secs: Option<u64>,
+    tombstone_retention_secs: Option<u64>,
 }
 
 /// Resolved settings.
@@ -307,6 +322,12 @@ pub struct ServeConfig {
     pub anti_entropy_secs: u64,
     /// Per-principal quotas.
     pub quotas: concord::core::Quotas,
+    /// Sync state unused this long is deleted, seconds.
+    pub sync_state_ttl_secs: u64,
+    /// Deleted documents' data is reclaimed after this, seconds.
+    pub deleted_retention_secs: u64,
+    /// Tombstones are forgotten after this, seconds.
+    pub tombstone_retention_secs: u64,
     /// PostgreSQL (cluster mode) instead of SQLite under `data`.
     pub database: Option<DatabaseUrl>,
     /// This node's id (`None`: derived from the host name at start).
@@ -360,6 +381,9 @@ impl Default for ServeConfig {
             peer_secret: None,
             anti_entropy_secs: 30,
             quotas: concord::core::Quotas::default(),
+            sync_state_ttl_secs: 30 * 24 * 3600,
+            deleted_retention_secs: 7 * 24 * 3600,
+            tombstone_retention_secs: 180 * 24 * 3600,
             database: None,
             node_id: None,
             database_pool: 10,
@@ -445,6 +469,9 @@ impl ServeConfig {
             quotas: args
                 .quotas
                 .resolve(&file.quotas, pick!(max_decompressed_bytes))?,
+            sync_state_ttl_secs: pick!(sync_state_ttl_secs),
+            deleted_retention_secs: pick!(deleted_retention_secs),
+            tombstone_retention_secs: pick!(tombstone_retention_secs),
             database: args.database.clone().or(file.database.clone()),
             node_id: args.node_id.clone().or(file.node_id.clone()),
             database_pool: pick!(database_pool),

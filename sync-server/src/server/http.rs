@@ -17,7 +17,10 @@ use super::metrics::set_count;
 const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `GET /healthz`: 200 while the server serves: its storage answers and no engine shard is
-/// wedged (held for more than 5 s, or poisoned by a panic).
+/// wedged (held for more than 5 s, or poisoned by a panic). In cluster mode the storage check is
+/// a `SELECT 1` on a connection of its own, bounded by a short timeout, and the cluster bus must
+/// be listening: while PostgreSQL is down the node answers 503 (and a load balancer sends new
+/// clients elsewhere).
 pub async fn healthz(State(app): State<AppState>) -> Response {
     let engine = app.repo.health(STALL);
     let stalled: Vec<serde_json::Value> = engine
@@ -25,13 +28,37 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
         .iter()
         .map(|(shard, held)| json!({"shard": shard, "held_ms": held.as_millis()}))
         .collect();
-    let storage = app.repo.storage().get_meta("storage_id").await;
-    let problem = match (&storage, engine.is_healthy()) {
-        (Err(e), _) => Some(format!("storage: {e}")),
-        (Ok(_), false) => Some("engine: a shard is stalled or poisoned".to_owned()),
-        (Ok(_), true) => None,
+    let mut problems = Vec::new();
+    let cluster = match &app.cluster {
+        Some(c) => {
+            let started = std::time::Instant::now();
+            let database = c.ping(super::backend::HEALTH_TIMEOUT).await;
+            let ping_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let bus = concord::repo::ClusterBus::is_connected(c.bus.as_ref());
+            if let Err(e) = &database {
+                problems.push(format!("database: {e}"));
+            }
+            if !bus {
+                problems.push("cluster bus: not listening (reconnecting)".to_owned());
+            }
+            json!({
+                "node": c.node,
+                "database": {"ok": database.is_ok(), "ping_ms": ping_ms, "error": database.err()},
+                "bus": {"connected": bus, "reconnects": c.bus.reconnects()},
+            })
+        }
+        None => {
+            if let Err(e) = app.repo.storage().get_meta("storage_id").await {
+                problems.push(format!("storage: {e}"));
+            }
+            serde_json::Value::Null
+        }
     };
-    let body = json!({
+    if !engine.is_healthy() {
+        problems.push("engine: a shard is stalled or poisoned".to_owned());
+    }
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    let mut body = json!({
         "status": if problem.is_some() { "unavailable" } else { "ok" },
         "region": app.config.region,
         "error": problem,
@@ -41,6 +68,9 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
             "poisoned": engine.poisoned,
         },
     });
+    if !cluster.is_null() {
+        body["cluster"] = cluster;
+    }
     let status = if problem.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -187,6 +217,52 @@ pub async fn get_doc(
         },
         Err(RepoError::Unavailable(_)) => {
             error(StatusCode::NOT_FOUND, format!("no document {doc}"))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `DELETE /admin/docs/{id}` (`?purge=true` to erase stored bytes on every replica at once):
+/// deletes a document everywhere, as the admin. 404 for a document never stored here.
+pub async fn delete_doc(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+) -> Response {
+    let principal = match super::admission::admit_admin(&app, &headers, &query) {
+        Ok(p) => p.unwrap_or_else(|| "admin".into()),
+        Err(r) => return r.into_response(),
+    };
+    let doc: DocumentId = match id.parse() {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let purge = query.get("purge").is_some_and(|v| v == "true" || v == "1");
+    let known = app.repo.deletion(&doc).is_some()
+        || app
+            .repo
+            .storage()
+            .load(&doc)
+            .await
+            .is_ok_and(|s| !s.is_empty());
+    if !known {
+        return error(StatusCode::NOT_FOUND, format!("no document {doc}"));
+    }
+    match app.repo.delete_document(doc, principal, purge).await {
+        Ok(()) => {
+            Json(json!({"id": doc.to_string(), "deleted": true, "purged": purge})).into_response()
+        }
+        Err(RepoError::Deleted(_)) if purge => {
+            // Already deleted: a purge still erases what the deletion kept.
+            match app.repo.purge_deleted(doc).await {
+                Ok(()) => Json(json!({"id": doc.to_string(), "deleted": true, "purged": true}))
+                    .into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        Err(RepoError::Deleted(_)) => {
+            error(StatusCode::CONFLICT, format!("{doc} is already deleted"))
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

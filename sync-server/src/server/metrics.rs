@@ -92,6 +92,18 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut e,
+            "concord_compactions",
+            "Compactions committed (a snapshot replaced the chunks it covers).",
+            s.compactions,
+        )?;
+        counter(
+            &mut e,
+            "concord_cluster_chunks_applied",
+            "Chunks other nodes of the cluster committed, read from the database and applied.",
+            s.external_chunks,
+        )?;
+        counter(
+            &mut e,
             "concord_evictions",
             "Documents evicted from memory.",
             s.evictions,

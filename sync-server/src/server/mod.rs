@@ -13,6 +13,7 @@ mod backend;
 pub mod config;
 mod datadir;
 mod door_metrics;
+mod housekeeping;
 mod http;
 mod listen;
 pub mod metrics;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use concord::core::{DeferApply, GrantPolicy, Housekeeping, Limits, RegionConfig};
+use concord::repo::{ClusterBus, ClusterConfig};
 use concord::storage::StorageError;
 use concord::{PeerId, Repo, RepoConfig, RepoError};
 use tokio::net::TcpListener;
@@ -43,7 +45,7 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The data directory (or its database file) could not be created or inspected.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir {
         /// Directory.
         path: std::path::PathBuf,
@@ -74,8 +76,16 @@ pub enum ServerError {
     /// The engine failed to start.
     #[error(transparent)]
     Repo(#[from] RepoError),
-    /// Binding or serving failed.
-    #[error("cannot serve on {addr}: {source}")]
+    /// The listening address is unusable (another process listens there, no permission, ...).
+    #[error("cannot listen on {addr}: {error}{}", bind_hint(error))]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause (part of the message: one line says it all).
+        error: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("cannot serve on {addr}")]
     Io {
         /// Address.
         addr: SocketAddr,
@@ -94,6 +104,8 @@ pub struct AppState {
     keys: Option<Arc<crate::auth::KeyRing>>,
     counts: Arc<admission::Counts>,
     revoked: watch::Receiver<Arc<crate::auth::Revocations>>,
+    /// Cluster mode: this node's database, bus and registration.
+    cluster: Option<Arc<ClusterNode>>,
 }
 
 /// A server that is listening.
@@ -128,7 +140,10 @@ fn router(state: AppState, with_admin: bool) -> Router {
 
 fn admin_routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/admin/docs", get(http::list_docs))
-        .route("/admin/docs/{id}", get(http::get_doc))
+        .route(
+            "/admin/docs/{id}",
+            get(http::get_doc).delete(http::delete_doc),
+        )
         .route("/admin/replication", get(http::replication))
 }
 
@@ -140,18 +155,40 @@ fn admin_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What to do about a bind error, for the error message.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there: stop it, or choose another address with --bind)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need privileges: choose another with --bind)"
+        }
+        _ => "",
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Io { addr, source })?;
+        .map_err(|error| ServerError::Bind { addr, error })?;
     let local = listener
         .local_addr()
         .map_err(|source| ServerError::Io { addr, source })?;
     Ok((listener, local))
 }
 
-/// Opens storage, starts the engine and binds the listener.
+/// Binds the listeners (first, so that an unusable address fails before anything is opened),
+/// opens storage and starts the engine.
 pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
+    let (listener, addr) = bind(config.bind).await?;
+    let (admin_listener, admin_addr) = match config.admin_bind {
+        Some(a) => {
+            let (l, a) = bind(a).await?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     listen::raise_fd_limit();
     if config.insecure_no_auth {
         tracing::warn!(
@@ -193,6 +230,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         outgoing_queue: config.outgoing_queue,
         shards: config.shards,
         quotas: Some(config.quotas.clone()),
+        retain_deleted: true,
         defer_apply: Some(DeferApply {
             min_ops: config.defer_apply_min_ops,
             ..DeferApply::default()
@@ -200,6 +238,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         region: config.peer_secret.as_ref().map(|_| RegionConfig {
             name: config.region.clone(),
             anti_entropy_ms: config.anti_entropy_secs.saturating_mul(1000),
+        }),
+        // Other nodes' commits (announced by PostgreSQL inside their transactions) and
+        // ephemeral messages arrive on the bus; ours leave on it.
+        cluster: cluster.as_ref().map(|c| ClusterConfig {
+            node_id: c.node.clone(),
+            bus: c.bus.clone() as Arc<dyn ClusterBus>,
         }),
         ..RepoConfig::default()
     };
@@ -223,14 +267,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             repo.connect_with_credentials(vec![url.clone()], credentials);
         }
     }
-    let (listener, addr) = bind(config.bind).await?;
-    let (admin_listener, admin_addr) = match config.admin_bind {
-        Some(a) => {
-            let (l, a) = bind(a).await?;
-            (Some(l), Some(a))
-        }
-        None => (None, None),
-    };
     let (shutdown_tx, shutdown) = watch::channel(false);
     let revoked = backend::revocations(
         &config,
@@ -239,9 +275,20 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         metrics.clone(),
     )
     .await?;
+    housekeeping::spawn_sync_state_expiry(
+        repo.storage(),
+        std::time::Duration::from_secs(config.sync_state_ttl_secs.max(1)),
+        shutdown.clone(),
+    );
+    housekeeping::spawn_deletion_retention(
+        repo.storage(),
+        std::time::Duration::from_secs(config.deleted_retention_secs.max(1)),
+        std::time::Duration::from_secs(config.tombstone_retention_secs.max(1)),
+        shutdown.clone(),
+    );
     if let Some(c) = &cluster {
         let me = crate::cluster::registry::Registration::register(
-            c.storage.pool().clone(),
+            &c.storage,
             &c.node,
             &config.region,
             &addr.to_string(),
@@ -257,6 +304,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
         keys: Some(Arc::new(keys)),
         counts: Arc::default(),
         revoked,
+        cluster: cluster.clone(),
     };
     let keys = state.keys.clone().unwrap_or_default();
     Ok(Running {

@@ -100,9 +100,15 @@ impl PostgresConfig {
             (None, None) => "concord".to_owned(),
         };
         let timeout_ms = self.statement_timeout.as_millis().max(1).to_string();
-        Ok(opts
-            .application_name(&app)
-            .options([("statement_timeout", timeout_ms.as_str())]))
+        // Server-side TCP keepalives: PostgreSQL finds the session of a client whose machine
+        // died within about 25 s (not the kernel's two hours), and frees what it held (advisory
+        // locks, a `LISTEN`).
+        Ok(opts.application_name(&app).options([
+            ("statement_timeout", timeout_ms.as_str()),
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ]))
     }
 }
 

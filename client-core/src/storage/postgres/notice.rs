@@ -4,6 +4,7 @@
 //! ```text
 //! {"t":"c","n":"node-a","d":"<bs58 document id>","k":["<64 hex>",...]}    chunks committed
 //! {"t":"e","n":"node-a","d":"...","s":"peer","i":"session","c":7,"b":"<base64>"}  ephemeral
+//! {"t":"x","n":"node-a","d":"...","b":"<base64 tombstone>"}                deletion
 //! {"t":"p","n":"node-a","q":12}                                             liveness ping
 //! ```
 //!
@@ -41,6 +42,8 @@ enum Wire {
         c: u64,
         b: String,
     },
+    #[serde(rename = "x")]
+    Deleted { n: String, d: String, b: String },
     #[serde(rename = "p")]
     Ping { n: String, q: u64 },
 }
@@ -97,6 +100,15 @@ pub(crate) fn encode(notice: &BusNotice) -> Result<String, usize> {
             c: *count,
             b: BASE64.encode(data),
         }),
+        BusNotice::Deleted {
+            node,
+            doc,
+            tombstone,
+        } => to_json(&Wire::Deleted {
+            n: node.clone(),
+            d: doc.to_string(),
+            b: BASE64.encode(tombstone),
+        }),
     };
     if text.len() > MAX_PAYLOAD {
         Err(text.len())
@@ -139,6 +151,11 @@ pub(crate) fn decode(text: &str) -> Option<Payload> {
             session_id: i,
             count: c,
             data: BASE64.decode(b).ok()?,
+        }),
+        Wire::Deleted { n, d, b } => Payload::Notice(BusNotice::Deleted {
+            node: n,
+            doc: doc(&d)?,
+            tombstone: BASE64.decode(b).ok()?,
         }),
         Wire::Ping { n, q } => Payload::Ping { node: n, seq: q },
     })
