@@ -57,7 +57,13 @@ impl RestorePlan {
     pub fn new(doc: &Automerge, target: &[ChangeHash]) -> Result<Self, HistoryError> {
         check_heads(doc, target, "heads")?;
         let base = doc.get_heads();
-        let steps = between(doc, &base, target)?;
+        // Automerge's diff compares objects by identity: a value restored earlier (a new object
+        // with the old contents) differs from the original. Equal contents need no change.
+        let steps = if doc.hydrate(None) == doc.hydrate(Some(target)) {
+            Vec::new()
+        } else {
+            between(doc, &base, target)?
+        };
         Ok(Self {
             base,
             target: target.to_vec(),

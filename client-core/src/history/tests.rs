@@ -310,6 +310,32 @@ fn restore_adds_one_change_that_equals_the_old_version() {
 }
 
 #[test]
+fn restoring_the_same_version_twice_writes_once() {
+    // Replaced text: the restore writes a new text object with the old contents, so Automerge's
+    // diff (by object identity) still differs from the old version; the contents do not.
+    let mut doc = Automerge::new();
+    for (ms, text) in [(1, "draft"), (2, "final")] {
+        commit(&mut doc, ms, |tx| {
+            let title = tx.put_object(ROOT, "title", ObjType::Text).unwrap();
+            tx.splice_text(&title, 0, 0, text).unwrap();
+        });
+    }
+    let v1 = vec![doc.get_changes(&[])[0].hash()];
+    assert!(
+        restore(&mut doc, &v1, CommitOptions::default())
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(to_json(&doc), at(&doc, &v1));
+    let heads = doc.get_heads();
+    assert_eq!(
+        restore(&mut doc, &v1, CommitOptions::default()).unwrap(),
+        None
+    );
+    assert_eq!(doc.get_heads(), heads);
+}
+
+#[test]
 fn a_stale_plan_is_refused_untouched() {
     let (mut doc, v) = edited();
     let plan = RestorePlan::new(&doc, &v[1]).unwrap();

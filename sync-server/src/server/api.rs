@@ -5,7 +5,7 @@
 //! client side.
 //!
 //! - `GET /v1/docs?limit=N&cursor=C`: the documents the token names explicitly, then the ones
-//!   its principal created (oldest first). Cursors are `g:<id>` (after this granted document)
+//!   its principal created (oldest first); deleted documents are left out. Cursors are `g:<id>` (after this granted document)
 //!   and `c:<n>` (after this position in the principal's list, which only grows), so paging is
 //!   stable while documents are created.
 //! - `GET /v1/docs/{id}/authors`: the recorded authors of the document's changes (404 when the
@@ -160,7 +160,7 @@ async fn page(
         entries.extend(
             granted
                 .iter()
-                .filter(|d| after.is_none_or(|a| **d > a))
+                .filter(|d| after.is_none_or(|a| **d > a) && app.repo.deletion(d).is_none())
                 .take(want)
                 .map(|d| Entry {
                     doc: *d,
@@ -177,8 +177,12 @@ async fn page(
         let done = batch.len() < BATCH;
         for owned in batch {
             created_after = Some(owned.cursor);
-            // Documents the token names were listed first.
-            if !granted.contains(&owned.doc) && entries.len() < want {
+            // Documents the token names were listed first; deleted ones are not listed (their
+            // rows go when the server reclaims them).
+            if !granted.contains(&owned.doc)
+                && entries.len() < want
+                && app.repo.deletion(&owned.doc).is_none()
+            {
                 entries.push(Entry {
                     doc: owned.doc,
                     source: "created",

@@ -329,10 +329,19 @@ fn ciborium_map(pairs: &[(&str, &str)]) -> Vec<u8> {
 }
 
 async fn reqwest_like_get(addr: &str, path: &str) -> String {
+    get_with_token(addr, path, None).await
+}
+
+/// A raw `GET` with an optional bearer token; the whole answer.
+async fn get_with_token(addr: &str, path: &str, bearer: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await
     .unwrap();
