@@ -44,8 +44,10 @@ fn list(heads: &[ChangeHash]) -> String {
         .join(", ")
 }
 
-/// Checks that every head of `heads` is a change of `doc`.
-pub(crate) fn check_heads(
+/// Checks that every head of `heads` is a change of `doc` (before `fork_at`, `view_at` and the
+/// like, which would otherwise fail with a less precise Automerge error); `which` names the
+/// argument in the error (`heads`, `from`, `to`).
+pub fn check_heads(
     doc: &automerge::Automerge,
     heads: &[ChangeHash],
     which: &'static str,

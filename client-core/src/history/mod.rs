@@ -48,7 +48,7 @@ use automerge::ChangeHash;
 
 pub use diff::diff;
 pub use error::HistoryError;
-pub(crate) use error::check_heads;
+pub use error::check_heads;
 pub use log::{Attribution, ChangeInfo, DEFAULT_PAGE, HistoryPage, HistoryQuery, MAX_PAGE, list};
 pub use patch::{JsonPatch, apply_patches};
 pub use restore::{RestorePlan, restore};
