@@ -12,7 +12,7 @@
 //! - `GET /v1/docs/{id}/authors`: who wrote which change, as the server that first committed
 //!   the change saw the writer's token: `{"id", "authors": [{"hash", "principal", "at_ms"}]}`
 //!   (hex hashes, Unix milliseconds of the server's clock). Only for documents the token can
-//!   read (404 otherwise, as for a document that does not exist).
+//!   read (404 otherwise, as for a document that does not exist); 410 for a deleted document.
 
 use automerge::ChangeHash;
 use serde_json::Value as Json;

@@ -288,6 +288,25 @@ async fn history_shows_who_wrote_each_change() {
     .await;
     assert_eq!(status, 400, "{body}");
 
+    // A deleted document: its authors are gone (410, `RepoError::Deleted`), and it is not listed.
+    let gone = create(&alice).await;
+    assert_eq!(wait_listed(&alice, 2).await.len(), 2);
+    alice.find(gone).await.unwrap().delete().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice.deletion(&gone).is_none_or(|t| !t.confirmed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no server confirmed the deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match alice.fetch_authors(gone).await {
+        Err(RepoError::Deleted(d)) => assert_eq!(d, gone),
+        other => panic!("expected Deleted, got {other:?}"),
+    }
+    let listed = all_pages(&alice, 100).await;
+    assert!(listed.iter().all(|(d, _)| *d != gone), "{listed:?}");
+
     // CORS: a browser's preflight from another origin is answered.
     let addr = server.addr.to_string();
     let preflight = format!(

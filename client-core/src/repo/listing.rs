@@ -49,8 +49,14 @@ impl Repo {
     /// must cover the document) and keeps the answer in local storage, where
     /// [`DocHandle::history`](super::DocHandle::history) finds it. Storage that keeps no
     /// authors only returns them.
+    ///
+    /// Errors: [`RepoError::Deleted`] when the server says the document was deleted;
+    /// [`RemoteError::NotFound`] when the token cannot read it (or it does not exist).
     pub async fn fetch_authors(&self, doc: DocumentId) -> Result<Vec<ChangeAuthor>, RepoError> {
-        let json = self.api_get(&api::authors_path(&doc)).await?;
+        let json = match self.api_get(&api::authors_path(&doc)).await {
+            Err(RemoteError::Status { status: 410, .. }) => return Err(RepoError::Deleted(doc)),
+            other => other?,
+        };
         let authors = api::parse_authors(&json).map_err(RemoteError::from)?;
         match self.shared.storage.put_authors(&doc, &authors).await {
             Ok(()) | Err(StorageError::Unsupported(_)) => Ok(authors),

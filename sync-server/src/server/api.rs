@@ -9,7 +9,7 @@
 //!   and `c:<n>` (after this position in the principal's list, which only grows), so paging is
 //!   stable while documents are created.
 //! - `GET /v1/docs/{id}/authors`: the recorded authors of the document's changes (404 when the
-//!   token cannot read it).
+//!   token cannot read it, 410 when it was deleted).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -221,6 +221,9 @@ pub async fn authors(
     // A document outside the grant looks like one that does not exist.
     if grant.as_ref().is_some_and(|g| !g.can_read(&doc)) {
         return error(StatusCode::NOT_FOUND, format!("no document {doc}"));
+    }
+    if app.repo.deletion(&doc).is_some() {
+        return error(StatusCode::GONE, format!("document {doc} was deleted"));
     }
     match app.repo.storage().authors(&doc).await {
         Ok(list) => {
