@@ -150,7 +150,9 @@ pub struct HistoryPage {
     pub heads: Vec<ChangeHash>,
 }
 
-/// Lists one page of the history of `doc` (see the [module docs](self) for the order), with the
+/// Lists one page of the history of `doc`, newest first (a change before the changes it
+/// depends on; among the ones that may come next, the latest HLC stamp, then the greater hash,
+/// first: the same order on every replica that has the same changes), with the
 /// authors in `authors` where they know the change.
 pub fn list(
     doc: &Automerge,

@@ -14,6 +14,20 @@
 //!   earlier version, merging like any other change.
 //! - [`parse_heads`]: heads as people type them.
 //!
+//! ## Attribution: who wrote a change
+//!
+//! A change's bytes (and so its hash) never say which principal wrote it: actors are per replica
+//! and anyone can claim one. Instead the server that first commits a change records, beside it
+//! and in the same storage commit, the principal of the token that sent it and the server's wall
+//! time ([`ChangeAuthor`](crate::storage::ChangeAuthor); first record wins, so a change relayed
+//! later by someone else keeps its first writer; the principal whose changes first create a
+//! document on the server is its creator, listed by `GET /v1/docs`). [`list`] takes those records
+//! and fills in [`ChangeInfo::author`]; it is `None` for changes this replica has no record of.
+//! Servers have the records in their storage; clients ask a server for them
+//! (`Repo::fetch_authors`, `GET /v1/docs/{id}/authors`, only for tokens that may read the
+//! document; see [`crate::api`]) and keep them in local storage. Changes written offline and
+//! never committed by an attributing server have no author anywhere.
+//!
 //! ```
 //! use automerge::{Automerge, ROOT, transaction::Transactable};
 //! use concord::history::{self, HistoryQuery, JsonPatch};

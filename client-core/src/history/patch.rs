@@ -1,19 +1,5 @@
-//! JSON patches: what changed between two versions, as edits of the document's JSON.
-//!
-//! The shape follows Automerge's own JavaScript patches, with the path written as a JSON
-//! Pointer string (`/todos/3/title`; `~1` escapes `/` and `~0` escapes `~` in a key):
-//!
-//! | `action` | fields | meaning |
-//! |---|---|---|
-//! | `put` | `path`, `value` | set the map key or replace the list element at `path` |
-//! | `insert` | `path`, `values` | insert `values` into the list before the index ending `path` |
-//! | `del` | `path`, `length` | delete the map key, or `length` list elements or text units from the index ending `path` |
-//! | `splice` | `path`, `value` | insert the string `value` into the text at the index ending `path` |
-//! | `inc` | `path`, `value` | add `value` to the counter at `path` |
-//!
-//! Apply them in order: each index counts the list or text as the previous patches left it.
-//! Text indexes count the document's text units: Unicode code points natively, UTF-16 code units
-//! in the browser package (as JavaScript strings do).
+//! JSON patches: what changed between two versions, as edits of the document's JSON (the
+//! shapes are in [`JsonPatch`]'s docs), and applying them.
 
 use automerge::TextEncoding;
 use serde::{Deserialize, Serialize};
@@ -22,7 +8,22 @@ use serde_json::Value as Json;
 use super::error::HistoryError;
 use crate::path::DocPath;
 
-/// One edit of a document's JSON (see the [module docs](self)).
+/// One edit of a document's JSON.
+///
+/// The shape follows Automerge's own JavaScript patches, with the path written as a JSON
+/// Pointer string (`/todos/3/title`; `~1` escapes `/` and `~0` escapes `~` in a key):
+///
+/// | `action` | fields | meaning |
+/// |---|---|---|
+/// | `put` | `path`, `value` | set the map key or replace the list element at `path` |
+/// | `insert` | `path`, `values` | insert `values` into the list before the index ending `path` |
+/// | `del` | `path`, `length` | delete the map key, or `length` list elements or text units from the index ending `path` |
+/// | `splice` | `path`, `value` | insert the string `value` into the text at the index ending `path` |
+/// | `inc` | `path`, `value` | add `value` to the counter at `path` |
+///
+/// Apply them in order: each index counts the list or text as the previous patches left it.
+/// Text indexes count the document's text units: Unicode code points natively, UTF-16 code units
+/// in the browser package (as JavaScript strings do).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 #[non_exhaustive]

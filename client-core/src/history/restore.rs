@@ -41,8 +41,9 @@ use automerge::{Automerge, ChangeHash, Prop, ScalarValue, hydrate};
 use super::error::{HistoryError, check_heads};
 use super::steps::{Action, Step, between};
 
-/// The edits that make a document equal to the version at some heads; see the
-/// [module docs](self).
+/// The edits that make a document equal to the version at some heads: applied in one
+/// transaction, they are one ordinary change on top (not a rewind), which merges with concurrent
+/// edits like any other; a document whose contents already equal that version needs none.
 #[derive(Debug, Clone)]
 pub struct RestorePlan {
     base: Vec<ChangeHash>,
