@@ -8,7 +8,10 @@
 //!   (`cursor`: resume after this entry, e.g. to poll for documents created since). First the
 //!   documents the token names explicitly (`grant`), then those the principal created
 //!   (`created`, oldest first). Paging by cursor is stable while documents are created: a new
-//!   document shows up on a later page, never shifting the pages before it.
+//!   document shows up on a later page, never shifting the pages before it. (On a PostgreSQL
+//!   cluster, a document created on another node while a page is being read may take a position
+//!   before that page's cursor, as positions are assigned before commit; listing from the start
+//!   shows it.)
 //! - `GET /v1/docs/{id}/authors`: who wrote which change, as the server that first committed
 //!   the change saw the writer's token: `{"id", "authors": [{"hash", "principal", "at_ms"}]}`
 //!   (hex hashes, Unix milliseconds of the server's clock). Only for documents the token can
