@@ -12,6 +12,7 @@
 mod admission;
 mod api;
 mod backend;
+mod cluster_metrics;
 pub mod config;
 mod datadir;
 mod door_metrics;
@@ -209,6 +210,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     };
     let (storage, keys) = (opened.storage, opened.keys);
     let cluster = opened.cluster.map(Arc::new);
+    if let Some(c) = &cluster {
+        metrics.cluster.set(c.clone());
+    }
     let nonce = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
