@@ -187,3 +187,106 @@ async fn a_deletion_reaches_every_region_and_an_offline_client_and_is_reclaimed(
     a.kill9();
     b.kill9();
 }
+
+/// Runs the `concord` CLI; (success, stdout, stderr).
+fn concord_cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(concord_tests::concord_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_purge_erases_the_document_on_every_region_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Retention far away: only the purge can make the bytes go within the test.
+    let retention = vec!["--deleted-retention-secs".to_owned(), "86400".to_owned()];
+    let mut a = Region::new(dir.path(), "a", vec![]);
+    a.extra.clone_from(&retention);
+    let admin = a.start();
+    let mut b = Region::new(dir.path(), "b", vec![a.sync_url()]);
+    b.extra.clone_from(&retention);
+    b.start();
+    let keys = dir.path().join("auth-keys.json");
+    let keys = keys.to_str().unwrap();
+    let (ok, writer, _) = concord_cli(&["token", "create", "--keys", keys, "--principal", "w"]);
+    assert!(ok);
+    let writer = writer.trim();
+
+    let alice = client(dir.path(), "alice", vec![a.url(writer)]).await;
+    let doc = alice.create().await.unwrap();
+    doc.change(|tx| tx.put(ROOT, "secret", "to be erased"))
+        .await
+        .unwrap();
+    doc.wait_synced(WAIT).await.unwrap();
+    let id = doc.id();
+    let b_db = SqliteStorage::open(SqliteConfig::new(b.data.join("concord.db")))
+        .await
+        .unwrap();
+    eventually("region B holds the document", async || {
+        (!b_db.load(&id).await.unwrap().is_empty()).then_some(())
+    })
+    .await;
+
+    // A write token may delete, but not erase.
+    let replica = dir.path().join("cli");
+    let replica = replica.to_str().unwrap();
+    let url = id.url().to_string();
+    let (ok, _, err) = concord_cli(&[
+        "doc",
+        "--data",
+        replica,
+        "--server",
+        &a.url(writer),
+        "rm",
+        "--purge",
+        &url,
+    ]);
+    assert!(!ok, "a non-admin purge must fail");
+    assert!(err.contains("refused"), "{err}");
+    assert!(!b_db.load(&id).await.unwrap().is_empty());
+
+    // The admin erases it: both regions drop the bytes now, not after the retention period.
+    let (ok, out, err) = concord_cli(&[
+        "doc",
+        "--data",
+        replica,
+        "--server",
+        &a.url(&admin),
+        "rm",
+        "--purge",
+        &url,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("purged {url}"));
+    let a_db = SqliteStorage::open(SqliteConfig::new(a.data.join("concord.db")))
+        .await
+        .unwrap();
+    for (name, db) in [("A", &a_db), ("B", &b_db)] {
+        eventually(&format!("region {name} erases the bytes"), async || {
+            db.load(&id).await.unwrap().is_empty().then_some(())
+        })
+        .await;
+    }
+    // The connected client is told and drops its copy too.
+    eventually("alice's copy is gone", async || {
+        alice
+            .storage()
+            .load(&id)
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(matches!(alice.find(id).await, Err(RepoError::Deleted(_))));
+
+    alice.shutdown().await;
+    a.kill9();
+    b.kill9();
+}

@@ -63,4 +63,37 @@ impl Repo {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Erases `doc` on the server side, as an admin (`DELETE /admin/docs/{id}?purge=true`):
+    /// the document is deleted everywhere and every server and region drops its stored bytes
+    /// at once instead of after the retention period. The token of the first configured
+    /// server's URL must carry the admin claim. `admin` is the admin listener when the server
+    /// serves the admin API apart (`--admin-bind`; e.g. `http://127.0.0.1:3031`), else the
+    /// server's own address is used. Local copies are the caller's to purge
+    /// ([`Repo::purge_deleted`]).
+    ///
+    /// Errors: [`RemoteError::Denied`] without admin rights, [`RemoteError::NotFound`] when
+    /// the server never stored the document.
+    pub async fn erase_remote(
+        &self,
+        doc: DocumentId,
+        admin: Option<&str>,
+    ) -> Result<(), RepoError> {
+        let server = self.config.servers.first().ok_or(RemoteError::NoServer)?;
+        let endpoint = Endpoint::from_server(server)?;
+        let endpoint = match admin {
+            Some(url) => Endpoint::from_server(url)?.or_token(endpoint.token()),
+            None => endpoint,
+        };
+        let path = format!("/admin/docs/{doc}?purge=true");
+        let json = endpoint.delete_json(&path, API_TIMEOUT).await?;
+        if json.get("purged").and_then(Json::as_bool) == Some(true) {
+            Ok(())
+        } else {
+            Err(RemoteError::from(api::ResponseError(format!(
+                "the server did not confirm the erasure: {json}"
+            )))
+            .into())
+        }
+    }
 }

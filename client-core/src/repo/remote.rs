@@ -132,7 +132,36 @@ impl Endpoint {
             .map_err(|_| RemoteError::Timeout(timeout))?
     }
 
+    /// `DELETE path_and_query`, the answer parsed as JSON.
+    pub(crate) async fn delete_json(
+        &self,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<Json, RemoteError> {
+        tokio::time::timeout(timeout, self.send(hyper::Method::DELETE, path_and_query))
+            .await
+            .map_err(|_| RemoteError::Timeout(timeout))?
+    }
+
+    /// This endpoint with `token` when it has none of its own (an admin listener given as a
+    /// bare `http://host:port` uses the server URL's token).
+    pub(crate) fn or_token(mut self, token: Option<&str>) -> Self {
+        if self.token.is_none() {
+            self.token = token.map(str::to_owned);
+        }
+        self
+    }
+
+    /// The bearer token taken from the URL, if any.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     async fn get(&self, path_and_query: &str) -> Result<Json, RemoteError> {
+        self.send(hyper::Method::GET, path_and_query).await
+    }
+
+    async fn send(&self, method: hyper::Method, path_and_query: &str) -> Result<Json, RemoteError> {
         let unreachable = |reason: String| RemoteError::Unreachable {
             url: self.shown.clone(),
             reason,
@@ -152,7 +181,9 @@ impl Endpoint {
         } else {
             format!("{}:{}", self.host, self.port)
         };
-        let mut request = hyper::Request::get(path_and_query)
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
             .header(hyper::header::HOST, authority)
             .header(hyper::header::ACCEPT, "application/json");
         if let Some(t) = &self.token {

@@ -208,10 +208,20 @@ enum DocCommand {
     },
     /// Delete a document, here and (through the servers, with write access) everywhere: other
     /// replicas drop their copies, later edits are refused. Prints `deleted URL` once a server
-    /// confirmed it.
+    /// confirmed it; with --purge (admin token), erases it and prints `purged URL`.
     Rm {
         /// The document's `automerge:` URL (or bare id).
         url: AutomergeUrl,
+        /// Erase it (GDPR-style) instead of waiting out the servers' retention period: every
+        /// server and region drops its stored bytes at once, and so does this replica. Needs
+        /// an admin token (`concord token create --admin`). Copies on clients that never
+        /// reconnect cannot be recalled.
+        #[arg(long)]
+        purge: bool,
+        /// The server's admin listener, when it serves the admin API apart (`--admin-bind`),
+        /// e.g. `http://127.0.0.1:3031`; the token of --server is used there.
+        #[arg(long, value_name = "URL", requires = "purge")]
+        admin_url: Option<String>,
     },
     /// Print the document's changes, newest first, one JSON line each: hash, actor, HLC time,
     /// message, deps, op count and the author principal when the server recorded it.
@@ -368,7 +378,17 @@ async fn dispatch(
         DocCommand::Increment { url, path, by } => edit::increment(r, &url, &path, by).await?,
         DocCommand::Watch { url, count } => watch::watch(r, &url, count, timeout).await?,
         DocCommand::Sync => sync::sync(r).await?,
-        DocCommand::Rm { url } => rm::rm(r, &url).await?,
+        DocCommand::Rm {
+            url,
+            purge,
+            admin_url,
+        } => {
+            if purge {
+                rm::purge(r, &url, admin_url.as_deref()).await?;
+            } else {
+                rm::rm(r, &url).await?;
+            }
+        }
         DocCommand::Log { url, limit, after } => history::log(r, &url, limit, after).await?,
         DocCommand::Diff { url, from, to } => history::diff(r, &url, &from, &to).await?,
         DocCommand::Restore { url, heads } => history::restore(r, &url, &heads).await?,
