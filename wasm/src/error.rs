@@ -39,6 +39,10 @@ pub enum Error {
     /// Neither local storage nor a connected server has the document.
     #[error("document {0} is unavailable (not stored locally and no connected server has it)")]
     Unavailable(String),
+    /// The document was deleted (here or by another replica): its local copy is gone and
+    /// edits to it are refused.
+    #[error("document {0} was deleted")]
+    Deleted(String),
     /// A path does not exist or has the wrong type for the operation.
     #[error("{0}")]
     Path(String),
@@ -71,6 +75,7 @@ impl Error {
             Self::Quota(_) => "quota",
             Self::Storage(_) => "storage",
             Self::Unavailable(_) => "unavailable",
+            Self::Deleted(_) => "deleted",
             Self::Path(_) => "path",
             Self::Policy(_) => "policy",
             Self::Change(_) => "change",
@@ -121,6 +126,7 @@ impl From<CoreError> for Error {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::NotLoaded(doc) => Self::Unavailable(doc.to_string()),
+            CoreError::Deleted(doc) => Self::Deleted(doc.to_string()),
             CoreError::Change(m) => Self::Change(m),
             CoreError::Failed { reason, .. } => Self::storage(reason),
             other => Self::Change(other.to_string()),
