@@ -34,6 +34,10 @@ pub enum ConcordError {
     /// Nothing at the path, or a document that neither local storage nor a server has.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The document was deleted (here or by another replica): its local copy is gone and edits
+    /// to it are refused.
+    #[error("deleted: {0}")]
+    Deleted(String),
     /// Local storage failed; the write was not acknowledged.
     #[error("storage: {0}")]
     Storage(String),
@@ -59,6 +63,7 @@ impl From<RepoError> for ConcordError {
         let msg = e.to_string();
         match e {
             RepoError::Unavailable(_) => Self::NotFound(msg),
+            RepoError::Deleted(_) => Self::Deleted(msg),
             RepoError::Storage(_) | RepoError::CommitFailed(_) | RepoError::LoadFailed { .. } => {
                 Self::Storage(msg)
             }
@@ -75,6 +80,7 @@ fn core_error(e: concord::core::CoreError, msg: String) -> ConcordError {
     use concord::core::CoreError;
     match e {
         CoreError::NotLoaded(_) => ConcordError::NotFound(msg),
+        CoreError::Deleted(_) => ConcordError::Deleted(msg),
         CoreError::Failed { .. } => ConcordError::Storage(msg),
         _ => ConcordError::Internal(msg),
     }
