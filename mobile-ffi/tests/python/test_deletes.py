@@ -5,6 +5,7 @@ deleted document refused, with the event, when the replica reconnects.
 Run with test_concord (mobile-ffi/scripts/test.sh runs both modules).
 """
 
+import asyncio
 import json
 import os
 import shutil
@@ -33,6 +34,16 @@ class Deletions(DeletedListener):
     def of(self, origin):
         with self.lock:
             return [e for e in self.events if e.origin == origin]
+
+
+async def purged(repo, url, timeout=15.0):
+    """Waits until `repo` stores nothing of `url` (the purge is a storage write that follows
+    the deletion's commit and event); raises AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while url in await repo.document_urls():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} still stored after {timeout}s")
+        await asyncio.sleep(0.05)
 
 
 class LocalDeleteTest(unittest.IsolatedAsyncioTestCase):
@@ -81,7 +92,7 @@ class LocalDeleteTest(unittest.IsolatedAsyncioTestCase):
                 await repo.find(doc.url())
             with self.assertRaises(ConcordError.Deleted):
                 await doc.delete_document()
-            self.assertNotIn(doc.url(), await repo.document_urls())
+            await purged(repo, doc.url())
             self.assertEqual(on_other.events, [])
             self.assertEqual(json.loads(other.get_json("")), {"keep": True})
             for s in subs:
@@ -126,7 +137,7 @@ class RemoteDeleteTest(ServerTest):
             doc_b.get_json("")
         with self.assertRaises(ConcordError.Deleted):
             await b.find(doc_a.url())
-        self.assertNotIn(doc_a.url(), await b.document_urls(), "b's stored copy is purged")
+        await purged(b, doc_a.url())
         c = await self.open("c")
         with self.assertRaises(ConcordError.Deleted):
             await c.find(doc_a.url())
