@@ -15,6 +15,8 @@
 //!   WebSocket transport (reconnect with backoff and jitter, failover between URLs).
 //! - [`sim`]: a seeded, deterministic network of cores for tests and simulations.
 //! - [`path`]: JSON reads and writes at paths such as `todos/0/title`.
+//! - [`api`]: the server's JSON API (document lists, change authors) as clients see it.
+//! - [`history`]: the change log, diffs between versions as JSON patches, and restoring a version.
 //!
 //! ## The driving loop
 //!
@@ -55,6 +57,7 @@
 //! ```
 //!
 //! The [`core`] module docs show two peers syncing; [`Repo`] is this loop on tokio.
+pub mod api;
 pub mod core;
 pub mod id;
 pub mod storage;
@@ -66,5 +69,6 @@ pub mod repo;
 pub mod sim;
 #[cfg(feature = "native")]
 pub use repo::{DocHandle, Repo, RepoConfig, RepoError};
+pub mod history;
 pub mod path;
 pub mod policy;

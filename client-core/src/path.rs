@@ -181,6 +181,21 @@ impl fmt::Display for DocPath {
     }
 }
 
+/// Serialized as its string form (`/todos/0/title`).
+impl serde::Serialize for DocPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Deserialized from its string form, with the syntax of [`DocPath::from_str`].
+impl<'de> serde::Deserialize<'de> for DocPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Describes a value for error messages ("a map", "an integer", ...).
 pub(crate) fn describe(value: &Value<'_>) -> String {
     let s = match value {

@@ -25,9 +25,10 @@ use common::ws::{Socket, next_within, send_msg};
 // Server process, raw WebSocket helpers, the canary.
 include!("hostile/harness.rs");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
-    let server = Server::start();
+hostile_cases!(hostile_peers_are_refused_and_the_canary_keeps_syncing);
+
+async fn hostile_peers_are_refused_and_the_canary_keeps_syncing(backend: Backend) {
+    let server = Server::start(backend);
     let admin = server.token("canary", &[], false, "1h");
     let mut config = RepoConfig::default().with_server(server.url(&admin));
     config.backoff.initial = Duration::from_millis(20);
@@ -541,15 +542,25 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
     let doomed = server.token("revokee", &[], false, "1h");
     let mut ws = dial(&server.url(&doomed), None).await.unwrap();
     join(&mut ws, "revokee-peer").await.unwrap();
+    let listed = get_with_token(&server.addr, "/v1/docs", Some(&doomed)).await;
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(
+        !listed.contains(&d.to_string()),
+        "another principal's document: {listed}"
+    );
+    // The canary's principal created `d`: it is listed, and its changes are attributed.
+    let listed = get_with_token(&server.addr, "/v1/docs", Some(&admin)).await;
+    assert!(
+        listed.contains(&format!("\"id\":\"{d}\"")) && listed.contains("\"created\""),
+        "{listed}"
+    );
+    let authors =
+        get_with_token(&server.addr, &format!("/v1/docs/{d}/authors"), Some(&admin)).await;
+    assert!(authors.contains("\"principal\":\"canary\""), "{authors}");
     let out = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args([
-            "token",
-            "revoke",
-            "--data",
-            server.data.path().to_str().unwrap(),
-            "--principal",
-            "revokee",
-        ])
+        .args(["token", "revoke"])
+        .args(server.store_args())
+        .args(["--principal", "revokee"])
         .output()
         .unwrap();
     assert!(
@@ -574,6 +585,9 @@ async fn hostile_peers_are_refused_and_the_canary_keeps_syncing() {
         Some(401),
         "a revoked token is refused"
     );
+    // The JSON API too (`GET /v1/docs`), on either backend.
+    let listed = get_with_token(&server.addr, "/v1/docs", Some(&doomed)).await;
+    assert!(listed.starts_with("HTTP/1.1 401"), "{listed}");
     cases += 1;
     canary.check("revocation").await;
 

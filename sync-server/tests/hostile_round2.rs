@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use automerge::sync::SyncDoc;
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ROOT};
-use concord::storage::{MemoryStorage, SqliteConfig, SqliteStorage, Storage};
+use concord::storage::MemoryStorage;
 use concord::wire::{Message, PeerMetadata, RemoteHeads};
 use concord::{DocHandle, DocumentId, PeerId, Repo, RepoConfig, StorageId};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,6 +23,16 @@ mod common;
 use common::ws::{Socket, next_within, send_msg};
 
 include!("hostile/harness.rs");
+
+hostile_cases!(
+    a_malformed_bloom_filter_costs_only_its_sender,
+    presence_cannot_be_forged_or_silenced,
+    a_peer_id_cannot_be_squatted,
+    storage_ids_are_bounded_capped_and_expire,
+    per_document_state_leaves_with_the_document,
+    one_writer_cannot_stall_everyone,
+    ephemeral_fan_out_is_rate_limited
+);
 
 async fn canary(server: &Server) -> Canary {
     let token = server.token("canary", &[], false, "1h");
@@ -135,9 +145,8 @@ fn healthz(server: &Server) -> u16 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_bloom_filter_costs_only_its_sender() {
-    let server = Server::start();
+async fn a_malformed_bloom_filter_costs_only_its_sender(backend: Backend) {
+    let server = Server::start(backend);
     let mut canary = canary(&server).await;
     let d = canary.doc.id();
     let reader = server.token("reader", &[d], true, "1h");
@@ -183,9 +192,8 @@ async fn a_malformed_bloom_filter_costs_only_its_sender() {
     assert_eq!(healthz(&server), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_cannot_be_forged_or_silenced() {
-    let server = Server::start();
+async fn presence_cannot_be_forged_or_silenced(backend: Backend) {
+    let server = Server::start(backend);
     let mut canary = canary(&server).await;
     let d = canary.doc.id();
     let alice_t = server.token("alice", &[d], false, "1h");
@@ -242,9 +250,8 @@ async fn presence_cannot_be_forged_or_silenced() {
     canary.check("presence").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_id_cannot_be_squatted() {
-    let server = Server::start();
+async fn a_peer_id_cannot_be_squatted(backend: Backend) {
+    let server = Server::start(backend);
     let mut canary = canary(&server).await;
     let d = canary.doc.id();
     let alice_t = server.token("alice", &[d], false, "1h");
@@ -300,9 +307,9 @@ async fn a_peer_id_cannot_be_squatted() {
     canary.check("squatting").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_ids_are_bounded_capped_and_expire() {
+async fn storage_ids_are_bounded_capped_and_expire(backend: Backend) {
     let server = Server::start_env(
+        backend,
         &[],
         &[
             ("CONCORD_QUOTA_STORAGE_IDS", "8"),
@@ -337,9 +344,7 @@ async fn storage_ids_are_bounded_capped_and_expire() {
         .await;
         let _ = drain(&mut ws, Duration::from_millis(150)).await;
     }
-    let db = SqliteStorage::open(SqliteConfig::new(server.data.path().join("concord.db")))
-        .await
-        .unwrap();
+    let db = server.storage().await;
     let rows = db.load(&d).await.unwrap().sync_states.len();
     assert!(
         rows <= 9,
@@ -362,9 +367,9 @@ async fn storage_ids_are_bounded_capped_and_expire() {
     canary.check("storage ids").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_document_state_leaves_with_the_document() {
+async fn per_document_state_leaves_with_the_document(backend: Backend) {
     let server = Server::start_env(
+        backend,
         &[],
         &[
             ("CONCORD_EVICT_IDLE_SECS", "1"),
@@ -458,9 +463,8 @@ async fn per_document_state_leaves_with_the_document() {
     canary.check("document creation quota").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_writer_cannot_stall_everyone() {
-    let server = Server::start();
+async fn one_writer_cannot_stall_everyone(backend: Backend) {
+    let server = Server::start(backend);
     let mut canary = canary(&server).await;
     let writer = server.token("heavy", &[], false, "1h");
     let mut ws = dial(&server.url(&writer), None).await.unwrap();
@@ -495,9 +499,8 @@ async fn one_writer_cannot_stall_everyone() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ephemeral_fan_out_is_rate_limited() {
-    let server = Server::start();
+async fn ephemeral_fan_out_is_rate_limited(backend: Backend) {
+    let server = Server::start(backend);
     let mut canary = canary(&server).await;
     let d = canary.doc.id();
     let sender_t = server.token("sender", &[d], false, "1h");

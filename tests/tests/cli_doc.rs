@@ -532,3 +532,139 @@ fn two_datacenters_rename_concurrently_and_policies_settle_it() {
     }
     eu.fails(&["--policy", "name=no-such-policy", "get", "--resolved", &url]);
 }
+
+/// Runs `concord ARGS` (not `doc`), which must succeed; returns its stdout, trimmed.
+fn concord(args: &[&str]) -> String {
+    let out = Command::new(concord_bin()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "concord {args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `concord token create|revoke --principal P` with the key of the server whose data is in `dir`.
+fn token(dir: &Path, action: &str, principal: &str) -> String {
+    let data = dir.join("server");
+    let data = data.to_str().unwrap();
+    concord(&["token", action, "--data", data, "--principal", principal])
+}
+
+/// The lines of `log`, parsed.
+fn log(r: &Replica, url: &str) -> Vec<Value> {
+    r.ok(&["log", url])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Two writers with their own tokens: `log` names each change's author, `diff` shows what
+/// changed, `restore` brings a version back for everyone, `ls` lists each principal's documents,
+/// and bad input (unknown heads or documents, deleted documents, a revoked token) fails clearly.
+#[test]
+fn history_names_the_writers_and_restore_and_ls_work_through_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, dev_url) = peer(dir.path());
+    let base = dev_url.split('?').next().unwrap().to_owned();
+    let alice_token = token(dir.path(), "create", "alice");
+    let alice = Replica::new(dir.path(), "alice", &format!("{base}?token={alice_token}"));
+    let bob = Replica::new(
+        dir.path(),
+        "bob",
+        &format!("{base}?token={}", token(dir.path(), "create", "bob")),
+    );
+
+    let url = alice
+        .ok(&["create", r#"{"title": "draft"}"#])
+        .trim()
+        .to_owned();
+    alice.ok(&["put", &url, "title", r#""second""#]);
+    bob.ok(&["put", &url, "title", r#""final""#]);
+
+    // The server records authors as it commits; wait (bounded) until every change has one.
+    let mut changes = Vec::new();
+    for _ in 0..100 {
+        changes = log(&alice, &url);
+        if changes.iter().all(|c| !c["author"].is_null()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let authors: Vec<&str> = changes
+        .iter()
+        .map(|c| c["author"]["principal"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(authors.first(), Some(&"bob"), "newest first: {changes:?}");
+    assert!(
+        authors.len() >= 3 && authors[1..].iter().all(|a| *a == "alice"),
+        "{authors:?}"
+    );
+    // The oldest depends on nothing; ops are counted.
+    assert!(changes[0]["ops"].as_u64().unwrap() > 0, "{changes:?}");
+    assert_eq!(changes.last().unwrap()["deps"], json!([]));
+    let newest = changes[0]["hash"].as_str().unwrap().to_owned();
+    let seconded = changes[1]["hash"].as_str().unwrap().to_owned();
+    // Paging: one at a time, the cursor printed on stderr.
+    let out = alice.run(&["log", &url, "--limit", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("more: --after {newest}")),
+        "{stderr}"
+    );
+    let second_page = alice.ok(&["log", &url, "--limit", "1", "--after", &newest]);
+    assert!(second_page.contains(&seconded), "{second_page}");
+
+    // diff: what bob changed.
+    let patches: Value =
+        serde_json::from_str(&alice.ok(&["diff", &url, &seconded, &newest])).unwrap();
+    assert_eq!(
+        patches,
+        json!([{"action": "put", "path": "/title", "value": "final"}])
+    );
+
+    // restore alice's version: one new change, which bob receives like any other.
+    let restored = alice.ok(&["restore", &url, &seconded]);
+    assert!(restored.starts_with("restored automerge:"), "{restored}");
+    assert_eq!(bob.get(&[&url, "title"]), json!("second"));
+    assert_eq!(log(&bob, &url).len(), changes.len() + 1);
+    let again = alice.ok(&["restore", &url, &seconded]);
+    assert!(again.starts_with("unchanged"), "{again}");
+
+    // ls: alice created it, bob did not (he only wrote to it); bob's replica holds it.
+    let listed = alice.ok(&["ls"]);
+    assert_eq!(listed.trim(), format!("{url}\tcreated"), "{listed}");
+    assert_eq!(bob.ok(&["ls"]).trim(), "");
+    assert_eq!(bob.ok(&["ls", "--local"]).trim(), url);
+
+    // Bad input: typed errors with clear messages, nothing changed.
+    let unknown = concord::id::encode_head(&automerge::ChangeHash([9; 32]));
+    let e = alice.fails(&["restore", &url, &unknown]);
+    assert!(e.contains("this document has no change"), "{e}");
+    let e = alice.fails(&["diff", &url, &unknown, &newest]);
+    assert!(e.contains("from: this document has no change"), "{e}");
+    let e = alice.fails(&["diff", &url, "not-a-hash", &newest]);
+    assert!(e.contains("as `log` prints them"), "{e}");
+    assert_eq!(alice.get(&[&url, "title"]), json!("second"));
+    let nobody = concord::DocumentId::from_bytes([7; 16]).url().to_string();
+    let e = alice.fails(&["log", &nobody]);
+    assert!(e.contains("was not found"), "{e}");
+    let other = alice.ok(&["create", "{}"]).trim().to_owned();
+    alice.ok(&["rm", &other]);
+    let e = alice.fails(&["log", &other]);
+    assert!(e.contains("was deleted"), "{e}");
+    assert!(
+        !alice.ok(&["ls"]).contains(&other),
+        "deleted documents are not listed"
+    );
+
+    // A revoked token cannot list any more.
+    token(dir.path(), "revoke", "alice");
+    let mut refused = String::new();
+    for _ in 0..100 {
+        let out = alice.run(&["ls"]);
+        if !out.status.success() {
+            refused = String::from_utf8_lossy(&out.stderr).into_owned();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused.contains("refused the request (401)"), "{refused}");
+}

@@ -181,6 +181,26 @@ async fn three_nodes_converge_relay_presence_and_report_latency() {
         ms(percentile(&mut same, 99.0)),
     );
 
+    // Node 2's metrics: its bus measured the lag of node 1's and node 3's commit notices.
+    let (status, text) = cluster.nodes[1].get("/metrics").unwrap();
+    assert_eq!(status, 200, "{text}");
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    };
+    let measured = metric("concord_cluster_bus_lag_notices_total");
+    assert!(
+        measured >= 40.0,
+        "node 2 measured {measured} commit notices"
+    );
+    assert!(metric("concord_db_pool_connections") >= 1.0);
+    assert!(text.contains("concord_cluster_node_info{node=\"node-2\"} 1"));
+    println!(
+        "bus lag on node 2 (commit on another node to the notice's delivery): mean {:.2} ms over {measured} notices",
+        metric("concord_cluster_bus_lag_seconds_total") * 1000.0 / measured,
+    );
+
     for c in clients {
         c.shutdown().await;
     }

@@ -8,6 +8,7 @@ use automerge::sync;
 use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{Automerge, ChangeHash};
 
+use super::attribution;
 use super::ingest::{Staged, receive_batch, receive_deferred};
 use super::lazy::LazyDoc;
 use super::load::{Built, build_doc};
@@ -601,13 +602,15 @@ impl Core {
                     if creates {
                         entry.pending_owner = Some(principal.clone());
                     }
-                    entry
-                        .pending_authors
-                        .extend(ours.iter().map(|c| ChangeAuthor {
-                            hash: c.hash().0,
-                            principal: principal.clone(),
-                            at_ms: self.wall_ms,
-                        }));
+                    entry.pending_authors.extend(
+                        attribution::received_hashes(&msg, &ours)
+                            .into_iter()
+                            .map(|h| ChangeAuthor {
+                                hash: h.0,
+                                principal: principal.clone(),
+                                at_ms: self.wall_ms,
+                            }),
+                    );
                 }
                 parsed = ours;
             }

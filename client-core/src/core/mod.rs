@@ -73,6 +73,7 @@
 //! ```
 
 mod access;
+mod attribution;
 mod auth;
 mod availability;
 mod cluster;

@@ -56,4 +56,24 @@ pub enum RepoError {
     /// Automerge rejected a read (bad heads, bad object).
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
+    /// A history read, diff or restore was refused (unknown heads, a stale cursor, ...).
+    /// Boxed to keep `RepoError` small.
+    #[error(transparent)]
+    History(Box<crate::history::HistoryError>),
+    /// A request to the server's JSON API failed (listing, authors). Boxed to keep `RepoError`
+    /// small.
+    #[error(transparent)]
+    Remote(Box<super::remote::RemoteError>),
+}
+
+impl From<crate::history::HistoryError> for RepoError {
+    fn from(e: crate::history::HistoryError) -> Self {
+        Self::History(Box::new(e))
+    }
+}
+
+impl From<super::remote::RemoteError> for RepoError {
+    fn from(e: super::remote::RemoteError) -> Self {
+        Self::Remote(Box::new(e))
+    }
 }

@@ -54,6 +54,11 @@ impl DocHandle {
         }
     }
 
+    /// What the handle's repo shares.
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The document id.
     pub fn id(&self) -> DocumentId {
         self.doc
@@ -134,9 +139,14 @@ impl DocHandle {
     }
 
     /// A read-only copy of the document as it was at `heads`.
+    ///
+    /// Errors: [`HistoryError::UnknownHeads`](crate::history::HistoryError::UnknownHeads) when
+    /// the document does not have every head.
     pub fn view_at(&self, heads: &[ChangeHash]) -> Result<Automerge, RepoError> {
-        self.with_doc(|d| d.fork_at(heads))?
-            .map_err(RepoError::from)
+        self.with_doc(|d| {
+            crate::history::check_heads(d, heads, "heads")?;
+            Ok(d.fork_at(heads)?)
+        })?
     }
 
     /// Changes (local and remote, with the new heads) and ephemeral messages of this document.

@@ -20,6 +20,9 @@ mod cluster;
 mod driver;
 mod error;
 mod handle;
+mod history;
+mod listing;
+mod remote;
 mod routing;
 mod shard;
 mod transport;
@@ -36,6 +39,7 @@ pub use bus::{BusError, BusEvent, BusNotice, ClusterBus};
 pub use cluster::ClusterConfig;
 pub use error::RepoError;
 pub use handle::DocHandle;
+pub use remote::RemoteError;
 pub use transport::Backoff;
 
 use crate::core::{

@@ -18,6 +18,7 @@
 //! ```
 
 mod edit;
+mod history;
 mod policies;
 mod replica;
 mod rm;
@@ -212,11 +213,66 @@ enum DocCommand {
         /// The document's `automerge:` URL (or bare id).
         url: AutomergeUrl,
     },
+    /// Print the document's changes, newest first, one JSON line each: hash, actor, HLC time,
+    /// message, deps, op count and the author principal when the server recorded it.
+    ///
+    /// A URL with heads lists the history of that version. When more changes follow, stderr
+    /// says `more: --after HASH`.
+    Log {
+        /// The document's `automerge:` URL (or bare id).
+        url: AutomergeUrl,
+        /// At most N changes [default: 50, at most 1000].
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Continue after this change (the HASH of a previous `more: --after HASH`).
+        #[arg(long, value_name = "HASH", value_parser = parse_hash)]
+        after: Option<automerge::ChangeHash>,
+    },
+    /// Print the JSON patches that turn the version at FROM into the version at TO.
+    ///
+    /// Heads are change hashes as `log` prints them, separated by `|` or `,`; `''` is the empty
+    /// document.
+    Diff {
+        /// The document's `automerge:` URL (or bare id).
+        url: AutomergeUrl,
+        /// The earlier version's heads.
+        #[arg(value_parser = history::heads_arg)]
+        from: HeadsArg,
+        /// The later version's heads.
+        #[arg(value_parser = history::heads_arg)]
+        to: HeadsArg,
+    },
+    /// Make the document equal to the version at HEADS again, as one new change on top (it syncs
+    /// like any change; edits made concurrently elsewhere still merge).
+    Restore {
+        /// The document's `automerge:` URL (or bare id).
+        url: AutomergeUrl,
+        /// The version's heads (as `log` prints hashes, separated by `|` or `,`).
+        #[arg(value_parser = history::heads_arg)]
+        heads: HeadsArg,
+    },
+    /// List the documents the server keeps for your token's principal (granted or created by
+    /// it), one `URL<TAB>grant|created` line each; with --local, the local replica's documents.
+    Ls {
+        /// List the local replica's documents instead (no server needed).
+        #[arg(long)]
+        local: bool,
+        /// Documents per request to the server [default: 100, at most 1000].
+        #[arg(long, value_name = "N")]
+        page_size: Option<usize>,
+    },
     /// Sync every document of the replica with the server until the server holds all of them.
     ///
     /// Exits 0 when every document is in sync, non-zero (listing the others) when that did not
     /// happen within --timeout.
     Sync,
+}
+
+/// Heads given on the command line (a distinct type: clap treats a bare `Vec` as repeated values).
+type HeadsArg = Vec<automerge::ChangeHash>;
+
+fn parse_hash(s: &str) -> Result<automerge::ChangeHash, String> {
+    concord::id::decode_head(s.trim()).map_err(|e| e.to_string())
 }
 
 /// Default wait for servers when `--timeout` is not given.
@@ -313,6 +369,10 @@ async fn dispatch(
         DocCommand::Watch { url, count } => watch::watch(r, &url, count, timeout).await?,
         DocCommand::Sync => sync::sync(r).await?,
         DocCommand::Rm { url } => rm::rm(r, &url).await?,
+        DocCommand::Log { url, limit, after } => history::log(r, &url, limit, after).await?,
+        DocCommand::Diff { url, from, to } => history::diff(r, &url, &from, &to).await?,
+        DocCommand::Restore { url, heads } => history::restore(r, &url, &heads).await?,
+        DocCommand::Ls { local, page_size } => history::ls(r, local, page_size).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -345,6 +345,9 @@ impl Replica {
     /// alone is not enough: remote changes are committed asynchronously, and a commit that is
     /// not yet issued is not waited for.
     async fn persist(&self, handle: &DocHandle) {
+        if self.repo.deletion(&handle.id()).is_some() {
+            return; // Deleted (`rm`): nothing of it is kept.
+        }
         let end = Instant::now() + PERSIST_WAIT;
         loop {
             self.repo.flush().await;

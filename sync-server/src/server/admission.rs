@@ -149,6 +149,28 @@ pub fn admit_admin(
     }
 }
 
+/// The JSON API (`/v1/...`) takes the same user tokens as the WebSocket (a bearer header or a
+/// `token` query parameter, verified and checked against the revocation list); region tokens
+/// are refused. `Ok(None)`: no token, accepted in development mode without authentication.
+pub fn admit_api(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Option<Grant>, Refusal> {
+    match bearer(headers).or_else(|| query.get("token").cloned()) {
+        Some(t) if auth::is_region_token(&t) => Err(refuse(
+            StatusCode::FORBIDDEN,
+            "region tokens cannot use the client API",
+        )),
+        Some(t) => Ok(Some(authenticate(app, &t)?.grant)),
+        None if app.config.insecure_no_auth => Ok(None),
+        None => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            AuthError::Missing.to_string(),
+        )),
+    }
+}
+
 /// Decides whether a WebSocket upgrade may proceed.
 pub fn admit(
     app: &AppState,

@@ -25,6 +25,8 @@ pub struct Metrics {
     commit_seconds: Histogram,
     /// Listener and revocation metrics.
     pub doors: super::door_metrics::DoorMetrics,
+    /// Database pool and bus metrics of a cluster node.
+    pub(crate) cluster: Arc<super::cluster_metrics::ClusterCollector>,
 }
 
 #[derive(Debug)]
@@ -216,6 +218,8 @@ impl Metrics {
         }));
         registry.register_collector(Box::new(slot.0.clone()));
         let doors = super::door_metrics::DoorMetrics::register(&mut registry);
+        let cluster = Arc::new(super::cluster_metrics::ClusterCollector::default());
+        registry.register_collector(Box::new(cluster.clone()));
         (
             Arc::new(Self {
                 registry,
@@ -223,6 +227,7 @@ impl Metrics {
                 stored_documents,
                 commit_seconds,
                 doors,
+                cluster,
             }),
             slot,
         )

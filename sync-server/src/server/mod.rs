@@ -3,13 +3,16 @@
 //! idle documents, metrics, a read-only admin API and graceful shutdown.
 //!
 //! Endpoints: `GET /sync` (WebSocket, automerge-repo protocol v1; `/` is accepted too, as
-//! automerge-repo clients often dial the bare host), `GET /healthz`, `GET /metrics`,
+//! automerge-repo clients often dial the bare host), `GET /healthz`, `GET /metrics`, the client
+//! JSON API `GET /v1/docs` and `GET /v1/docs/{id}/authors` (see `api.rs`),
 //! `GET /admin/docs`, `GET /admin/docs/{id}`, `GET /admin/replication`. With `--admin-bind` the
 //! admin API moves to its own listener (which also serves `/healthz` and `/metrics`) and the
 //! main listener answers 404 under `/admin/`.
 
 mod admission;
+mod api;
 mod backend;
+mod cluster_metrics;
 pub mod config;
 mod datadir;
 mod door_metrics;
@@ -130,11 +133,16 @@ pub struct Running {
 /// The main listener's routes: sync, health, metrics, and the admin API unless it has its own
 /// listener.
 fn router(state: AppState, with_admin: bool) -> Router {
+    let client_api = Router::new()
+        .route("/v1/docs", get(api::list_docs))
+        .route("/v1/docs/{id}/authors", get(api::authors))
+        .layer(api::cors(&state.config.allow_origins));
     let r = Router::new()
         .route("/sync", get(ws::upgrade))
         .route("/", get(ws::upgrade))
         .route("/healthz", get(http::healthz))
-        .route("/metrics", get(http::metrics));
+        .route("/metrics", get(http::metrics))
+        .merge(client_api);
     if with_admin { admin_routes(r) } else { r }.with_state(state)
 }
 
@@ -202,6 +210,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     };
     let (storage, keys) = (opened.storage, opened.keys);
     let cluster = opened.cluster.map(Arc::new);
+    if let Some(c) = &cluster {
+        metrics.cluster.set(c.clone());
+    }
     let nonce = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

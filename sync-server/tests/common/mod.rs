@@ -153,20 +153,26 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_get_as(&addr.to_string(), path, None).await
 }
 
+/// Sends `request` (a whole HTTP/1.1 request with `Connection: close`) and returns the raw
+/// answer.
+pub async fn http_raw(addr: &str, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{request:?}: no answer within {WAIT:?}"))
+        .unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Like [`http_get`], with an optional bearer token.
 pub async fn http_get_as(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path}: no answer within {WAIT:?}"))
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    let text = http_raw(addr, &req).await;
     let status = text
         .split_whitespace()
         .nth(1)

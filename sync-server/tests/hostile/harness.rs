@@ -1,11 +1,42 @@
-// Included by tests/hostile.rs (shares its imports).
+// Included by tests/hostile.rs and tests/hostile_round2.rs (shares their imports).
+//
+// Every case runs against both backends (`hostile_cases!`): a server on SQLite (`--data`) and a
+// cluster node on a throwaway PostgreSQL (`--database`, `concord_tests::pg::TempPostgres`).
 
 const WAIT: Duration = Duration::from_secs(5);
+
+/// Where the server under test keeps its documents, keys and revocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// SQLite and files under `--data`.
+    Sqlite,
+    /// A cluster node (`--database`) on its own throwaway PostgreSQL.
+    Cluster,
+}
+
+/// Declares each listed `async fn case(backend: Backend)` as two tests, `case::sqlite` and
+/// `case::cluster`.
+macro_rules! hostile_cases {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$case(super::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                super::$case(super::Backend::Cluster).await;
+            }
+        }
+    )*};
+}
 
 struct Server {
     child: Child,
     addr: String,
     data: tempfile::TempDir,
+    /// The cluster node's database (stopped after the server, field order).
+    pg: Option<concord_tests::pg::TempPostgres>,
 }
 
 impl Drop for Server {
@@ -22,28 +53,29 @@ fn concord_bin() -> String {
 }
 
 impl Server {
-    fn start() -> Self {
-        Self::start_with(&[])
+    fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[])
     }
 
     /// Starts a server with the suite's limits plus `extra` arguments.
-    fn start_with(extra: &[&str]) -> Self {
-        Self::start_env(extra, &[])
+    fn start_with(backend: Backend, extra: &[&str]) -> Self {
+        Self::start_env(backend, extra, &[])
     }
 
     /// Starts a server with the suite's limits, `extra` arguments and environment variables
     /// (settings an older build ignores, where a case must also run against one).
-    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+    fn start_env(backend: Backend, extra: &[&str], env: &[(&str, &str)]) -> Self {
         // A data directory only its owner can open (the server refuses others).
         let data = common::private_tempdir();
+        let pg = (backend == Backend::Cluster)
+            .then(|| concord_tests::pg::TempPostgres::start().unwrap());
+        let store: Vec<String> = match &pg {
+            Some(pg) => vec!["--database".into(), pg.url(), "--node-id".into(), "hostile".into()],
+            None => vec!["--data".into(), data.path().to_str().unwrap().into()],
+        };
         let mut child = Command::new(concord_bin())
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--data",
-                data.path().to_str().unwrap(),
-            ])
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(&store)
             .args([
                 "--handshake-timeout-secs",
                 "1",
@@ -89,21 +121,48 @@ impl Server {
             .next()
             .unwrap()
             .to_owned();
-        Self { child, addr, data }
+        Self {
+            child,
+            addr,
+            data,
+            pg,
+        }
+    }
+
+    /// Where the `concord token` commands find this server's keys and revocations.
+    fn store_args(&self) -> Vec<String> {
+        match &self.pg {
+            Some(pg) => vec!["--database".into(), pg.url()],
+            None => vec!["--data".into(), self.data.path().to_str().unwrap().into()],
+        }
+    }
+
+    /// The server's storage, opened next to it (to inspect what it persisted).
+    #[allow(dead_code)] // the first suite does not inspect storage
+    async fn storage(&self) -> Box<dyn concord::storage::Storage> {
+        match &self.pg {
+            Some(pg) => Box::new(
+                concord::storage::postgres::PostgresStorage::open(
+                    concord::storage::postgres::PostgresConfig::new(pg.url()),
+                )
+                .await
+                .unwrap(),
+            ),
+            None => Box::new(
+                concord::storage::SqliteStorage::open(concord::storage::SqliteConfig::new(
+                    self.data.path().join("concord.db"),
+                ))
+                .await
+                .unwrap(),
+            ),
+        }
     }
 
     fn token(&self, principal: &str, docs: &[DocumentId], read_only: bool, ttl: &str) -> String {
         let mut cmd = Command::new(concord_bin());
-        cmd.args([
-            "token",
-            "create",
-            "--data",
-            self.data.path().to_str().unwrap(),
-            "--principal",
-            principal,
-            "--ttl",
-            ttl,
-        ]);
+        cmd.args(["token", "create"])
+            .args(self.store_args())
+            .args(["--principal", principal, "--ttl", ttl]);
         for d in docs {
             cmd.args(["--doc", &d.to_string()]);
         }
@@ -270,10 +329,19 @@ fn ciborium_map(pairs: &[(&str, &str)]) -> Vec<u8> {
 }
 
 async fn reqwest_like_get(addr: &str, path: &str) -> String {
+    get_with_token(addr, path, None).await
+}
+
+/// A raw `GET` with an optional bearer token; the whole answer.
+async fn get_with_token(addr: &str, path: &str, bearer: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await
     .unwrap();

@@ -80,6 +80,11 @@ struct Inner {
     reconnects: AtomicU64,
     dropped: AtomicU64,
     last_rtt_us: AtomicU64,
+    /// Commit notices from other nodes that carried their commit time, and the sum and last of
+    /// their lags (commit on that node to delivery here), in milliseconds.
+    lag_count: AtomicU64,
+    lag_sum_ms: AtomicU64,
+    lag_last_ms: AtomicU64,
     subscribers: Mutex<Vec<Subscriber>>,
 }
 
@@ -121,6 +126,9 @@ impl PgBus {
             reconnects: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             last_rtt_us: AtomicU64::new(0),
+            lag_count: AtomicU64::new(0),
+            lag_sum_ms: AtomicU64::new(0),
+            lag_last_ms: AtomicU64::new(0),
             subscribers: Mutex::new(Vec::new()),
         });
         let listener = inner.listen().await.map_err(|e| {
@@ -153,6 +161,30 @@ impl PgBus {
         match self.inner.last_rtt_us.load(Ordering::Relaxed) {
             0 => None,
             us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// Bus lag: from a commit on another node (its wall clock when it built the notice) to the
+/// delivery of the notice here, over every commit notice this node received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusLag {
+    /// Commit notices measured.
+    pub count: u64,
+    /// Sum of their lags, in milliseconds.
+    pub sum_ms: u64,
+    /// The last one's lag, in milliseconds.
+    pub last_ms: u64,
+}
+
+impl PgBus {
+    /// The lag of commit notices from other nodes so far (see [`BusLag`]).
+    pub fn commit_lag(&self) -> BusLag {
+        BusLag {
+            count: self.inner.lag_count.load(Ordering::Relaxed),
+            sum_ms: self.inner.lag_sum_ms.load(Ordering::Relaxed),
+            last_ms: self.inner.lag_last_ms.load(Ordering::Relaxed),
         }
     }
 }
@@ -299,25 +331,34 @@ impl Inner {
 
     /// Handles one payload: own pings close the round trip, other nodes' notices go out.
     fn deliver(&self, payload: &str, outstanding: &mut Option<(u64, Instant)>) {
-        match notice::decode(payload) {
-            Some(Payload::Ping { node, seq }) => {
-                let Some((expected, sent)) = *outstanding else {
+        let Some((decoded, sent)) = notice::decode_timed(payload) else {
+            tracing::debug!(
+                payload,
+                "cluster bus: ignoring a payload that is not a notice"
+            );
+            return;
+        };
+        match decoded {
+            Payload::Ping { node, seq } => {
+                let Some((expected, pinged)) = *outstanding else {
                     return;
                 };
                 if node == self.node && seq == expected {
-                    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let us = u64::try_from(pinged.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.last_rtt_us.store(us.max(1), Ordering::Relaxed);
                     *outstanding = None;
                 }
             }
-            Some(Payload::Notice(n)) if n.node() != self.node => {
+            Payload::Notice(n) if n.node() != self.node => {
+                if let Some(sent) = sent {
+                    let lag = notice::lag_ms(sent);
+                    self.lag_count.fetch_add(1, Ordering::Relaxed);
+                    self.lag_sum_ms.fetch_add(lag, Ordering::Relaxed);
+                    self.lag_last_ms.store(lag, Ordering::Relaxed);
+                }
                 self.broadcast(BusEvent::Notice(n));
             }
-            Some(Payload::Notice(_)) => {}
-            None => tracing::debug!(
-                payload,
-                "cluster bus: ignoring a payload that is not a notice"
-            ),
+            Payload::Notice(_) => {}
         }
     }
 

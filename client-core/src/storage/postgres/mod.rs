@@ -47,7 +47,7 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 
-pub use bus::{PgBus, PgBusSettings};
+pub use bus::{BusLag, PgBus, PgBusSettings};
 pub use config::{
     MAX_NODE_ID_LEN, NotifyConfig, PostgresConfig, redact, validate_channel, validate_node_id,
 };

@@ -2,7 +2,7 @@
 //! small JSON objects.
 //!
 //! ```text
-//! {"t":"c","n":"node-a","d":"<bs58 document id>","k":["<64 hex>",...]}    chunks committed
+//! {"t":"c","n":"node-a","d":"<bs58 document id>","k":["<64 hex>",...],"w":1733...}  committed
 //! {"t":"e","n":"node-a","d":"...","s":"peer","i":"session","c":7,"b":"<base64>"}  ephemeral
 //! {"t":"x","n":"node-a","d":"...","b":"<base64 tombstone>"}                deletion
 //! {"t":"p","n":"node-a","q":12}                                             liveness ping
@@ -10,7 +10,10 @@
 //!
 //! PostgreSQL refuses payloads of 8000 bytes or more (and a refused `pg_notify` would abort the
 //! committing transaction), so [`committed`] drops the key list when it does not fit: an empty
-//! list means "re-read the document".
+//! list means "re-read the document". `w` is the committing node's wall clock (ms since the Unix
+//! epoch) when it built the notice, so receivers can measure the bus lag (commit on one node to
+//! delivery on another; across machines it includes their clock offset); older payloads
+//! without it decode too.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -32,6 +35,8 @@ enum Wire {
         d: String,
         #[serde(default)]
         k: Vec<String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        w: u64,
     },
     #[serde(rename = "e")]
     Ephemeral {
@@ -57,6 +62,18 @@ pub(crate) enum Payload {
     Ping { node: String, seq: u64 },
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock (0 if it is before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn to_json(w: &Wire) -> String {
     // Serializing these plain structs cannot fail; an empty payload would be refused by the
     // receivers' decoder anyway.
@@ -66,10 +83,12 @@ fn to_json(w: &Wire) -> String {
 /// The payload announcing that `node` committed `keys` of `doc`: the keys when they fit, else
 /// none ("re-read it").
 pub(crate) fn committed(node: &str, doc: &DocumentId, keys: &[ChunkKey]) -> String {
+    let w = now_ms();
     let full = to_json(&Wire::Committed {
         n: node.to_owned(),
         d: doc.to_string(),
         k: keys.iter().map(|k| hex::encode(k.0)).collect(),
+        w,
     });
     if full.len() <= MAX_PAYLOAD {
         return full;
@@ -78,6 +97,7 @@ pub(crate) fn committed(node: &str, doc: &DocumentId, keys: &[ChunkKey]) -> Stri
         n: node.to_owned(),
         d: doc.to_string(),
         k: Vec::new(),
+        w,
     })
 }
 
@@ -127,10 +147,19 @@ pub(crate) fn ping(node: &str, seq: u64) -> String {
 
 /// Decodes a payload; `None` for anything malformed (another application on the channel, a
 /// newer version's notice kind).
+#[cfg(test)]
 pub(crate) fn decode(text: &str) -> Option<Payload> {
+    decode_timed(text).map(|(p, _)| p)
+}
+
+/// [`decode`], with the commit time (`w`, ms since the Unix epoch) of a commit notice that
+/// carries one.
+pub(crate) fn decode_timed(text: &str) -> Option<(Payload, Option<u64>)> {
     let doc = |d: &str| d.parse::<DocumentId>().ok();
-    Some(match serde_json::from_str::<Wire>(text).ok()? {
-        Wire::Committed { n, d, k } => {
+    let mut sent = None;
+    let payload = match serde_json::from_str::<Wire>(text).ok()? {
+        Wire::Committed { n, d, k, w } => {
+            sent = (w > 0).then_some(w);
             let keys = k
                 .iter()
                 .map(|h| {
@@ -158,7 +187,14 @@ pub(crate) fn decode(text: &str) -> Option<Payload> {
             tombstone: BASE64.decode(b).ok()?,
         }),
         Wire::Ping { n, q } => Payload::Ping { node: n, seq: q },
-    })
+    };
+    Some((payload, sent))
+}
+
+/// Milliseconds from `sent_ms` (another node's clock) to now on this one; 0 if the clocks
+/// disagree the other way.
+pub(crate) fn lag_ms(sent_ms: u64) -> u64 {
+    now_ms().saturating_sub(sent_ms)
 }
 
 #[cfg(test)]
@@ -217,6 +253,16 @@ mod tests {
                 keys: vec![]
             }))
         );
+        let (_, sent) = decode_timed(&text).unwrap();
+        assert!(
+            sent.is_some_and(|w| lag_ms(w) < 60_000),
+            "commit time carried"
+        );
+        let old = r#"{"t":"c","n":"a","d":"2BxFKSGA17PMz9fHW7nyB9zMwFzu","k":[]}"#;
+        assert!(matches!(
+            decode_timed(old),
+            Some((Payload::Notice(_), None))
+        ));
         let fits = committed("n", &doc, &keys[..100]);
         assert!(
             fits.len() <= MAX_PAYLOAD && fits.len() > 6000,
