@@ -164,6 +164,11 @@ impl Shared {
         rx
     }
 
+    /// The storage.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         self.status.get()

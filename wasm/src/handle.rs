@@ -29,8 +29,8 @@ pub fn heads_array(heads: &[ChangeHash]) -> JsValue {
 #[wasm_bindgen]
 #[derive(Debug, Clone)]
 pub struct DocHandle {
-    shared: Rc<Shared>,
-    doc: DocumentId,
+    pub(crate) shared: Rc<Shared>,
+    pub(crate) doc: DocumentId,
 }
 
 /// A change applied in memory, waiting for its local commit.
@@ -133,7 +133,7 @@ pub async fn delete_document(shared: Rc<Shared>, doc: DocumentId) -> Result<JsVa
 }
 
 /// Optional heads from JavaScript (an array of hex hashes).
-fn heads_arg(value: &JsValue) -> Result<Option<Vec<ChangeHash>>> {
+pub(crate) fn heads_arg(value: &JsValue) -> Result<Option<Vec<ChangeHash>>> {
     if value.is_undefined() || value.is_null() {
         return Ok(None);
     }
@@ -157,7 +157,7 @@ fn heads_arg(value: &JsValue) -> Result<Option<Vec<ChangeHash>>> {
         .map(Some)
 }
 
-fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
+pub(crate) fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
     future_to_promise(async move { f.await.map_err(JsValue::from) })
 }
 
@@ -176,7 +176,7 @@ impl DocHandle {
         promise(async move { committed(&shared, doc, applied?).await })
     }
 
-    fn read<R>(&self, f: impl FnOnce(&automerge::Automerge) -> R) -> Result<R> {
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&automerge::Automerge) -> R) -> Result<R> {
         let doc = self.doc;
         self.shared.with_core(|c| match c.document(&doc) {
             Some(d) => Ok(f(d)),

@@ -26,9 +26,10 @@
 //! ```
 //!
 //! Every error is an `Error` with a `kind` (`argument`, `url`, `closed`, `quota`, `storage`,
-//! `unavailable`, `deleted`, `path`, `policy`, `change`, `timeout`, `unsupported`); see [`Error`].
+//! `unavailable`, `deleted`, `history`, `network`, `denied`, `path`, `policy`, `change`, `timeout`, `unsupported`); see [`Error`].
 //!
-//! Modules: [`repo`] and [`handle`] are the JavaScript API, [`idb`] the IndexedDB storage
+//! Modules: [`repo`] and [`handle`] are the JavaScript API ([`history`]: versions, [`listing`]:
+//! document lists), [`idb`] the IndexedDB storage
 //! backend, [`transport`] the WebSocket client, [`driver`] runs the core on the event loop.
 //! Everything is compiled for `wasm32` only; on other targets this crate is empty.
 #![cfg(target_arch = "wasm32")]
@@ -39,9 +40,11 @@ pub mod durable;
 pub mod emitter;
 pub mod error;
 pub mod handle;
+pub mod history;
 pub mod idb;
 pub mod idb_request;
 pub mod js;
+pub mod listing;
 pub mod ops;
 pub mod presence;
 pub mod repo;

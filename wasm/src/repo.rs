@@ -25,7 +25,9 @@ const STORAGE_ID_KEY: &str = "storage_id";
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct Repo {
-    shared: Rc<Shared>,
+    pub(crate) shared: Rc<Shared>,
+    /// The server URLs (with the token), for the JSON API.
+    pub(crate) servers: Vec<String>,
 }
 
 /// Server URLs from `servers` (a string or an array of strings), each checked to be a
@@ -167,10 +169,13 @@ async fn open(options: JsValue) -> Result<Repo> {
     core.handle_wall_clock(js::wall_ms());
     let shared = Shared::new(core, storage, closer, schema, connect_wait_ms);
     if !urls.is_empty() {
-        *shared.transport.borrow_mut() = Some(Transport::new(urls, backoff));
+        *shared.transport.borrow_mut() = Some(Transport::new(urls.clone(), backoff));
         transport::start(&shared);
     }
-    Ok(Repo { shared })
+    Ok(Repo {
+        shared,
+        servers: urls,
+    })
 }
 
 async fn find_once(shared: &Rc<Shared>, doc: DocumentId) -> Result<FindOutcome> {
@@ -216,7 +221,7 @@ fn doc_arg(url: &JsValue) -> Result<DocumentId> {
     parsed.map_err(|reason| Error::Url { url: raw, reason })
 }
 
-fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
+pub(crate) fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
     future_to_promise(async move { f.await.map_err(JsValue::from) })
 }
 

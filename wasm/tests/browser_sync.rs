@@ -2,7 +2,7 @@
 //! which passes its URL and a token at build time): failover, durability acknowledged by the
 //! server, remote changes, presence, offline edits merging on reconnect, conflicts, and
 //! deletions propagating through the server (to online peers, and to offline peers with edits
-//! when they reconnect).
+//! when they reconnect), and the server's document list (`listRemote`).
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -346,4 +346,53 @@ async fn an_offline_edit_to_a_deleted_document_is_refused_with_the_event() {
     alice.close();
     bob.close();
     carol.close();
+}
+
+#[wasm_bindgen_test]
+async fn list_remote_pages_the_principals_documents_and_refuses_a_bad_token() {
+    let alice = connected_repo("alice-list").await;
+    let mut created = Vec::new();
+    for i in 0..3 {
+        let doc = handle_from(ok(alice.create(js(&format!(r#"{{"i": {i}}}"#))), "create").await);
+        ok(
+            doc.wait_durable("server".into(), js(r#"{"timeoutMs": 10000}"#)),
+            "durable at server",
+        )
+        .await;
+        created.push(doc.url());
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = JsValue::NULL;
+    for _ in 0..100 {
+        let opts = js_sys::Object::new();
+        Reflect::set(&opts, &"limit".into(), &2.into()).unwrap();
+        Reflect::set(&opts, &"cursor".into(), &cursor).unwrap();
+        let page = ok(alice.list_remote(opts.into()), "listRemote").await;
+        let docs = js_sys::Array::from(&field(&page, "documents"));
+        assert!(docs.length() <= 2);
+        seen.extend(docs.iter().map(|d| field(&d, "url").as_string().unwrap()));
+        cursor = field(&page, "next");
+        if cursor.is_null() {
+            break;
+        }
+    }
+    for url in &created {
+        assert!(seen.contains(url), "{url} not listed in {seen:?}");
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no entry twice");
+
+    let (url, _) = server();
+    let stranger = open(&format!(
+        r#"{{"servers": "{url}", "token": "not-a-token", "backoff": {{"initialMs": 50, "maxMs": 200}}}}"#
+    ))
+    .await;
+    rejects(stranger.list_remote(JsValue::UNDEFINED), "denied").await;
+    let nobody = open(r#"{"servers": "ws://127.0.0.1:1/sync"}"#).await;
+    rejects(nobody.list_remote(JsValue::UNDEFINED), "network").await;
+    alice.close();
+    stranger.close();
+    nobody.close();
 }
