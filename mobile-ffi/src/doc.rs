@@ -71,6 +71,11 @@ impl DocHandle {
         )
     }
 
+    /// `Closed` once the repo is shut down.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        self.repo.check_open()
+    }
+
     fn with_doc<T>(&self, f: impl FnOnce(&automerge::Automerge) -> Result<T>) -> Result<T> {
         self.repo.check_open()?;
         self.handle.with_doc(f)?

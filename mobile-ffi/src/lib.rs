@@ -9,6 +9,7 @@
 //! - [`DocHandle`](doc::DocHandle): typed and JSON reads, writes ([`Edit`](edit::Edit)),
 //!   durability waits, presence, listeners, deletion (`delete()`, `DeletedListener`,
 //!   `ConcordError::Deleted`).
+//! - [`history`]: `DocHandle.history/diff/restore`, `Repo.list_local/list_remote`.
 //! - [`ConcordError`](error::ConcordError): the one error type (a kind and a message).
 //! - [`Subscription`](dispatch::Subscription): what `subscribe_*` returns; listeners run on their
 //!   own threads behind bounded queues ([`listeners`]).
@@ -24,6 +25,7 @@ pub mod dispatch;
 pub mod doc;
 pub mod edit;
 pub mod error;
+pub mod history;
 pub mod listeners;
 mod persist;
 pub mod policy;
@@ -35,6 +37,7 @@ pub use dispatch::Subscription;
 pub use doc::{DocHandle, Durability};
 pub use edit::Edit;
 pub use error::ConcordError;
+pub use history::{HistoryEntry, HistoryPage, RemoteDocument, RemotePage};
 pub use listeners::{
     ChangeEvent, ChangeListener, ChangeOrigin, DeletedEvent, DeletedListener, EphemeralListener,
     EphemeralMessage, SyncStatus, SyncStatusListener,

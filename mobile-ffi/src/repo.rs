@@ -66,6 +66,14 @@ impl RepoInner {
     }
 }
 
+impl Repo {
+    /// The engine, once checked open.
+    pub(crate) fn engine(&self) -> Result<concord::Repo> {
+        self.inner.check_open()?;
+        Ok(self.inner.repo.clone())
+    }
+}
+
 impl Drop for RepoInner {
     /// A repo dropped without `shutdown` (the app let go of every object) stops its engine.
     fn drop(&mut self) {

@@ -263,6 +263,32 @@ class Scenarios(private val server: Server, private val dir: File) {
         expectError<ConcordException.Deleted>("Carol finds") { carolAgain.find(url) }
     }
 
+    /** History (paging, diff, restore as a new change) and the server's list of documents. */
+    suspend fun historyAndLists() {
+        val repo = open("history")
+        val doc = repo.create()
+        doc.put("", """{"title": "v1"}""")
+        val v1 = doc.heads()
+        doc.put("title", "\"v2\"")
+        val page = doc.history()
+        check(page.total == page.changes.size.toULong() && page.changes[0].hash == doc.heads()[0]) { "page $page" }
+        val first = doc.history(limit = 1u)
+        check(first.changes.size == 1 && first.next == first.changes[0].hash) { "first page $first" }
+        val second = doc.history(limit = 1u, cursor = first.next)
+        check(second.changes[0].hash == page.changes[1].hash) { "second page $second" }
+        check(doc.diff(v1, doc.heads()).contains("\"action\":\"put\"")) { "diff ${doc.diff(v1, doc.heads())}" }
+        check(doc.restore(v1)) { "restore wrote a change" }
+        check(doc.getJson("") == """{"title":"v1"}""") { "restored ${doc.getJson("")}" }
+        check(doc.history().total == page.total + 1uL) { "restore is a new change on top" }
+        expectError<ConcordException.InvalidArgument>("restore unknown heads") {
+            doc.restore(listOf(v1[0].dropLast(4) + "1111"))
+        }
+        doc.waitSynced(WAIT_MS)
+        check(doc.url() in repo.listLocal()) { "listed locally" }
+        val remote = repo.listRemote(limit = 100u)
+        check(remote.documents.any { it.url == doc.url() }) { "listed by the server: $remote" }
+    }
+
     /** The sync-status listener, and cancelling a coroutine that waits on the network. */
     suspend fun statusAndCancellation() {
         val repo = open("status")
@@ -298,6 +324,7 @@ fun main() {
             "invalid input raises ConcordException" to scenarios::errorsAreExceptions,
             "sync status listener and coroutine cancellation" to scenarios::statusAndCancellation,
             "deletion reaches other replicas and refuses offline edits" to scenarios::deletionPropagates,
+            "history, diff, restore, local and remote lists" to scenarios::historyAndLists,
         )
         runBlocking {
             for ((name, scenario) in all) {
