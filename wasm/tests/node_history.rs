@@ -73,7 +73,11 @@ async fn history_pages_diffs_and_restores() {
     );
     let after = doc.history(JsValue::UNDEFINED).unwrap();
     assert_eq!(field(&after, "total").as_f64().unwrap() as usize, total + 1);
-    // Restoring the version it is at writes nothing.
+    // Restoring it again, or the version it is at, writes nothing.
+    assert_eq!(
+        ok(doc.restore(v1.clone()), "restore again").await,
+        JsValue::FALSE
+    );
     assert_eq!(
         ok(
             doc.restore(doc.heads().unwrap()),

@@ -59,6 +59,7 @@ class LocalHistoryTest(unittest.IsolatedAsyncioTestCase):
             self.assertTrue(await doc.restore(v1))
             self.assertEqual(json.loads(doc.get_json("")), {"title": "v1", "n": 1})
             self.assertEqual((await doc.history()).total, page.total + 1, "a new change on top")
+            self.assertFalse(await doc.restore(v1), "restored already: nothing to write")
             self.assertFalse(await doc.restore(doc.heads()), "the current version: nothing to write")
 
             before = doc.heads()
