@@ -6,7 +6,9 @@
 #   2. builds the server (unless $CONCORD_BIN is given), the library and the bindings
 #      (scripts/bindings.sh), and runs the crate's Rust unit tests;
 #   3. checks the Swift output exists (there is no Swift compiler here);
-#   4. runs the Python tests (unittest, tests/python) and the Kotlin program (tests/kotlin,
+#   4. runs the Python tests (unittest, tests/python: test_concord, test_deletes,
+#      test_history) and the Kotlin
+#      program (tests/kotlin,
 #      compiled with kotlinc, run on the JVM with JNA). Both start their own `concord serve` on
 #      127.0.0.1:0 and stop it when they end.
 #
@@ -104,7 +106,7 @@ swift_check() {
 }
 
 python_tests() {
-  (cd "$FFI/tests/python" && PYTHONPATH="$BINDINGS/python" timeout 600 python3 -m unittest -v test_concord)
+  (cd "$FFI/tests/python" && PYTHONPATH="$BINDINGS/python" timeout 600 python3 -m unittest -v test_concord test_deletes test_history)
 }
 
 kotlin_program() {

@@ -9,7 +9,8 @@ use crate::dispatch::{self, Subscription};
 use crate::edit::{self, Edit, parse_path};
 use crate::error::{ConcordError, Result};
 use crate::listeners::{
-    ChangeEvent, ChangeListener, EphemeralListener, EphemeralMessage, coalesce_change, drop_newest,
+    ChangeEvent, ChangeListener, DeletedEvent, DeletedListener, EphemeralListener,
+    EphemeralMessage, coalesce_change, drop_newest, keep_all,
 };
 use crate::repo::{RepoInner, wait_ms};
 use crate::runtime::run;
@@ -50,6 +51,29 @@ impl DocHandle {
     /// The engine's handle.
     pub(crate) fn inner(&self) -> &concord::DocHandle {
         &self.handle
+    }
+
+    /// Delivers `map` of this document's events to `deliver` (see [`dispatch::start`]).
+    fn subscribe<E: Send + 'static>(
+        &self,
+        map: impl FnMut(DocEvent) -> Option<E> + Send + 'static,
+        overflow: dispatch::Overflow<E>,
+        deliver: impl Fn(E) -> Result<()> + Send + 'static,
+    ) -> Result<Arc<Subscription>> {
+        self.repo.check_open()?;
+        dispatch::start(
+            self.handle.subscribe(),
+            vec![],
+            map,
+            overflow,
+            deliver,
+            &self.repo.subscriptions,
+        )
+    }
+
+    /// `Closed` once the repo is shut down.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        self.repo.check_open()
     }
 
     fn with_doc<T>(&self, f: impl FnOnce(&automerge::Automerge) -> Result<T>) -> Result<T> {
@@ -119,9 +143,26 @@ impl DocHandle {
         self.apply(vec![Edit::Put { path, json }]).await
     }
 
-    /// Deletes the value at `path`.
-    pub async fn delete(&self, path: String) -> Result<()> {
-        self.apply(vec![Edit::Delete { path }]).await
+    /// Deletes the value at `path`; without a path (`doc.delete()`), deletes the whole
+    /// document, as [`DocHandle::delete_document`] does.
+    #[uniffi::method(default(path = None))]
+    pub async fn delete(&self, path: Option<String>) -> Result<()> {
+        match path {
+            Some(path) => self.apply(vec![Edit::Delete { path }]).await,
+            None => self.delete_document().await,
+        }
+    }
+
+    /// Deletes the document here and, through the servers, everywhere: resolves once the
+    /// deletion is committed locally. The local copy is gone at once (later reads and writes
+    /// fail with `Deleted`); every replica that holds it drops it when it learns of it (now or
+    /// when it reconnects) and tells its `DeletedListener`s. Delete wins over concurrent and
+    /// offline edits. Servers need write access to accept it (`Repo::deletion(url).confirmed`
+    /// once one has). Deleting twice fails with `Deleted`.
+    pub async fn delete_document(&self) -> Result<()> {
+        self.repo.check_open()?;
+        let handle = self.handle.clone();
+        run(async move { Ok(handle.delete().await?) }).await
     }
 
     /// Inserts `json` into the list at `path` before `index`.
@@ -207,11 +248,8 @@ impl DocHandle {
         &self,
         listener: Arc<dyn ChangeListener>,
     ) -> Result<Arc<Subscription>> {
-        self.repo.check_open()?;
         let url = self.url();
-        dispatch::start(
-            self.handle.subscribe(),
-            vec![],
+        self.subscribe(
             move |event| match event {
                 DocEvent::Changed { heads, origin } => Some(ChangeEvent {
                     url: url.clone(),
@@ -223,7 +261,28 @@ impl DocHandle {
             },
             coalesce_change,
             move |event| listener.on_change(event),
-            &self.repo.subscriptions,
+        )
+    }
+
+    /// Calls `listener` when this document is deleted (through this repo, or by another replica
+    /// as a server tells).
+    pub fn subscribe_deleted(
+        &self,
+        listener: Arc<dyn DeletedListener>,
+    ) -> Result<Arc<Subscription>> {
+        let url = self.url();
+        self.subscribe(
+            move |event| match event {
+                DocEvent::Deleted { by, at_ms, origin } => Some(DeletedEvent {
+                    url: url.clone(),
+                    by,
+                    at_ms,
+                    origin: origin.into(),
+                }),
+                _ => None,
+            },
+            keep_all,
+            move |event| listener.on_deleted(event),
         )
     }
 
@@ -232,10 +291,7 @@ impl DocHandle {
         &self,
         listener: Arc<dyn EphemeralListener>,
     ) -> Result<Arc<Subscription>> {
-        self.repo.check_open()?;
-        dispatch::start(
-            self.handle.subscribe(),
-            vec![],
+        self.subscribe(
             |event| match event {
                 DocEvent::Ephemeral {
                     from,
@@ -250,7 +306,6 @@ impl DocHandle {
             },
             drop_newest,
             move |message| listener.on_message(message),
-            &self.repo.subscriptions,
         )
     }
 }

@@ -34,6 +34,13 @@ pub enum ConcordError {
     /// Nothing at the path, or a document that neither local storage nor a server has.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The document was deleted (here or by another replica): its local copy is gone and edits
+    /// to it are refused.
+    #[error("deleted: {0}")]
+    Deleted(String),
+    /// The server refused the token or the request (HTTP 401 or 403).
+    #[error("denied: {0}")]
+    Denied(String),
     /// Local storage failed; the write was not acknowledged.
     #[error("storage: {0}")]
     Storage(String),
@@ -59,6 +66,7 @@ impl From<RepoError> for ConcordError {
         let msg = e.to_string();
         match e {
             RepoError::Unavailable(_) => Self::NotFound(msg),
+            RepoError::Deleted(_) => Self::Deleted(msg),
             RepoError::Storage(_) | RepoError::CommitFailed(_) | RepoError::LoadFailed { .. } => {
                 Self::Storage(msg)
             }
@@ -66,6 +74,8 @@ impl From<RepoError> for ConcordError {
             RepoError::Timeout(..) => Self::Timeout(msg),
             RepoError::Core(core) => core_error(core, msg),
             RepoError::Policy(p) => p.into(),
+            RepoError::History(h) => history_error(*h, msg),
+            RepoError::Remote(r) => remote_error(*r, msg),
             _ => Self::Internal(msg),
         }
     }
@@ -75,8 +85,30 @@ fn core_error(e: concord::core::CoreError, msg: String) -> ConcordError {
     use concord::core::CoreError;
     match e {
         CoreError::NotLoaded(_) => ConcordError::NotFound(msg),
+        CoreError::Deleted(_) => ConcordError::Deleted(msg),
         CoreError::Failed { .. } => ConcordError::Storage(msg),
         _ => ConcordError::Internal(msg),
+    }
+}
+
+fn history_error(e: concord::history::HistoryError, msg: String) -> ConcordError {
+    use concord::history::HistoryError;
+    match e {
+        HistoryError::UnknownHeads { .. }
+        | HistoryError::UnknownCursor(_)
+        | HistoryError::Patch { .. } => ConcordError::InvalidArgument(msg),
+        _ => ConcordError::Internal(msg),
+    }
+}
+
+fn remote_error(e: concord::repo::RemoteError, msg: String) -> ConcordError {
+    use concord::repo::RemoteError;
+    match e {
+        RemoteError::Denied { .. } => ConcordError::Denied(msg),
+        RemoteError::NotFound(_) => ConcordError::NotFound(msg),
+        RemoteError::Url { .. } | RemoteError::Unsupported(_) => ConcordError::InvalidUrl(msg),
+        RemoteError::Timeout(_) => ConcordError::Timeout(msg),
+        _ => ConcordError::Network(msg),
     }
 }
 

@@ -7,7 +7,9 @@
 //!
 //! - [`Repo`](repo::Repo): a replica in one SQLite file, syncing with servers.
 //! - [`DocHandle`](doc::DocHandle): typed and JSON reads, writes ([`Edit`](edit::Edit)),
-//!   durability waits, presence, listeners.
+//!   durability waits, presence, listeners, deletion (`delete()`, `DeletedListener`,
+//!   `ConcordError::Deleted`).
+//! - [`history`]: `DocHandle.history/diff/restore`, `Repo.list_local/list_remote`.
 //! - [`ConcordError`](error::ConcordError): the one error type (a kind and a message).
 //! - [`Subscription`](dispatch::Subscription): what `subscribe_*` returns; listeners run on their
 //!   own threads behind bounded queues ([`listeners`]).
@@ -23,6 +25,7 @@ pub mod dispatch;
 pub mod doc;
 pub mod edit;
 pub mod error;
+pub mod history;
 pub mod listeners;
 mod persist;
 pub mod policy;
@@ -34,11 +37,12 @@ pub use dispatch::Subscription;
 pub use doc::{DocHandle, Durability};
 pub use edit::Edit;
 pub use error::ConcordError;
+pub use history::{HistoryEntry, HistoryPage, RemoteDocument, RemotePage};
 pub use listeners::{
-    ChangeEvent, ChangeListener, ChangeOrigin, EphemeralListener, EphemeralMessage, SyncStatus,
-    SyncStatusListener,
+    ChangeEvent, ChangeListener, ChangeOrigin, DeletedEvent, DeletedListener, EphemeralListener,
+    EphemeralMessage, SyncStatus, SyncStatusListener,
 };
-pub use repo::Repo;
+pub use repo::{Deletion, Repo};
 pub use value::Value;
 
 /// The version of this library (the Concord workspace version).

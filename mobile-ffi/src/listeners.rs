@@ -8,7 +8,8 @@
 //! - changes are *coalesced*: the newest queued `ChangeEvent` takes the latest heads, its
 //!   `coalesced` count grows, and its origin becomes `Remote` if any merged event was remote;
 //! - sync-status events drop the *oldest* queued status (the latest state is what matters);
-//! - ephemeral messages drop the *new* message (presence senders repeat their state).
+//! - ephemeral messages drop the *new* message (presence senders repeat their state);
+//! - deletions are all kept (each document is deleted once).
 //!
 //! `Subscription::dropped()` counts what was dropped. A listener that throws (or a Rust panic while
 //! delivering) is caught and counted in `Subscription::failures()`; delivery goes on.
@@ -51,6 +52,22 @@ pub struct ChangeEvent {
     pub coalesced: u32,
 }
 
+/// A document was deleted, through this repo or by another replica (learned from a server):
+/// its local copy is gone, later reads and writes fail with `Deleted`, and edits that had not
+/// reached a server before the deletion are refused (delete wins).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DeletedEvent {
+    /// The document's URL (`automerge:...`).
+    pub url: String,
+    /// Who deleted it: the principal of the deleting token as the server saw it (or the
+    /// deleting replica's peer id, until a server confirms).
+    pub by: String,
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// Deleted through this repo (`Local`) or learned from a server (`Remote`).
+    pub origin: ChangeOrigin,
+}
+
 /// The repo's connection to its servers.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum SyncStatus {
@@ -82,6 +99,14 @@ pub struct EphemeralMessage {
 pub trait ChangeListener: Send + Sync {
     /// A change (local or remote) is committed. Throwing is caught and counted.
     fn on_change(&self, event: ChangeEvent) -> Result<(), ConcordError>;
+}
+
+/// Receives deletions (of one document, or of every document of a repo). Called on a listener
+/// thread.
+#[uniffi::export(foreign)]
+pub trait DeletedListener: Send + Sync {
+    /// A document was deleted. Throwing is caught and counted.
+    fn on_deleted(&self, event: DeletedEvent) -> Result<(), ConcordError>;
 }
 
 /// Receives the repo's connection status. Called on a listener thread.
@@ -133,6 +158,13 @@ pub(crate) fn drop_oldest<T>(queue: &mut std::collections::VecDeque<T>, new: T) 
     queue.pop_front();
     queue.push_back(new);
     true
+}
+
+/// Overflow policy for deletions: keep every one (a document is deleted once, so they cannot
+/// flood the queue the way changes can).
+pub(crate) fn keep_all<T>(queue: &mut std::collections::VecDeque<T>, new: T) -> bool {
+    queue.push_back(new);
+    false
 }
 
 /// Overflow policy for ephemeral messages: drop the new message.

@@ -11,7 +11,9 @@ use crate::config::{validate_server_url, with_token};
 use crate::dispatch::{self, Control, Subscription};
 use crate::doc::DocHandle;
 use crate::error::{ConcordError, Result};
-use crate::listeners::{SyncStatus, SyncStatusListener, drop_oldest};
+use crate::listeners::{
+    DeletedEvent, DeletedListener, SyncStatus, SyncStatusListener, drop_oldest, keep_all,
+};
 use crate::runtime::{block_on, run};
 
 /// The longest wait accepted (longer timeouts are clamped to this).
@@ -64,6 +66,14 @@ impl RepoInner {
     }
 }
 
+impl Repo {
+    /// The engine, once checked open.
+    pub(crate) fn engine(&self) -> Result<concord::Repo> {
+        self.inner.check_open()?;
+        Ok(self.inner.repo.clone())
+    }
+}
+
 impl Drop for RepoInner {
     /// A repo dropped without `shutdown` (the app let go of every object) stops its engine.
     fn drop(&mut self) {
@@ -73,6 +83,18 @@ impl Drop for RepoInner {
             let _ = crate::runtime::spawn(async move { repo.shutdown().await });
         }
     }
+}
+
+/// A document's deletion, as this replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Deletion {
+    /// Who deleted it (the deleting token's principal, or a replica's peer id until a server
+    /// confirms).
+    pub by: String,
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// A server accepted or announced the deletion.
+    pub confirmed: bool,
 }
 
 /// A replica: documents stored in one SQLite file, synced with the given servers.
@@ -193,6 +215,43 @@ impl Repo {
             }
         })
         .await
+    }
+
+    /// How the document at `url` was deleted, if this replica knows it was; `None` otherwise.
+    pub fn deletion(&self, url: String) -> Result<Option<Deletion>> {
+        self.inner.check_open()?;
+        let id = url.trim().parse::<AutomergeUrl>()?.document_id;
+        Ok(self.inner.repo.deletion(&id).map(|t| Deletion {
+            by: t.by,
+            at_ms: t.at_ms,
+            confirmed: t.confirmed,
+        }))
+    }
+
+    /// Calls `listener` for every document deleted through this repo or by another replica (as
+    /// a server tells).
+    pub fn subscribe_deleted(
+        &self,
+        listener: Arc<dyn DeletedListener>,
+    ) -> Result<Arc<Subscription>> {
+        self.inner.check_open()?;
+        let repo = self.inner.repo.clone();
+        dispatch::start(
+            self.inner.repo.events(),
+            vec![],
+            move |event| match event {
+                RepoEvent::DocumentDeleted { doc, by, origin } => Some(DeletedEvent {
+                    url: doc.url().to_string(),
+                    at_ms: repo.deletion(&doc).map_or(0, |t| t.at_ms),
+                    by,
+                    origin: origin.into(),
+                }),
+                _ => None,
+            },
+            keep_all,
+            move |event| listener.on_deleted(event),
+            &self.inner.subscriptions,
+        )
     }
 
     /// The URLs of every document stored in this replica.

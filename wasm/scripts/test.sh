@@ -3,7 +3,7 @@
 # target, wasm-bindgen-cli 0.2.130, Debian's chromium + chromium-driver, the npm packages locked
 # in wasm/package-lock.json) and reuses caches.
 #   1. clippy -D warnings for wasm32 (library and tests)
-#   2. wasm-bindgen tests in Node (the API, bad input)
+#   2. wasm-bindgen tests in Node (the API, bad input, history)
 #   3. wasm-bindgen tests in headless Chromium: IndexedDB conformance, persistence across a
 #      Repo reopen, quota errors; then sync with a real `concord serve` started here
 #   4. the package build (wasm/scripts/build.sh: web + nodejs, .d.ts, wasm-opt)
@@ -41,7 +41,7 @@ echo "== wasm: clippy (wasm32)"
 cargo clippy -q -p concord-wasm --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 echo "== wasm: API tests in Node"
-wasm_test --test node_api
+wasm_test --test node_api --test node_history
 
 echo "== wasm: IndexedDB tests in headless Chromium"
 wasm_test --test browser_storage

@@ -106,6 +106,7 @@ impl Shared {
             if let Some(s) = weak.upgrade() {
                 let now = s.now();
                 if let Ok(mut core) = s.core.try_borrow_mut() {
+                    core.handle_wall_clock(js::wall_ms());
                     core.handle_tick(now);
                 }
                 s.pump();
@@ -161,6 +162,11 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         self.progress.borrow_mut().push(tx);
         rx
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
     }
 
     /// The current status.
@@ -256,17 +262,24 @@ impl Shared {
                 let payload = object(&[
                     ("documentId", doc.to_string().into()),
                     ("heads", crate::handle::heads_array(&heads)),
-                    (
-                        "origin",
-                        if origin == Origin::Local {
-                            "local"
-                        } else {
-                            "remote"
-                        }
-                        .into(),
-                    ),
+                    ("origin", origin_str(origin).into()),
                 ]);
                 self.emitter.emit("change", Some(doc), &payload);
+            }
+            Event::DocDeleted {
+                doc,
+                tombstone,
+                origin,
+                ..
+            } => {
+                let payload = object(&[
+                    ("documentId", doc.to_string().into()),
+                    ("by", tombstone.by.as_str().into()),
+                    ("atMs", (tombstone.at_ms as f64).into()),
+                    ("origin", origin_str(origin).into()),
+                ]);
+                // Reaches the document's handles and the repo's `deleted` listeners.
+                self.emitter.emit("deleted", Some(doc), &payload);
             }
             Event::Ephemeral {
                 doc,
@@ -337,6 +350,15 @@ impl Shared {
         if let Some(Closer(f)) = self.on_close.borrow_mut().take() {
             f();
         }
+    }
+}
+
+/// `"local"` or `"remote"`.
+fn origin_str(origin: Origin) -> &'static str {
+    if origin == Origin::Local {
+        "local"
+    } else {
+        "remote"
     }
 }
 

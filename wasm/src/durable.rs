@@ -70,9 +70,11 @@ pub async fn wait(
     } else {
         u32::try_from(js::index_arg("timeoutMs", &timeout)?).unwrap_or(u32::MAX)
     };
-    let target = shared
-        .with_core(|c| c.document(&doc).map(automerge::Automerge::get_heads))?
-        .ok_or_else(|| Error::Unavailable(doc.to_string()))?;
+    let target = shared.with_core(|c| {
+        c.document(&doc)
+            .map(automerge::Automerge::get_heads)
+            .ok_or_else(|| crate::handle::missing(c, &doc))
+    })??;
     let deadline = js_sys::Date::now() + f64::from(timeout_ms);
     loop {
         if durable(shared, &doc, level, &target)? {

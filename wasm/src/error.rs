@@ -39,6 +39,20 @@ pub enum Error {
     /// Neither local storage nor a connected server has the document.
     #[error("document {0} is unavailable (not stored locally and no connected server has it)")]
     Unavailable(String),
+    /// The document was deleted (here or by another replica): its local copy is gone and
+    /// edits to it are refused.
+    #[error("document {0} was deleted")]
+    Deleted(String),
+    /// Heads or a history cursor that are not changes of the document (`history`, `diff`,
+    /// `restore`); nothing was changed.
+    #[error("{0}")]
+    History(String),
+    /// No server answered a request to its JSON API (unreachable, or an error status).
+    #[error("{0}")]
+    Network(String),
+    /// The server refused the token (HTTP 401 or 403).
+    #[error("the server refused the request: {0}")]
+    Denied(String),
     /// A path does not exist or has the wrong type for the operation.
     #[error("{0}")]
     Path(String),
@@ -71,6 +85,10 @@ impl Error {
             Self::Quota(_) => "quota",
             Self::Storage(_) => "storage",
             Self::Unavailable(_) => "unavailable",
+            Self::Deleted(_) => "deleted",
+            Self::History(_) => "history",
+            Self::Network(_) => "network",
+            Self::Denied(_) => "denied",
             Self::Path(_) => "path",
             Self::Policy(_) => "policy",
             Self::Change(_) => "change",
@@ -121,9 +139,20 @@ impl From<CoreError> for Error {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::NotLoaded(doc) => Self::Unavailable(doc.to_string()),
+            CoreError::Deleted(doc) => Self::Deleted(doc.to_string()),
             CoreError::Change(m) => Self::Change(m),
             CoreError::Failed { reason, .. } => Self::storage(reason),
             other => Self::Change(other.to_string()),
+        }
+    }
+}
+
+impl From<concord::history::HistoryError> for Error {
+    fn from(e: concord::history::HistoryError) -> Self {
+        use concord::history::HistoryError;
+        match e {
+            HistoryError::Automerge(_) => Self::Change(e.to_string()),
+            other => Self::History(other.to_string()),
         }
     }
 }

@@ -29,8 +29,8 @@ pub fn heads_array(heads: &[ChangeHash]) -> JsValue {
 #[wasm_bindgen]
 #[derive(Debug, Clone)]
 pub struct DocHandle {
-    shared: Rc<Shared>,
-    doc: DocumentId,
+    pub(crate) shared: Rc<Shared>,
+    pub(crate) doc: DocumentId,
 }
 
 /// A change applied in memory, waiting for its local commit.
@@ -72,25 +72,68 @@ pub fn apply(shared: &Rc<Shared>, doc: DocumentId, ops: &[Op]) -> Result<Applied
     Ok(Applied::Pending(rx))
 }
 
-/// Resolves with the heads once an applied change is committed locally.
-pub async fn committed(applied: Applied) -> Result<JsValue> {
+/// Resolves with the heads once an applied change is committed locally; a commit that failed
+/// because the document was deleted meanwhile is a `deleted` error.
+pub async fn committed(shared: &Shared, doc: DocumentId, applied: Applied) -> Result<JsValue> {
     match applied {
         Applied::Unchanged(heads) => Ok(heads_array(&heads)),
-        Applied::Pending(rx) => match rx.await {
-            Ok(Ok(heads)) => Ok(heads_array(&heads)),
-            Ok(Err(e)) => Err(Error::storage(e)),
-            Err(_) => Err(Error::Closed),
-        },
+        Applied::Pending(rx) => await_commit(shared, doc, rx).await.map(|h| heads_array(&h)),
     }
+}
+
+/// Awaits a commit ticket's outcome.
+pub async fn await_commit(
+    shared: &Shared,
+    doc: DocumentId,
+    rx: oneshot::Receiver<std::result::Result<Vec<ChangeHash>, String>>,
+) -> Result<Vec<ChangeHash>> {
+    match rx.await {
+        Ok(Ok(heads)) => Ok(heads),
+        Ok(Err(_)) if is_deleted(shared, &doc) => Err(Error::Deleted(doc.to_string())),
+        Ok(Err(e)) => Err(Error::storage(e)),
+        Err(_) => Err(Error::Closed),
+    }
+}
+
+/// Why `doc` is not in memory: `deleted` when it was deleted, else `unavailable`.
+pub fn missing(core: &concord::core::Core, doc: &DocumentId) -> Error {
+    if core.tombstone(doc).is_some() {
+        Error::Deleted(doc.to_string())
+    } else {
+        Error::Unavailable(doc.to_string())
+    }
+}
+
+/// True when `doc` was deleted (here, or learned from a peer).
+pub fn is_deleted(shared: &Shared, doc: &DocumentId) -> bool {
+    shared
+        .with_core(|c| c.tombstone(doc).is_some())
+        .unwrap_or(false)
 }
 
 /// Applies `ops` as one change; resolves with the new heads once committed locally.
 pub async fn commit(shared: Rc<Shared>, doc: DocumentId, ops: Vec<Op>) -> Result<JsValue> {
-    committed(apply(&shared, doc, &ops)?).await
+    committed(&shared, doc, apply(&shared, doc, &ops)?).await
+}
+
+/// Deletes `doc` here and, through the servers, everywhere; resolves once the deletion is
+/// committed locally.
+pub async fn delete_document(shared: Rc<Shared>, doc: DocumentId) -> Result<JsValue> {
+    let (tx, rx) = oneshot::channel();
+    let now = shared.now();
+    let ticket = shared.with_core(|c| {
+        let by = c.config().peer_id.to_string();
+        c.handle_wall_clock(js::wall_ms()); // dates the tombstone
+        c.delete(now, doc, by, false)
+    })??;
+    shared.register(ticket, Waiter::Commit(tx));
+    shared.pump();
+    await_commit(&shared, doc, rx).await?;
+    Ok(JsValue::UNDEFINED)
 }
 
 /// Optional heads from JavaScript (an array of hex hashes).
-fn heads_arg(value: &JsValue) -> Result<Option<Vec<ChangeHash>>> {
+pub(crate) fn heads_arg(value: &JsValue) -> Result<Option<Vec<ChangeHash>>> {
     if value.is_undefined() || value.is_null() {
         return Ok(None);
     }
@@ -114,7 +157,7 @@ fn heads_arg(value: &JsValue) -> Result<Option<Vec<ChangeHash>>> {
         .map(Some)
 }
 
-fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
+pub(crate) fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
     future_to_promise(async move { f.await.map_err(JsValue::from) })
 }
 
@@ -129,13 +172,16 @@ impl DocHandle {
     /// once it is committed locally.
     fn write(&self, op: Result<Op>) -> Promise {
         let applied = op.and_then(|op| apply(&self.shared, self.doc, &[op]));
-        promise(async move { committed(applied?).await })
+        let (shared, doc) = (self.shared.clone(), self.doc);
+        promise(async move { committed(&shared, doc, applied?).await })
     }
 
-    fn read<R>(&self, f: impl FnOnce(&automerge::Automerge) -> R) -> Result<R> {
-        self.shared
-            .with_core(|c| c.document(&self.doc).map(f))?
-            .ok_or_else(|| Error::Unavailable(self.doc.to_string()))
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&automerge::Automerge) -> R) -> Result<R> {
+        let doc = self.doc;
+        self.shared.with_core(|c| match c.document(&doc) {
+            Some(d) => Ok(f(d)),
+            None => Err(missing(c, &doc)),
+        })?
     }
 
     fn heads_now(&self) -> Result<Vec<ChangeHash>> {
@@ -190,9 +236,25 @@ impl DocHandle {
         self.write(builder::put_op(&path, &value))
     }
 
-    /// Deletes the map key or list element at `path`.
-    pub fn delete(&self, path: JsValue) -> Promise {
-        self.write(builder::delete_op(&path))
+    /// Deletes the map key or list element at `path`. Without a path (`doc.delete()`), deletes
+    /// the whole document, as [`DocHandle::delete_document`] does.
+    pub fn delete(&self, path: Option<JsValue>) -> Promise {
+        match path {
+            Some(path) if !path.is_undefined() => self.write(builder::delete_op(&path)),
+            _ => self.delete_document(),
+        }
+    }
+
+    /// Deletes the document here and, through the servers, everywhere: resolves once the
+    /// deletion is committed locally. The local copy is gone at once; later reads and writes
+    /// throw `kind: "deleted"`, and every replica holding it (now or when it reconnects) drops
+    /// it and emits `"deleted"`. Delete wins over concurrent and offline edits. Servers need
+    /// write access to accept it (`repo.deletion(url).confirmed` once one has). Deleting twice
+    /// rejects with `kind: "deleted"`.
+    #[wasm_bindgen(js_name = deleteDocument)]
+    pub fn delete_document(&self) -> Promise {
+        let (shared, doc) = (self.shared.clone(), self.doc);
+        promise(delete_document(shared, doc))
     }
 
     /// Inserts `value` into the list at `path` before `index`.
@@ -233,16 +295,20 @@ impl DocHandle {
         Ok(heads_array(&self.heads_now()?))
     }
 
-    /// Listens to `"change"` (`{documentId, heads, origin: "local" | "remote"}`) or
-    /// `"ephemeral"` (`{documentId, senderId, sessionId, message}`). Returns a function that
+    /// Listens to `"change"` (`{documentId, heads, origin: "local" | "remote"}`),
+    /// `"ephemeral"` (`{documentId, senderId, sessionId, message}`) or `"deleted"`
+    /// (`{documentId, by, atMs, origin}`: deleted here or by another replica; the local copy is
+    /// gone, and edits not yet synced when it happened are refused). Returns a function that
     /// removes the listener.
     pub fn on(&self, event: JsValue, callback: JsValue) -> std::result::Result<JsValue, JsValue> {
         self.shared.check_open()?;
         let event = js::string_arg("event", &event)?;
-        if event != "change" && event != "ephemeral" {
+        if !["change", "ephemeral", "deleted"].contains(&event.as_str()) {
             return Err(Error::arg(
                 "event",
-                format!("unknown event `{event}` (expected \"change\" or \"ephemeral\")"),
+                format!(
+                    "unknown event `{event}` (expected \"change\", \"ephemeral\" or \"deleted\")"
+                ),
             )
             .into());
         }
@@ -400,11 +466,7 @@ impl DocHandle {
             if let Some(ticket) = ticket {
                 shared.register(ticket, Waiter::Commit(tx));
                 shared.pump();
-                match rx.await {
-                    Ok(Ok(heads)) => return Ok(heads_array(&heads)),
-                    Ok(Err(e)) => return Err(Error::storage(e)),
-                    Err(_) => return Err(Error::Closed),
-                }
+                return Ok(heads_array(&await_commit(&shared, doc, rx).await?));
             }
             Ok(JsValue::UNDEFINED)
         })

@@ -6,6 +6,11 @@
 //!   exists is a no-op) and an index `doc`.
 //! - `sync`: records `{doc, peer, state}` keyed by `[doc, peer]`, with an index `doc`.
 //! - `meta`: replica-level values by key.
+//! - `tombstones` (since version 2): deleted documents' tombstones (bytes the core encodes),
+//!   keyed by document id; [`Storage::delete`] keeps them.
+//!
+//! Change authors and owned-document lists are server records: this backend refuses them
+//! ([`StorageError::Unsupported`]), as the storage trait allows.
 //!
 //! Every write is one IndexedDB transaction and resolves on its `complete` event, so an `Ok` is a
 //! committed write; `compact` writes the snapshot and deletes what it covers in one transaction.
@@ -29,10 +34,12 @@ use crate::error::Error;
 use crate::idb_request::{backend, committed, request};
 use crate::js::object;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const CHUNKS: &str = "chunks";
 const SYNC: &str = "sync";
 const META: &str = "meta";
+const TOMBSTONES: &str = "tombstones";
+const STORES: [&str; 4] = [CHUNKS, SYNC, META, TOMBSTONES];
 
 thread_local! {
     /// Open databases by handle id. `IdbDatabase` is not `Send`; the storage holds only the id,
@@ -81,8 +88,10 @@ fn upgrade(db: &IdbDatabase) -> Result<(), JsValue> {
         let sync = db.create_object_store_with_optional_parameters(SYNC, &params)?;
         sync.create_index_with_str("doc", "doc")?;
     }
-    if !names.contains(META) {
-        db.create_object_store(META)?;
+    for plain in [META, TOMBSTONES] {
+        if !names.contains(plain) {
+            db.create_object_store(plain)?;
+        }
     }
     Ok(())
 }
@@ -115,7 +124,7 @@ impl IdbStorage {
         let db: IdbDatabase = result?
             .dyn_into()
             .map_err(|_| Error::Storage("indexedDB.open returned no database".into()))?;
-        for store in [CHUNKS, SYNC, META] {
+        for store in STORES {
             if !db.object_store_names().contains(store) {
                 db.close();
                 return Err(Error::Storage(format!(
@@ -171,6 +180,24 @@ impl IdbStorage {
         }
         db.transaction_with_str_sequence_and_mode(&names, mode)
             .map_err(|e| backend(op, &e))
+    }
+}
+
+impl IdbStorage {
+    /// Writes `value` under `key` in the out-of-line-keyed `store_name`, in its own transaction.
+    async fn put_bytes(
+        &self,
+        op: &'static str,
+        store_name: &str,
+        key: &JsValue,
+        value: &[u8],
+    ) -> StorageResult<()> {
+        let tx = self.tx(op, &[store_name], IdbTransactionMode::Readwrite)?;
+        let done = committed(op, &tx);
+        store(op, &tx, store_name)?
+            .put_with_key(&Uint8Array::from(value).into(), key)
+            .map_err(|e| backend(op, &e))?;
+        done.await
     }
 }
 
@@ -420,12 +447,46 @@ impl Storage for IdbStorage {
     }
 
     async fn put_meta(&self, key: &str, value: &[u8]) -> StorageResult<()> {
-        const OP: &str = "put_meta";
-        let tx = self.tx(OP, &[META], IdbTransactionMode::Readwrite)?;
+        self.put_bytes("put_meta", META, &JsValue::from_str(key), value)
+            .await
+    }
+
+    async fn put_tombstone(&self, doc: &DocumentId, record: &[u8]) -> StorageResult<()> {
+        self.put_bytes("put_tombstone", TOMBSTONES, &doc_key(doc), record)
+            .await
+    }
+
+    async fn remove_tombstone(&self, doc: &DocumentId) -> StorageResult<()> {
+        const OP: &str = "remove_tombstone";
+        let tx = self.tx(OP, &[TOMBSTONES], IdbTransactionMode::Readwrite)?;
         let done = committed(OP, &tx);
-        store(OP, &tx, META)?
-            .put_with_key(&Uint8Array::from(value).into(), &JsValue::from_str(key))
+        store(OP, &tx, TOMBSTONES)?
+            .delete(&doc_key(doc))
             .map_err(|e| backend(OP, &e))?;
         done.await
+    }
+
+    async fn tombstones(&self) -> StorageResult<Vec<(DocumentId, Vec<u8>)>> {
+        const OP: &str = "tombstones";
+        let tx = self.tx(OP, &[TOMBSTONES], IdbTransactionMode::Readonly)?;
+        let tombstones = store(OP, &tx, TOMBSTONES)?;
+        let keys_req = tombstones.get_all_keys().map_err(|e| backend(OP, &e))?;
+        let values_req = tombstones.get_all().map_err(|e| backend(OP, &e))?;
+        let keys: Array = request(OP, &keys_req).await?.unchecked_into();
+        let values: Array = request(OP, &values_req).await?.unchecked_into();
+        keys.iter()
+            .zip(values.iter())
+            .map(|(key, value)| {
+                let doc = key
+                    .as_string()
+                    .ok_or_else(|| StorageError::Corrupt("non-string tombstone key".into()))?
+                    .parse::<DocumentId>()
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                let bytes = value.dyn_into::<Uint8Array>().map_err(|_| {
+                    StorageError::Corrupt(format!("tombstone of {doc} is not bytes"))
+                })?;
+                Ok((doc, bytes.to_vec()))
+            })
+            .collect()
     }
 }

@@ -18,12 +18,18 @@
 //! repo.on("status", ({ status }) => console.log(status)); // offline|connected|syncing|synced
 //! await doc.waitDurable("server");           // a server holds these heads
 //! const same = await repo.find(doc.url);
+//!
+//! // Deleting: here at once, everywhere through the servers (delete wins over offline edits).
+//! same.on("deleted", ({ by, origin }) => console.log(`deleted by ${by} (${origin})`));
+//! await doc.delete();                        // without a path: the whole document
+//! try { await repo.find(doc.url); } catch (e) { console.log(e.kind); } // "deleted"
 //! ```
 //!
 //! Every error is an `Error` with a `kind` (`argument`, `url`, `closed`, `quota`, `storage`,
-//! `unavailable`, `path`, `policy`, `change`, `timeout`, `unsupported`); see [`Error`].
+//! `unavailable`, `deleted`, `history`, `network`, `denied`, `path`, `policy`, `change`, `timeout`, `unsupported`); see [`Error`].
 //!
-//! Modules: [`repo`] and [`handle`] are the JavaScript API, [`idb`] the IndexedDB storage
+//! Modules: [`repo`] and [`handle`] are the JavaScript API ([`history`]: versions, [`listing`]:
+//! document lists), [`idb`] the IndexedDB storage
 //! backend, [`transport`] the WebSocket client, [`driver`] runs the core on the event loop.
 //! Everything is compiled for `wasm32` only; on other targets this crate is empty.
 #![cfg(target_arch = "wasm32")]
@@ -34,9 +40,11 @@ pub mod durable;
 pub mod emitter;
 pub mod error;
 pub mod handle;
+pub mod history;
 pub mod idb;
 pub mod idb_request;
 pub mod js;
+pub mod listing;
 pub mod ops;
 pub mod presence;
 pub mod repo;

@@ -25,7 +25,9 @@ const STORAGE_ID_KEY: &str = "storage_id";
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct Repo {
-    shared: Rc<Shared>,
+    pub(crate) shared: Rc<Shared>,
+    /// The server URLs (with the token), for the JSON API.
+    pub(crate) servers: Vec<String>,
 }
 
 /// Server URLs from `servers` (a string or an array of strings), each checked to be a
@@ -160,13 +162,20 @@ async fn open(options: JsValue) -> Result<Repo> {
         }
     };
     let seed = u64::from_le_bytes(js::random_bytes::<8>());
-    let core = Core::new(CoreConfig::new(peer_id, Some(storage_id), seed));
+    let mut core = Core::new(CoreConfig::new(peer_id, Some(storage_id), seed));
+    // Deleted documents stay deleted across sessions (and unconfirmed deletions are sent to
+    // the next server).
+    core.seed_tombstones(storage.tombstones().await?);
+    core.handle_wall_clock(js::wall_ms());
     let shared = Shared::new(core, storage, closer, schema, connect_wait_ms);
     if !urls.is_empty() {
-        *shared.transport.borrow_mut() = Some(Transport::new(urls, backoff));
+        *shared.transport.borrow_mut() = Some(Transport::new(urls.clone(), backoff));
         transport::start(&shared);
     }
-    Ok(Repo { shared })
+    Ok(Repo {
+        shared,
+        servers: urls,
+    })
 }
 
 async fn find_once(shared: &Rc<Shared>, doc: DocumentId) -> Result<FindOutcome> {
@@ -212,7 +221,7 @@ fn doc_arg(url: &JsValue) -> Result<DocumentId> {
     parsed.map_err(|reason| Error::Url { url: raw, reason })
 }
 
-fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
+pub(crate) fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
     future_to_promise(async move { f.await.map_err(JsValue::from) })
 }
 
@@ -275,7 +284,8 @@ impl Repo {
     }
 
     /// Finds a document by `automerge:` URL (or bare id): local storage first, then the
-    /// servers. Rejects with `kind: "unavailable"` when nobody has it.
+    /// servers. Rejects with `kind: "unavailable"` when nobody has it, and with
+    /// `kind: "deleted"` when it was deleted (here, or as a server said).
     pub fn find(&self, url: JsValue) -> Promise {
         let shared = self.shared.clone();
         promise(async move {
@@ -295,10 +305,25 @@ impl Repo {
             match outcome {
                 FindOutcome::Found => Ok(DocHandle::new(shared, doc).into()),
                 FindOutcome::Unavailable => Err(Error::Unavailable(doc.to_string())),
+                FindOutcome::Deleted => Err(Error::Deleted(doc.to_string())),
                 FindOutcome::Failed(reason) => Err(Error::storage(reason)),
                 _ => Err(Error::Unavailable(doc.to_string())),
             }
         })
+    }
+
+    /// How `url` was deleted, if this replica knows it was: `{by, atMs, confirmed}`
+    /// (`confirmed`: a server accepted or announced the deletion); `null` otherwise.
+    pub fn deletion(&self, url: JsValue) -> std::result::Result<JsValue, JsValue> {
+        let doc = doc_arg(&url)?;
+        let tombstone = self.shared.with_core(|c| c.tombstone(&doc).cloned())?;
+        Ok(tombstone.map_or(JsValue::NULL, |t| {
+            js::object(&[
+                ("by", t.by.as_str().into()),
+                ("atMs", (t.at_ms as f64).into()),
+                ("confirmed", t.confirmed.into()),
+            ])
+        }))
     }
 
     /// This replica's peer id.
@@ -328,12 +353,13 @@ impl Repo {
         }
     }
 
-    /// Listens to `"status"` (`{status}`), `"peer"` / `"peer-disconnected"` (`{peerId}`) or
-    /// `"error"` (an `Error` with a `kind`). Returns a function that removes the listener.
+    /// Listens to `"status"` (`{status}`), `"peer"` / `"peer-disconnected"` (`{peerId}`),
+    /// `"deleted"` (`{documentId, by, atMs, origin}`, for every document) or `"error"` (an
+    /// `Error` with a `kind`). Returns a function that removes the listener.
     pub fn on(&self, event: JsValue, callback: JsValue) -> std::result::Result<JsValue, JsValue> {
         self.shared.check_open()?;
         let event = js::string_arg("event", &event)?;
-        if !["status", "peer", "peer-disconnected", "error"].contains(&event.as_str()) {
+        if !["status", "peer", "peer-disconnected", "deleted", "error"].contains(&event.as_str()) {
             return Err(Error::arg("event", format!("unknown event `{event}`")).into());
         }
         let callback: Function = callback.dyn_into().map_err(|v| {

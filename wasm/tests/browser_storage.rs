@@ -108,3 +108,43 @@ async fn a_quota_error_is_a_typed_error_and_the_module_survives() {
     reopened.close();
     ok(Repo::delete_database(name.into()), "deleteDatabase").await;
 }
+
+#[wasm_bindgen_test]
+async fn a_deletion_purges_indexeddb_and_survives_a_reopen() {
+    use concord::storage::Storage;
+    let name = fresh_name("deleted");
+    let opts = format!(r#"{{"database": "{name}"}}"#);
+    let repo = open(&opts).await;
+    let doc = handle_from(ok(repo.create(js(r#"{"secret": "gone"}"#)), "create").await);
+    let kept = handle_from(ok(repo.create(js(r#"{"a": 1}"#)), "create").await);
+    let id: concord::DocumentId = doc.document_id().parse().unwrap();
+    let kept_id: concord::DocumentId = kept.document_id().parse().unwrap();
+    // A second connection to the same database watches what is stored.
+    let probe = IdbStorage::open(&name).await.unwrap();
+    assert!(!probe.load(&id).await.unwrap().is_empty());
+    ok(doc.delete(None), "delete").await;
+    // The chunks go with the (asynchronous) purge that follows the tombstone's commit.
+    wait_purged(
+        &probe,
+        &id,
+        5_000,
+        "the deleted document's chunks are purged",
+    )
+    .await;
+    let tombstones = probe.tombstones().await.unwrap();
+    assert_eq!(tombstones.len(), 1, "{tombstones:?}");
+    assert_eq!(tombstones[0].0, id);
+    assert!(!probe.load(&kept_id).await.unwrap().is_empty());
+    assert_eq!(probe.list().await.unwrap(), vec![kept_id]);
+    probe.close();
+    repo.close();
+
+    // Reopened: still deleted (the tombstone was stored), the other document is there.
+    let reopened = open(&opts).await;
+    rejects(reopened.find(doc.url().into()), "deleted").await;
+    let again = handle_from(ok(reopened.find(kept.url().into()), "find kept").await);
+    assert_eq!(stringify(&again.to_json().unwrap()), r#"{"a":1}"#);
+    assert!(!reopened.deletion(doc.url().into()).unwrap().is_null());
+    reopened.close();
+    ok(Repo::delete_database(name.into()), "deleteDatabase").await;
+}

@@ -48,7 +48,7 @@ async fn path_writes_and_reads() {
     )
     .await;
     ok(doc.increment("visits".into(), 4.into()), "increment").await;
-    ok(doc.delete("todos/1/done".into()), "delete").await;
+    ok(doc.delete(Some("todos/1/done".into())), "delete").await;
     assert_eq!(
         stringify(&doc.to_json().unwrap()),
         r#"{"title":"hello, world","todos":["first",{"text":"milk"}],"visits":5}"#
@@ -246,4 +246,55 @@ async fn bad_input_is_a_typed_error() {
     assert_eq!(kind(&doc.get("t".into()).unwrap_err()), "closed");
     assert_eq!(kind(&doc.broadcast(1.into()).unwrap_err()), "closed");
     assert_eq!(kind(&repo.peer_id().unwrap_err()), "closed");
+}
+
+#[wasm_bindgen_test]
+async fn deleting_a_document_is_reported_and_refuses_later_use() {
+    let repo = open("{}").await;
+    let doc = handle_from(ok(repo.create(js(r#"{"x": 1, "y": 2}"#)), "create").await);
+    let other = handle_from(ok(repo.create(js(r#"{"keep": true}"#)), "create").await);
+    // `delete(path)` still deletes a key; only `delete()` deletes the document.
+    ok(doc.delete(Some("y".into())), "delete a key").await;
+    assert_eq!(stringify(&doc.to_json().unwrap()), r#"{"x":1}"#);
+    let (on_doc, cb_doc) = recorder();
+    let (on_repo, cb_repo) = recorder();
+    let (on_other, cb_other) = recorder();
+    let _o1 = doc.on("deleted".into(), cb_doc.as_ref().clone()).unwrap();
+    let _o2 = repo.on("deleted".into(), cb_repo.as_ref().clone()).unwrap();
+    let _o3 = other
+        .on("deleted".into(), cb_other.as_ref().clone())
+        .unwrap();
+    assert!(repo.deletion(doc.url().into()).unwrap().is_null());
+
+    ok(doc.delete(None), "delete the document").await;
+    eventually(2_000, "deleted events", || {
+        on_doc.borrow().len() == 1 && on_repo.borrow().len() == 1
+    })
+    .await;
+    let event = on_doc.borrow()[0].clone();
+    let field = |k: &str| js_sys::Reflect::get(&event, &k.into()).unwrap();
+    assert_eq!(field("documentId").as_string().unwrap(), doc.document_id());
+    assert_eq!(field("origin").as_string().unwrap(), "local");
+    assert_eq!(field("by").as_string().unwrap(), repo.peer_id().unwrap());
+    assert!(field("atMs").as_f64().unwrap() > 0.0);
+    assert!(on_other.borrow().is_empty(), "another document's listener");
+    let deletion = repo.deletion(doc.url().into()).unwrap();
+    assert_eq!(
+        js_sys::Reflect::get(&deletion, &"confirmed".into()).unwrap(),
+        JsValue::FALSE,
+        "no server confirmed it"
+    );
+
+    // Reads, writes, find and a second delete: each a `deleted` error.
+    assert_eq!(kind(&doc.get("x".into()).unwrap_err()), "deleted");
+    assert_eq!(kind(&doc.to_json().unwrap_err()), "deleted");
+    rejects(doc.put("x".into(), 2.into()), "deleted").await;
+    let edit = js_sys::Function::new_with_args("d", "d.put('x', 3)");
+    rejects(doc.change(edit.into()), "deleted").await;
+    rejects(repo.find(doc.url().into()), "deleted").await;
+    rejects(doc.delete_document(), "deleted").await;
+    // The other document is untouched.
+    assert_eq!(stringify(&other.to_json().unwrap()), r#"{"keep":true}"#);
+    ok(other.put("keep".into(), false.into()), "write the other").await;
+    repo.close();
 }

@@ -9,6 +9,8 @@ import dev.concord.ChangeEvent
 import dev.concord.ChangeListener
 import dev.concord.ChangeOrigin
 import dev.concord.ConcordException
+import dev.concord.DeletedEvent
+import dev.concord.DeletedListener
 import dev.concord.Durability
 import dev.concord.Edit
 import dev.concord.Repo
@@ -80,6 +82,14 @@ class Server(binary: String) : AutoCloseable {
 class Changes : ChangeListener {
     val events = CopyOnWriteArrayList<ChangeEvent>()
     override fun onChange(event: ChangeEvent) {
+        events.add(event)
+    }
+    fun remote() = events.filter { it.origin == ChangeOrigin.REMOTE }
+}
+
+class Deletions : DeletedListener {
+    val events = CopyOnWriteArrayList<DeletedEvent>()
+    override fun onDeleted(event: DeletedEvent) {
         events.add(event)
     }
     fun remote() = events.filter { it.origin == ChangeOrigin.REMOTE }
@@ -206,6 +216,79 @@ class Scenarios(private val server: Server, private val dir: File) {
         expectError<ConcordException.Closed>("after shutdown") { doc.heads() }
     }
 
+    /**
+     * Deletion: Alice deletes a document Bob has open (Bob's listener hears of it, his copy is
+     * gone); Carol, offline, edits it and is told when she reconnects (her edit is refused).
+     */
+    suspend fun deletionPropagates() {
+        val alice = open("alice-del")
+        val doc = alice.create()
+        doc.put("title", "\"shared\"")
+        doc.waitSynced(WAIT_MS)
+        val url = doc.url()
+        val bob = open("bob-del")
+        val bobDoc = bob.find(url)
+        val bobHears = Deletions()
+        bobDoc.subscribeDeleted(bobHears)
+        val carol = open("carol-del")
+        carol.find(url).waitSynced(WAIT_MS)
+        carol.shutdown()
+
+        doc.delete()
+        expectError<ConcordException.Deleted>("Alice reads her deleted copy") { doc.getJson("") }
+        expectError<ConcordException.Deleted>("deleting twice") { doc.deleteDocument() }
+        eventually("the server confirms") { alice.deletion(url)?.confirmed == true }
+        eventually("Bob's listener hears of it") { bobHears.remote().size == 1 }
+        check(bobHears.events[0].url == url) { "event url ${bobHears.events[0].url}" }
+        expectError<ConcordException.Deleted>("Bob reads") { bobDoc.getJson("") }
+        expectError<ConcordException.Deleted>("Bob finds") { bob.find(url) }
+        val purgeBy = System.nanoTime() + TimeUnit.SECONDS.toNanos(15)
+        while (url in bob.documentUrls()) { // the purge is a storage write after the event
+            check(System.nanoTime() < purgeBy) { "Bob's stored copy is purged" }
+            delay(50)
+        }
+
+        val carolOffline = open("carol-del", online = false)
+        carolOffline.find(url).put("title", "\"offline edit\"") // committed locally
+        carolOffline.shutdown()
+        val carolAgain = open("carol-del")
+        val carolHears = Deletions()
+        carolAgain.subscribeDeleted(carolHears)
+        try {
+            carolAgain.find(url) // the local copy first; the server then says it is deleted
+        } catch (e: ConcordException.Deleted) {
+            // the server's answer came first
+        }
+        eventually("Carol is told her edit is refused") { carolHears.remote().map { it.url } == listOf(url) }
+        expectError<ConcordException.Deleted>("Carol finds") { carolAgain.find(url) }
+    }
+
+    /** History (paging, diff, restore as a new change) and the server's list of documents. */
+    suspend fun historyAndLists() {
+        val repo = open("history")
+        val doc = repo.create()
+        doc.put("", """{"title": "v1"}""")
+        val v1 = doc.heads()
+        doc.put("title", "\"v2\"")
+        val page = doc.history()
+        check(page.total == page.changes.size.toULong() && page.changes[0].hash == doc.heads()[0]) { "page $page" }
+        val first = doc.history(limit = 1u)
+        check(first.changes.size == 1 && first.next == first.changes[0].hash) { "first page $first" }
+        val second = doc.history(limit = 1u, cursor = first.next)
+        check(second.changes[0].hash == page.changes[1].hash) { "second page $second" }
+        check(doc.diff(v1, doc.heads()).contains("\"action\":\"put\"")) { "diff ${doc.diff(v1, doc.heads())}" }
+        check(doc.restore(v1)) { "restore wrote a change" }
+        check(doc.getJson("") == """{"title":"v1"}""") { "restored ${doc.getJson("")}" }
+        check(doc.history().total == page.total + 1uL) { "restore is a new change on top" }
+        expectError<ConcordException.InvalidArgument>("restore unknown heads") {
+            doc.restore(listOf(v1[0].dropLast(4) + "1111"))
+        }
+        doc.waitSynced(WAIT_MS)
+        check(doc.url() in repo.listLocal()) { "listed locally" }
+        val remote = repo.listRemote(limit = 100u)
+        check(remote.documents.any { it.url == doc.url() }) { "listed by the server: $remote" }
+    }
+
     /** The sync-status listener, and cancelling a coroutine that waits on the network. */
     suspend fun statusAndCancellation() {
         val repo = open("status")
@@ -240,6 +323,8 @@ fun main() {
             "typed values, batches, counters" to scenarios::typedValues,
             "invalid input raises ConcordException" to scenarios::errorsAreExceptions,
             "sync status listener and coroutine cancellation" to scenarios::statusAndCancellation,
+            "deletion reaches other replicas and refuses offline edits" to scenarios::deletionPropagates,
+            "history, diff, restore, local and remote lists" to scenarios::historyAndLists,
         )
         runBlocking {
             for ((name, scenario) in all) {

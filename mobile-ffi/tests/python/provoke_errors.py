@@ -25,8 +25,12 @@ class Throwing(concord_ffi.ChangeListener):
         raise RuntimeError("a listener bug")
 
 
-class Quiet(concord_ffi.SyncStatusListener, concord_ffi.EphemeralListener):
+class Quiet(concord_ffi.SyncStatusListener, concord_ffi.EphemeralListener,
+            concord_ffi.DeletedListener):
     def on_status(self, status):
+        pass
+
+    def on_deleted(self, event):
         pass
 
     def on_message(self, message):
@@ -98,6 +102,15 @@ async def main():
     await expect("wait_durable offline", E.Network, lambda: doc.wait_durable(Durability.SERVER, 10))
     await expect("broadcast empty", E.InvalidArgument, lambda: doc.broadcast(b""))
 
+    # Deletion: a deleted document refuses everything with Deleted.
+    gone = await repo.create()
+    await gone.delete()
+    await expect("delete twice", E.Deleted, lambda: gone.delete_document())
+    await expect("get deleted", E.Deleted, lambda: gone.get(""))
+    await expect("put deleted", E.Deleted, lambda: gone.put("a", "1"))
+    await expect("find deleted", E.Deleted, lambda: repo.find(gone.url()))
+    await expect("deletion bad url", E.InvalidUrl, lambda: repo.deletion("automerge:0OIl"))
+
     # A listener that throws: counted, delivery goes on, nothing aborts.
     listener = Throwing()
     sub = doc.subscribe_changes(listener)
@@ -133,6 +146,12 @@ async def main():
                  lambda: doc.subscribe_changes(Throwing()))
     await expect("subscribe_ephemeral after shutdown", E.Closed,
                  lambda: doc.subscribe_ephemeral(Quiet()))
+    await expect("delete after shutdown", E.Closed, lambda: doc.delete())
+    await expect("deletion after shutdown", E.Closed, lambda: repo.deletion(doc.url()))
+    await expect("subscribe_deleted after shutdown", E.Closed,
+                 lambda: repo.subscribe_deleted(Quiet()))
+    await expect("doc subscribe_deleted after shutdown", E.Closed,
+                 lambda: doc.subscribe_deleted(Quiet()))
 
     for line in raised:
         print(f"  raised: {line}")

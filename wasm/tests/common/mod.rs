@@ -105,3 +105,21 @@ pub fn recorder() -> (Seen, wasm_bindgen::closure::Closure<dyn FnMut(JsValue)>) 
         wasm_bindgen::closure::Closure::new(move |e: JsValue| sink.borrow_mut().push(e)),
     )
 }
+
+/// Polls `storage` every 20 ms until nothing is stored for `doc`, for at most `ms`.
+pub async fn wait_purged(
+    storage: &concord_wasm::IdbStorage,
+    doc: &concord::DocumentId,
+    ms: u32,
+    what: &str,
+) {
+    use concord::storage::Storage;
+    let deadline = js_sys::Date::now() + f64::from(ms);
+    while js_sys::Date::now() < deadline {
+        if storage.load(doc).await.unwrap().is_empty() {
+            return;
+        }
+        concord_wasm::js::sleep(20).await;
+    }
+    panic!("timed out after {ms} ms waiting until {what}");
+}
