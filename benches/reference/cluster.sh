@@ -4,17 +4,18 @@
 #   1. durable ingest: `concord-bench durable --database URL`: Concord on SQLite, on PostgreSQL
 #      (with and without the cluster's NOTIFY) and the same writes replayed with rusqlite and
 #      with plain sqlx statements, in the same transactions; changes/s and ratios.
-#   2. fan-out: 1, then 2, then 3 `concord serve --database URL` nodes; `concord-bench loadgen`
-#      with every writer on node 1 and the READERS readers of each document spread over the
-#      nodes (reader k on node k mod N); two steps at the same fixed rate (the better one is
-#      the figure). Per step: same-node vs cross-node delivery latency p50/p99, CPU per delivery
+#   2. fan-out: first, as the reference, one `concord serve --data DIR` (SQLite); then 1, 2 and
+#      3 `concord serve --database URL` nodes; `concord-bench loadgen` with every writer on
+#      node 1 and the READERS readers of each document spread over the nodes (reader k on node
+#      k mod N); two steps at each of the fixed RATES (the better step of each pair is the
+#      figure). Per step: same-node vs cross-node delivery latency p50/p99, CPU per delivery
 #      of every node, of the nodes together, of PostgreSQL (postmaster + backends) and in total;
 #      after each run, each node's mean bus lag (commit on another node to the notice here) from
 #      /metrics.
 #
-#   benches/reference/cluster.sh [--quick] [DOCS READERS RATE]     (default 100 3 200)
+#   benches/reference/cluster.sh [--quick] [DOCS READERS RATES]     (default 100 3 50,100)
 #
-# RATE is keystrokes per second over all writers (deliveries/s = RATE x READERS).
+# RATES: keystrokes per second over all writers (deliveries/s = rate x READERS), comma-separated.
 # Needs CONCORD_BIN (a built `concord`), BENCH_BIN (a built `concord-bench`) and TEMP_PG_BIN (a
 # built `temp-postgres` of the tests crate); release builds for real figures:
 #   cargo build --release -p concord-server -p concord-bench -p concord-tests --bins
@@ -32,10 +33,10 @@ CONCORD_BIN=$(abs "$CONCORD_BIN"); BENCH_BIN=$(abs "$BENCH_BIN"); TEMP_PG_BIN=$(
 cd "$(dirname "$0")"
 QUICK=0
 if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
-DOCS=${1:-100}; READERS=${2:-3}; RATE=${3:-200}; STEP_SECS=${STEP_SECS:-10}
+DOCS=${1:-100}; READERS=${2:-3}; RATES=${3:-50,100}; STEP_SECS=${STEP_SECS:-10}
 # shellcheck disable=SC2206
 DURABLE=(${DURABLE_ARGS:-})
-if [ "$QUICK" = 1 ]; then DOCS=4; READERS=3; RATE=20; STEP_SECS=1; DURABLE=(--docs 20 --changes 5); fi
+if [ "$QUICK" = 1 ]; then DOCS=4; READERS=3; RATES=20; STEP_SECS=1; DURABLE=(--docs 20 --changes 5); fi
 . ./lib.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 export RUST_LIB_BACKTRACE=0
@@ -75,6 +76,7 @@ echo
 start_node() {
   "$CONCORD_BIN" serve --bind 127.0.0.1:0 --database "$URL" --node-id "node$1" \
     --max-connections-per-ip 1000000 --max-connections-per-principal 1000000 \
+    --max-pending-connections-per-ip 1000000 --max-pending-connections 1000000 \
     >"$TMP/node$1.log" 2>&1 &
   NODE_PIDS+=($!)
   wait_listening "$TMP/node$1.log"
@@ -88,7 +90,24 @@ bus_lag() {
     awk '/^concord_cluster_bus_lag_seconds_total /{s=$2} /^concord_cluster_bus_lag_notices_total /{n=$2} END{print s+0, n+0}'
 }
 
-echo "## 2. fan-out: writers on node 1, ${READERS} readers per document spread over the nodes, $RATE keystrokes/s"
+# Each rate twice.
+STEPS=$(echo "$RATES" | tr ',' '\n' | awk 'NR > 1 {printf ","} {printf "%s,%s", $1, $1}')
+LOAD=(--docs "$DOCS" --readers "$READERS" --rates "$STEPS" --step-secs "$STEP_SECS")
+
+echo "## 2. fan-out: writers on node 1, ${READERS} readers per document spread over the nodes, $RATES keystrokes/s"
+echo "### reference: one node on SQLite (--data)"
+"$CONCORD_BIN" serve --bind 127.0.0.1:0 --data "$TMP/sqlite" \
+  --max-connections-per-ip 1000000 --max-connections-per-principal 1000000 \
+  --max-pending-connections-per-ip 1000000 --max-pending-connections 1000000 \
+  >"$TMP/sqlite.log" 2>&1 &
+NODE_PIDS+=($!)
+wait_listening "$TMP/sqlite.log"
+TOKEN=$("$CONCORD_BIN" token create --data "$TMP/sqlite" --principal loadgen --ttl 2h 2>/dev/null | tail -1)
+"$BENCH_BIN" loadgen --name sqlite --url "$(ws_address "$TMP/sqlite.log")?token=$TOKEN" \
+  --server-pid "${NODE_PIDS[0]}" "${LOAD[@]}" || echo "# sqlite: the load generator stopped with an error (above)"
+stop_nodes
+echo
+
 for N in 1 2 3; do
   for i in $(seq 1 "$N"); do start_node "$i"; done
   TOKEN=$("$CONCORD_BIN" token create --database "$URL" --principal loadgen --ttl 2h 2>/dev/null | tail -1)
@@ -99,9 +118,9 @@ for N in 1 2 3; do
   for i in $(seq 1 "$N"); do LAG0[$i]=$(bus_lag "$i" "$TOKEN"); done
   echo "### $N node(s)"
   if ! "$BENCH_BIN" loadgen --name "nodes-$N" --url "$(ws_address "$TMP/node1.log")?token=$TOKEN" \
-    "${READER_URLS[@]}" --server-pid "$PIDS" --db-pid "$POSTMASTER" \
-    --docs "$DOCS" --readers "$READERS" --rates "$RATE,$RATE" --step-secs "$STEP_SECS"; then
-    echo "# nodes-$N: the load generator stopped with an error (above)"
+    "${READER_URLS[@]}" --server-pid "$PIDS" --db-pid "$POSTMASTER" "${LOAD[@]}"; then
+    echo "# nodes-$N: the load generator stopped with an error (above); node 1's last log lines:"
+    tail -n 5 "$TMP/node1.log"
   fi
   for i in $(seq 1 "$N"); do
     read -r s0 n0 <<<"${LAG0[$i]}"
