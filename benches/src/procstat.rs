@@ -110,4 +110,20 @@ mod tests {
         assert!(rss_bytes("self").is_some_and(|b| b > 0));
         assert_eq!(cpu("no-such-process"), None);
     }
+
+    #[test]
+    fn a_process_tree_counts_at_least_the_process_itself() {
+        // With a child that ran and was reaped (its time moves into our children's times).
+        let before = tree_cpu(std::process::id()).unwrap_or_default();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let own = cpu("self").unwrap_or_default();
+        let after = tree_cpu(std::process::id()).unwrap();
+        assert!(after.total() >= own.total(), "{after:?} < {own:?}");
+        assert!(after.total() >= before.total());
+        assert_eq!(tree_cpu(u32::MAX), None);
+    }
 }
