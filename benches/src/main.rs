@@ -7,6 +7,7 @@ mod durable;
 mod harness;
 mod ingest;
 mod loadgen;
+mod pgcommit;
 mod probe;
 mod procstat;
 mod reconnect;
@@ -42,6 +43,8 @@ enum Cmd {
     Loadgen(loadgen::Args),
     /// Ratios of issue 16's targets from `loadgen --json` files of several servers.
     LoadgenCompare(loadgen::report::CompareArgs),
+    /// PostgreSQL's commit rate with concurrent committers, with and without `pg_notify`.
+    PgCommit(pgcommit::Args),
     /// The floor: a bare WebSocket relay speaking just enough protocol v1 to route frames.
     Relay(relay::Args),
 }
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Reconnect(a) => reconnect::run(&a, &rt()?),
         Cmd::Loadgen(a) => loadgen::run(a),
         Cmd::LoadgenCompare(a) => loadgen::report::compare(&a),
+        Cmd::PgCommit(a) => pgcommit::run(&a),
         Cmd::Relay(a) => relay::run(&a),
     }
 }

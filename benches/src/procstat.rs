@@ -24,22 +24,65 @@ impl Cpu {
             system: self.system.saturating_sub(earlier.system),
         }
     }
+
+    /// The sum of two readings.
+    pub fn plus(self, other: Cpu) -> Cpu {
+        Cpu {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
 }
 
 /// CPU time of process `pid` (`"self"` for this one); `None` when it cannot be read.
 pub fn cpu(pid: &str) -> Option<Cpu> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Option<Duration> {
-        let t: u64 = f.get(i)?.parse().ok()?;
-        Some(Duration::from_millis(t * 10))
-    };
+    let f = stat_fields(pid)?;
     Some(Cpu {
-        user: ticks(11)?,
-        system: ticks(12)?,
+        user: ticks(&f, 11)?,
+        system: ticks(&f, 12)?,
     })
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces): field 3 on.
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    // The state letter is not a number: keep its place.
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+fn ticks(f: &[u64], i: usize) -> Option<Duration> {
+    Some(Duration::from_millis(f.get(i)? * 10))
+}
+
+/// CPU time of process `pid` and of all its children, live (read now) and exited (what the
+/// kernel added to `pid`'s children's times when it reaped them): a PostgreSQL postmaster and
+/// its backends. Children of children are not counted.
+pub fn tree_cpu(pid: u32) -> Option<Cpu> {
+    let own = stat_fields(&pid.to_string())?;
+    let mut total = Cpu {
+        user: ticks(&own, 11)? + ticks(&own, 13)?,
+        system: ticks(&own, 12)? + ticks(&own, 14)?,
+    };
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(child) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some(f) = stat_fields(child).filter(|f| f.get(1) == Some(&u64::from(pid)))
+            && let (Some(user), Some(system)) = (ticks(&f, 11), ticks(&f, 12))
+        {
+            total = total.plus(Cpu { user, system });
+        }
+    }
+    Some(total)
 }
 
 /// Resident set size of process `pid` in bytes (`VmRSS`); `None` when it cannot be read.
@@ -66,5 +109,21 @@ mod tests {
         assert!(after.total() >= before.total());
         assert!(rss_bytes("self").is_some_and(|b| b > 0));
         assert_eq!(cpu("no-such-process"), None);
+    }
+
+    #[test]
+    fn a_process_tree_counts_at_least_the_process_itself() {
+        // With a child that ran and was reaped (its time moves into our children's times).
+        let before = tree_cpu(std::process::id()).unwrap_or_default();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let own = cpu("self").unwrap_or_default();
+        let after = tree_cpu(std::process::id()).unwrap();
+        assert!(after.total() >= own.total(), "{after:?} < {own:?}");
+        assert!(after.total() >= before.total());
+        assert_eq!(tree_cpu(u32::MAX), None);
     }
 }

@@ -21,6 +21,7 @@
 //! fraction of one core: near 1.0 means the generator, not the server, set the pace).
 
 pub mod client;
+mod nodes;
 pub mod record;
 pub mod report;
 
@@ -35,20 +36,33 @@ use tokio::sync::watch;
 
 use crate::procstat;
 use client::{Phase, Shared};
+use nodes::Nodes;
 use record::{Recorder, StepSummary};
 use report::{StepInput, StepReport};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Server URL (`ws://host:port/path`, with `?token=...` where the server needs one).
+    /// Server URL (`ws://host:port/path`, with `?token=...` where the server needs one): the
+    /// writers' server, and the readers' unless `--reader-url` is given.
     #[arg(long)]
     url: String,
+    /// Where the readers connect (repeatable; a cluster's nodes): reader k of every document
+    /// connects to the (k mod n)-th of these. Readers on `--url` count as same-node, the others
+    /// as cross-node, in the latency split printed per step.
+    #[arg(long)]
+    reader_url: Vec<String>,
     /// Name of the server in the report.
     #[arg(long, default_value = "server")]
     name: String,
     /// The server's pid, for its CPU time and RSS (from /proc); without it they are not reported.
+    /// Several (comma-separated, a cluster's nodes): CPU is their sum, RSS the first's, and a
+    /// line per step gives each one's CPU per delivery.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// The database server's pid (PostgreSQL's postmaster): its CPU and its children's
+    /// (backends) per delivery, printed with the per-node line.
     #[arg(long)]
-    server_pid: Option<u32>,
+    db_pid: Option<u32>,
     /// Documents (one writer each).
     #[arg(long, default_value_t = 500)]
     docs: usize,
@@ -152,14 +166,23 @@ fn random_doc() -> DocumentId {
 }
 
 async fn drive(args: Args) -> anyhow::Result<()> {
-    let pid = args.server_pid.map(|p| p.to_string());
-    let server_rss = || pid.as_deref().and_then(procstat::rss_bytes);
-    let server_cpu = || pid.as_deref().and_then(procstat::cpu);
+    let pids: Vec<String> = args.server_pid.iter().map(u32::to_string).collect();
+    let server_rss = || pids.first().and_then(|p| procstat::rss_bytes(p));
+    let nodes = Nodes::new(&args);
+    let server_cpu = || nodes.server_cpu();
     let rss_before = server_rss();
     let (docs, readers) = (args.docs, args.readers);
     let doc_ids: Vec<DocumentId> = (0..docs).map(|_| random_doc()).collect();
     let reader_docs: Vec<usize> = (0..docs * readers).map(|r| r / readers).collect();
-    let recorder = Arc::new(Recorder::new(vec![readers as u64; docs], &reader_docs));
+    let reader_url = |r: usize| match args.reader_url.len() {
+        0 => &args.url,
+        n => &args.reader_url[(r % readers) % n],
+    };
+    let cross: Vec<bool> = (0..docs * readers)
+        .map(|r| *reader_url(r) != args.url)
+        .collect();
+    let recorder =
+        Arc::new(Recorder::new(vec![readers as u64; docs], &reader_docs).with_cross(&cross));
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
     let shared = Shared {
         recorder: recorder.clone(),
@@ -208,7 +231,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     }
     let readers_stream = futures::stream::iter(0..docs * readers)
         .map(|r| {
-            let url = args.url.clone();
+            let url = reader_url(r).clone();
             async move {
                 (
                     r,
@@ -260,6 +283,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     let mut over_in_a_row = 0;
     for (i, &rate) in args.rates().iter().enumerate() {
         let step = recorder.open_step()?;
+        let nodes0 = nodes.read();
         let (cpu0, gen0, delivered0) = (
             server_cpu(),
             procstat::cpu("self"),
@@ -300,6 +324,12 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             failed: shared.failed.load(Ordering::Relaxed),
         });
         println!("{}", report.line());
+        if let Some(split) = recorder.split(step) {
+            println!("{split}");
+        }
+        if let Some(line) = nodes.line(i, &nodes0, report.delivered) {
+            println!("{line}");
+        }
         if let Some(path) = &args.json {
             report.append_json(path)?;
         }

@@ -26,12 +26,16 @@ struct Intended {
 struct Progress {
     doc: usize,
     last: u64,
+    /// The reader sits on another server than its document's writer.
+    cross: bool,
 }
 
 /// One step's latencies and counts.
 #[derive(Debug)]
 struct StepRec {
     hist: Histogram<u64>,
+    /// The same latencies split by where the reader sits: same node as the writer, another.
+    by_node: [Histogram<u64>; 2],
     written: u64,
     expected: u64,
     delivered: u64,
@@ -90,12 +94,28 @@ impl Recorder {
                 readers_of,
                 progress: reader_docs
                     .iter()
-                    .map(|&doc| Progress { doc, last: 0 })
+                    .map(|&doc| Progress {
+                        doc,
+                        last: 0,
+                        cross: false,
+                    })
                     .collect(),
                 steps: Vec::new(),
                 delivered_total: 0,
             }),
         }
+    }
+
+    /// Marks the readers whose `cross[r]` is true as cross-node (their latencies are also
+    /// reported apart: [`Recorder::split`]).
+    pub fn with_cross(self, cross: &[bool]) -> Self {
+        {
+            let mut g = self.lock();
+            for (p, &c) in g.progress.iter_mut().zip(cross) {
+                p.cross = c;
+            }
+        }
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -112,9 +132,11 @@ impl Recorder {
     /// Opens the next step; returns its index.
     pub fn open_step(&self) -> Result<usize, hdrhistogram::CreationError> {
         let hist = histogram()?;
+        let by_node = [histogram()?, histogram()?];
         let mut g = self.lock();
         g.steps.push(StepRec {
             hist,
+            by_node,
             written: 0,
             expected: 0,
             delivered: 0,
@@ -159,8 +181,9 @@ impl Recorder {
             let it = list[(seq - 1) as usize];
             let s = &mut steps[it.step];
             if !s.closed {
-                s.hist
-                    .saturating_record(now_us.saturating_sub(it.at_us).max(1));
+                let us = now_us.saturating_sub(it.at_us).max(1);
+                s.hist.saturating_record(us);
+                s.by_node[usize::from(p.cross)].saturating_record(us);
                 s.delivered += 1;
                 *delivered_total += 1;
             }
@@ -195,8 +218,9 @@ impl Recorder {
         for p in progress.iter() {
             for it in intended[p.doc].iter().skip(p.last as usize) {
                 if it.step == step && !s.closed {
-                    s.hist
-                        .saturating_record(now_us.saturating_sub(it.at_us).max(1));
+                    let us = now_us.saturating_sub(it.at_us).max(1);
+                    s.hist.saturating_record(us);
+                    s.by_node[usize::from(p.cross)].saturating_record(us);
                     s.missing += 1;
                 }
             }
@@ -213,6 +237,32 @@ impl Recorder {
             p999_ms: ms(0.999),
             max_ms: Duration::from_micros(s.hist.max()).as_secs_f64() * 1000.0,
         }
+    }
+}
+
+impl Recorder {
+    /// A closed step's latencies split into same-node and cross-node readers (count, p50, p99),
+    /// as one printable line; `None` when no reader is cross-node.
+    pub fn split(&self, step: usize) -> Option<String> {
+        let g = self.lock();
+        if !g.progress.iter().any(|p| p.cross) {
+            return None;
+        }
+        let s = g.steps.get(step)?;
+        let part = |h: &Histogram<u64>| {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            format!(
+                "{} deliveries p50 {:.2} ms p99 {:.2} ms",
+                h.len(),
+                ms(0.5),
+                ms(0.99)
+            )
+        };
+        Some(format!(
+            "#   step {step} same-node: {} | cross-node: {}",
+            part(&s.by_node[0]),
+            part(&s.by_node[1])
+        ))
     }
 }
 
@@ -245,5 +295,27 @@ mod tests {
         // A late arrival after the close is not recorded again.
         r.seen(1, 2, t0 + Duration::from_millis(200));
         assert_eq!(r.delivered_total(), 3);
+    }
+
+    #[test]
+    fn cross_node_readers_are_reported_apart() {
+        // One document, reader 0 on the writer's node, reader 1 on another.
+        let r = Recorder::new(vec![2], &[0, 0]).with_cross(&[false, true]);
+        let step = r.open_step().unwrap();
+        let t0 = r.epoch + Duration::from_millis(10);
+        r.intend(0, t0, step);
+        r.seen(0, 1, t0 + Duration::from_millis(2));
+        r.seen(1, 1, t0 + Duration::from_millis(8));
+        r.close_step(step, t0 + Duration::from_millis(20));
+        let line = r.split(step).unwrap();
+        assert!(
+            line.contains("same-node: 1 deliveries p50 2.00 ms")
+                && line.contains("cross-node: 1 deliveries p50 8.00 ms"),
+            "{line}"
+        );
+        // Without cross-node readers there is nothing to split.
+        let plain = Recorder::new(vec![1], &[0]);
+        let step = plain.open_step().unwrap();
+        assert_eq!(plain.split(step), None);
     }
 }
