@@ -181,6 +181,19 @@ async fn three_nodes_converge_relay_presence_and_report_latency() {
         ms(percentile(&mut same, 99.0)),
     );
 
+    // Every node sees the three live nodes.
+    let (status, text) = cluster.nodes[2].get("/admin/cluster").unwrap();
+    assert_eq!(status, 200, "{text}");
+    let listed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed["node"], "node-3");
+    let ids: Vec<&str> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node"].as_str())
+        .collect();
+    assert_eq!(ids, ["node-1", "node-2", "node-3"], "{text}");
+
     // Node 2's metrics: its bus measured the lag of node 1's and node 3's commit notices.
     let (status, text) = cluster.nodes[1].get("/metrics").unwrap();
     assert_eq!(status, 200, "{text}");

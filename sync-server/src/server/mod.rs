@@ -12,6 +12,7 @@
 mod admission;
 mod api;
 mod backend;
+mod cluster_admin;
 mod cluster_metrics;
 pub mod config;
 mod datadir;
@@ -153,6 +154,7 @@ fn admin_routes(r: Router<AppState>) -> Router<AppState> {
             get(http::get_doc).delete(http::delete_doc),
         )
         .route("/admin/replication", get(http::replication))
+        .route("/admin/cluster", get(cluster_admin::cluster))
 }
 
 /// The admin listener's routes (`--admin-bind`).
