@@ -108,6 +108,9 @@ impl Core {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(link) = &c.region {
+            self.region_link_closed(now, conn, &link.name, link.frames_in, link.bytes_in);
+        }
         self.out.per_conn.remove(&conn);
         if let Some(info) = &c.peer {
             self.release_peer(now, info, c.subscribed.len());

@@ -235,6 +235,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             min_ops: config.defer_apply_min_ops,
             ..DeferApply::default()
         }),
+        region_links: {
+            let stall = std::time::Duration::from_secs(config.region_stall_secs);
+            concord::repo::RegionLinkSettings {
+                stalled_after: stall,
+                drop_after: stall.saturating_mul(3),
+                ..concord::repo::RegionLinkSettings::default()
+            }
+        },
         region: config.peer_secret.as_ref().map(|_| RegionConfig {
             name: config.region.clone(),
             anti_entropy_ms: config.anti_entropy_secs.saturating_mul(1000),
@@ -264,7 +272,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
                     .map_err(|e| tracing::error!(error = %e, "cannot mint a region token"))
                     .ok()
             });
-            repo.connect_with_credentials(vec![url.clone()], credentials);
+            repo.connect_region(vec![url.clone()], credentials);
         }
     }
     let (shutdown_tx, shutdown) = watch::channel(false);
