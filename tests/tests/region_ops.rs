@@ -24,6 +24,16 @@ struct Pair {
 }
 
 impl Pair {
+    /// Started, with r1's link to r0 up.
+    async fn up(dir: &std::path::Path, r1_extra: &[&str], limit: Duration) -> Self {
+        let p = Self::start(dir, r1_extra).await;
+        wait_peer(p.r1.port, &p.token, &p.url, limit, "link up", |v| {
+            v["state"] == "up"
+        })
+        .await;
+        p
+    }
+
     async fn start(dir: &std::path::Path, r1_extra: &[&str]) -> Self {
         let mut r0 = Region::new(dir, "r0", vec![]);
         let token = r0.start();
@@ -89,16 +99,10 @@ fn metric(text: &str, name: &str, region: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_link_shows_down_then_up_soon_after_healing_and_counters_survive() {
     let dir = tempfile::tempdir().unwrap();
-    let Pair {
-        mut r0,
-        mut r1,
-        proxy,
-        token,
-        url,
-    } = Pair::start(dir.path(), &[]).await;
     let limit = Duration::from_secs(20);
+    let mut t = Pair::up(dir.path(), &[], limit).await;
 
-    let (p, _) = wait_peer(r1.port, &token, &url, limit, "link up", |p| {
+    let (p, _) = wait_peer(t.r1.port, &t.token, &t.url, limit, "link up", |p| {
         p["state"] == "up" && total(p, "bytes_out") > 0
     })
     .await;
@@ -106,8 +110,8 @@ async fn a_cut_link_shows_down_then_up_soon_after_healing_and_counters_survive()
     assert!(p["connection"]["storage_id"].is_string(), "{p}");
     let before = total(&p, "bytes_out");
 
-    proxy.cut();
-    let (p, took) = wait_peer(r1.port, &token, &url, limit, "link down", |p| {
+    t.proxy.cut();
+    let (p, took) = wait_peer(t.r1.port, &t.token, &t.url, limit, "link down", |p| {
         p["state"] == "down"
     })
     .await;
@@ -120,7 +124,7 @@ async fn a_cut_link_shows_down_then_up_soon_after_healing_and_counters_survive()
         "totals survive the link: {p}"
     );
     // The peer that was dialled lists the region it saw, down, too.
-    let seen = replication(r0.port, &token).await;
+    let seen = replication(t.r0.port, &t.token).await;
     let r1_at_r0 = seen["peers"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["region"] == "r1").cloned())
@@ -128,7 +132,7 @@ async fn a_cut_link_shows_down_then_up_soon_after_healing_and_counters_survive()
     assert_eq!(r1_at_r0["state"], "down", "{seen}");
 
     // Long enough for an uncapped backoff to grow past several seconds.
-    let (p, _) = wait_peer(r1.port, &token, &url, limit, "several retries", |p| {
+    let (p, _) = wait_peer(t.r1.port, &t.token, &t.url, limit, "several retries", |p| {
         p["attempts"].as_u64().unwrap_or(0) >= 5
     })
     .await;
@@ -136,8 +140,8 @@ async fn a_cut_link_shows_down_then_up_soon_after_healing_and_counters_survive()
         p["next_retry_ms"].as_u64().unwrap_or(u64::MAX) <= 1_500,
         "region link backoff is capped low: {p}"
     );
-    proxy.heal();
-    let (_, took) = wait_peer(r1.port, &token, &url, limit, "link up again", |p| {
+    t.proxy.heal();
+    let (_, took) = wait_peer(t.r1.port, &t.token, &t.url, limit, "link up again", |p| {
         p["state"] == "up"
     })
     .await;
@@ -148,9 +152,9 @@ async fn a_cut_link_shows_down_then_up_soon_after_healing_and_counters_survive()
     );
     // Counters keep growing across the reconnect: the new link adds to the old one's.
     let (p, _) = wait_peer(
-        r1.port,
-        &token,
-        &url,
+        t.r1.port,
+        &t.token,
+        &t.url,
         limit,
         "traffic on the new link",
         |p| {
@@ -163,52 +167,96 @@ async fn a_cut_link_shows_down_then_up_soon_after_healing_and_counters_survive()
         total(&p, "bytes_out") > p["connection"]["bytes_out"].as_u64().unwrap_or(0),
         "the totals include the link that ended: {p}"
     );
-    let metrics = http_get(r1.port, "/metrics", &token).await;
+    let metrics = http_get(t.r1.port, "/metrics", &t.token).await;
     let counted = metric(&metrics, "concord_region_bytes_out_total", "r0")
         .unwrap_or_else(|| panic!("no cumulative counter in /metrics:\n{metrics}"));
     assert!(counted > before, "{counted} <= {before}");
     assert_eq!(metric(&metrics, "concord_region_link_up", "r0"), Some(1));
-    r1.kill9();
-    r0.kill9();
+    t.r1.kill9();
+    t.r0.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_link_shows_stalled_and_is_redialled() {
     let dir = tempfile::tempdir().unwrap();
     let extra = ["--region-stall-secs", "2"];
-    let Pair {
-        mut r0,
-        mut r1,
-        proxy,
-        token,
-        url,
-    } = Pair::start(dir.path(), &extra).await;
     let limit = Duration::from_secs(20);
-    wait_peer(r1.port, &token, &url, limit, "link up", |p| {
-        p["state"] == "up"
-    })
-    .await;
+    let mut t = Pair::up(dir.path(), &extra, limit).await;
 
-    proxy.freeze(); // TCP stays open, nothing passes
-    let (p, took) = wait_peer(r1.port, &token, &url, limit, "link stalled", |p| {
+    t.proxy.freeze(); // TCP stays open, nothing passes
+    let (p, took) = wait_peer(t.r1.port, &t.token, &t.url, limit, "link stalled", |p| {
         p["state"] == "stalled"
     })
     .await;
     eprintln!("frozen link seen as stalled after {took:?}: {p}");
     assert!(p["idle_ms"].as_u64().unwrap_or(0) >= 2_000, "{p}");
-    let metrics = http_get(r1.port, "/metrics", &token).await;
+    let metrics = http_get(t.r1.port, "/metrics", &t.token).await;
     assert_eq!(metric(&metrics, "concord_region_link_up", "r0"), Some(0));
     assert_eq!(
         metric(&metrics, "concord_region_link_stalled", "r0"),
         Some(1)
     );
 
-    proxy.thaw(); // new connections pass; the silenced one stays silent for good
-    let (p, took) = wait_peer(r1.port, &token, &url, limit, "link redialled", |p| {
+    t.proxy.thaw(); // new connections pass; the silenced one stays silent for good
+    let (p, took) = wait_peer(t.r1.port, &t.token, &t.url, limit, "link redialled", |p| {
         p["state"] == "up" && p["totals"]["links_ended"].as_u64().unwrap_or(0) >= 1
     })
     .await;
     eprintln!("stalled link redialled and up after {took:?}: {p}");
-    r1.kill9();
-    r0.kill9();
+    t.r1.kill9();
+    t.r0.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regions_2_wait_behind_an_isolated_region_fails_fast_and_says_why() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    use concord::core::Durability;
+    use concord::{Repo, RepoConfig, RepoError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let limit = Duration::from_secs(20);
+    let mut t = Pair::up(dir.path(), &[], limit).await;
+    let client = Repo::open_sqlite(
+        dir.path().join("client.db"),
+        RepoConfig {
+            servers: vec![t.r0.url(&t.token)],
+            ..RepoConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let h = client.create().await.unwrap();
+    h.change(|tx| tx.put(ROOT, "before", 1)).await.unwrap();
+    h.wait_durable(Durability::Regions(2), limit)
+        .await
+        .expect("with the link up, regions:2 is reached");
+
+    t.proxy.cut(); // r0 (the client's region) is cut off from r1
+    h.change(|tx| tx.put(ROOT, "during", 2)).await.unwrap();
+    let timeout = Duration::from_secs(60);
+    let start = Instant::now();
+    let err = h
+        .wait_durable(Durability::Regions(2), timeout)
+        .await
+        .expect_err("regions:2 cannot be reached while r0 is isolated");
+    let took = start.elapsed();
+    eprintln!("isolated regions:2 wait failed after {took:?}: {err}");
+    assert!(
+        matches!(err, RepoError::RegionsUnreachable { .. }),
+        "a typed error saying why, not a timeout: {err:?}"
+    );
+    assert!(err.to_string().contains("links down to: r1"), "{err}");
+    assert!(
+        took < timeout / 4,
+        "fails fast (the server knows its links are down), took {took:?}"
+    );
+
+    t.proxy.heal();
+    h.wait_durable(Durability::Regions(2), limit)
+        .await
+        .expect("once the link heals, the write made while isolated reaches regions:2");
+    client.shutdown().await;
+    t.r1.kill9();
+    t.r0.kill9();
 }

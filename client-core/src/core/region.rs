@@ -262,6 +262,7 @@ impl Core {
             });
         }
         self.send_digest(now, conn);
+        self.announce_regions();
     }
 
     fn target(&self, conn: ConnId) -> Option<PeerId> {
