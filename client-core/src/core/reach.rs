@@ -64,7 +64,12 @@ impl Core {
     /// Tells every Concord client subscribed to heads gossip what we reach, when it changed
     /// (region servers, primary shard only).
     pub(super) fn announce_regions(&mut self) {
-        if !self.is_region_server() || !self.is_primary_shard() {
+        let announce = self
+            .config
+            .region
+            .as_ref()
+            .is_some_and(|r| r.announce_reach);
+        if !announce || !self.is_primary_shard() {
             return;
         }
         let Some(reach) = self.our_reach() else {

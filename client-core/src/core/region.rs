@@ -42,6 +42,10 @@ pub struct RegionConfig {
     pub name: String,
     /// Milliseconds between anti-entropy digests on an established region link.
     pub anti_entropy_ms: u64,
+    /// Tell Concord clients which regions this server reaches (`concord-regions`, see
+    /// [`super::RegionReach`]). Off for the nodes of a cluster region: a node whose region links
+    /// another node holds does not know what the cluster reaches.
+    pub announce_reach: bool,
 }
 
 impl RegionConfig {
@@ -50,6 +54,7 @@ impl RegionConfig {
         Self {
             name: name.into(),
             anti_entropy_ms: 30_000,
+            announce_reach: true,
         }
     }
 }

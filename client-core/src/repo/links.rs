@@ -61,6 +61,8 @@ pub enum LinkState {
     Down,
     /// Connected, but no frame received for `stalled_after`.
     Stalled,
+    /// Not dialled by this node: another node of the cluster holds the link.
+    Standby,
 }
 
 impl LinkState {
@@ -71,6 +73,7 @@ impl LinkState {
             Self::Connecting => "connecting",
             Self::Down => "down",
             Self::Stalled => "stalled",
+            Self::Standby => "standby",
         }
     }
 }
@@ -108,6 +111,7 @@ struct DialState {
     last_error: Option<String>,
     next_retry_at: Option<u64>,
     attempts: u32,
+    standby: bool,
 }
 
 /// The dial state of one configured URL, updated by its reconnect loop.
@@ -129,6 +133,17 @@ impl Dialer {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
         }
+    }
+
+    /// Another node of the cluster holds the link (`true`), or this one took it (`false`).
+    pub(super) fn standby(&self, on: bool) {
+        self.with(|s| {
+            s.standby = on;
+            s.conn = None;
+            s.down_since = None;
+            s.next_retry_at = None;
+            s.attempts = 0;
+        });
     }
 
     pub(super) fn connected(&self, conn: ConnId) {
@@ -259,6 +274,7 @@ impl Repo {
                 (Some(l), _) => view(l),
                 // Connected, handshake under way.
                 (None, Some(_)) => (LinkState::Connecting, None),
+                (None, None) if s.standby => (LinkState::Standby, None),
                 (None, None) if s.next_retry_at.is_some() => (LinkState::Down, None),
                 (None, None) => (LinkState::Connecting, None),
             };
@@ -338,6 +354,17 @@ impl Repo {
     /// backoff, frequent pings, and a link that stays silent past `drop_after` is dialled again.
     /// Its state shows in [`Repo::region_peers`].
     pub fn connect_region(&self, urls: Vec<String>, credentials: super::Credentials) {
+        self.connect_region_while(urls, credentials, None);
+    }
+
+    /// Like [`Repo::connect_region`], dialling only while `active` is true (e.g. while this node
+    /// of a cluster holds the link's lock; the link shows `standby` otherwise).
+    pub fn connect_region_while(
+        &self,
+        urls: Vec<String>,
+        credentials: super::Credentials,
+        active: Option<tokio::sync::watch::Receiver<bool>>,
+    ) {
         let settings = self.config.region_links.clone();
         let dialer = Dialer::new(urls.first().map_or("", String::as_str));
         if let Ok(mut d) = self.shared.dialers.lock() {
@@ -348,6 +375,7 @@ impl Repo {
             ping: settings.ping,
             drop_after: Some(settings.drop_after),
             dialer: Some(dialer),
+            active,
         };
         let task = tokio::spawn(super::transport::run_client_with(
             self.shared.clone(),

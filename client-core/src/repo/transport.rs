@@ -75,6 +75,9 @@ pub(super) struct DialOptions {
     pub(super) drop_after: Option<Duration>,
     /// Where the loop reports its state (region links).
     pub(super) dialer: Option<Arc<super::links::Dialer>>,
+    /// Dial only while this is true (a cluster node holding the link's lock); the connection
+    /// closes when it turns false.
+    pub(super) active: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl DialOptions {
@@ -85,6 +88,7 @@ impl DialOptions {
             ping: Duration::from_secs(5),
             drop_after: None,
             dialer: None,
+            active: None,
         }
     }
 }
@@ -126,9 +130,25 @@ pub(super) async fn run_client_with(
     let mut shutdown = shared.shutdown.subscribe();
     let mut attempt = 0u32;
     let mut idx = 0usize;
+    let mut opts = opts;
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if let Some(active) = opts.active.as_mut()
+            && !*active.borrow()
+        {
+            if let Some(d) = &opts.dialer {
+                d.standby(true);
+            }
+            tokio::select! {
+                r = active.wait_for(|a| *a) => if r.is_err() { return },
+                _ = super::driver::until_shutdown(&mut shutdown) => return,
+            }
+            if let Some(d) = &opts.dialer {
+                d.standby(false);
+            }
+            attempt = 0;
         }
         let full = &urls[idx % urls.len()];
         // Logged without its query, which may carry a token.
@@ -147,7 +167,7 @@ pub(super) async fn run_client_with(
                 Ok(Ok((ws, _))) => {
                     tracing::info!(%url, "connected");
                     attempt = 0;
-                    let why = run_socket_with(shared.clone(), ws, false, &opts).await;
+                    let why = run_socket_with(shared.clone(), ws, false, &mut opts).await;
                     tracing::info!(%url, why, "connection ended");
                     (format!("connection ended: {why}"), false)
                 }
@@ -189,8 +209,8 @@ pub(super) async fn run_socket<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let opts = DialOptions::new(Backoff::default());
-    run_socket_with(shared, ws, inbound, &opts).await;
+    let mut opts = DialOptions::new(Backoff::default());
+    run_socket_with(shared, ws, inbound, &mut opts).await;
 }
 
 /// Sends `msg`, giving up after `limit` (a stalled peer must not block the loop for ever).
@@ -217,7 +237,7 @@ async fn run_socket_with<S>(
     shared: Arc<Shared>,
     ws: tokio_tungstenite::WebSocketStream<S>,
     inbound: bool,
-    opts: &DialOptions,
+    opts: &mut DialOptions,
 ) -> &'static str
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
@@ -235,8 +255,15 @@ where
     let mut shutdown = shared.shutdown.subscribe();
     let mut ping = tokio::time::interval(opts.ping);
     ping.tick().await;
+    let mut active = opts.active.clone();
     let why = loop {
         tokio::select! {
+            r = async { active.as_mut()?.wait_for(|a| !*a).await.ok().map(|_| ()) }, if active.is_some() => {
+                if r.is_some() {
+                    break "this node no longer holds the link (another node of the cluster may take it)";
+                }
+                active = None; // the sender is gone: nothing will change any more
+            }
             frame = stream.next() => {
                 att.activity.touch();
                 match frame {
