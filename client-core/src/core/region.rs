@@ -204,6 +204,17 @@ impl Core {
         }
     }
 
+    /// Refreshes the heads index from what storage recorded, for the documents not resident
+    /// here (whose entries this core keeps current itself). A cluster node that takes over a
+    /// region link calls it: other nodes committed meanwhile.
+    pub fn refresh_heads_index(
+        &mut self,
+        entries: impl IntoIterator<Item = (DocumentId, Vec<u8>)>,
+    ) {
+        let resident: Vec<DocumentId> = self.docs.keys().copied().collect();
+        self.seed_heads_index(entries.into_iter().filter(|(d, _)| !resident.contains(d)));
+    }
+
     /// Documents in the heads index.
     pub fn indexed_documents(&self) -> usize {
         self.index.len()

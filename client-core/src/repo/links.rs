@@ -204,6 +204,20 @@ impl Activity {
     }
 }
 
+/// Re-reads the heads index from storage into every shard (a cluster node taking over a region
+/// link: the other nodes' commits of documents not resident here are in storage only).
+pub(super) async fn refresh_heads_index(shared: &super::driver::Shared) {
+    match shared.storage.heads_index().await {
+        Ok(Some(entries)) => {
+            shared.each_shard(|c| c.refresh_heads_index(entries.iter().cloned()));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-read the heads index; digests may differ until documents are loaded")
+        }
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -148,6 +148,7 @@ pub(super) async fn run_client_with(
             if let Some(d) = &opts.dialer {
                 d.standby(false);
             }
+            super::links::refresh_heads_index(&shared).await;
             attempt = 0;
         }
         let full = &urls[idx % urls.len()];
