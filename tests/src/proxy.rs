@@ -7,6 +7,8 @@
 //! // connect clients to 127.0.0.1:proxy.port() ...
 //! proxy.freeze();   // open connections go silent; new ones wait
 //! proxy.thaw();     // new connections are forwarded again (the silenced ones stay silent)
+//! proxy.cut();      // open connections are closed; new ones are refused (closed at once)
+//! proxy.heal();     // new connections are forwarded again
 //! # Ok(()) }
 //! ```
 
@@ -24,6 +26,8 @@ pub struct Proxy {
     /// Bumped by every freeze: connections of an older generation are silenced for good.
     generation: Arc<AtomicU64>,
     frozen: watch::Sender<bool>,
+    /// Bumped by every cut: open connections close; `cut_now` refuses new ones.
+    cuts: watch::Sender<(u64, bool)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,16 +38,19 @@ impl Proxy {
         let port = listener.local_addr()?.port();
         let generation = Arc::new(AtomicU64::new(0));
         let (frozen, _) = watch::channel(false);
+        let (cuts, _) = watch::channel((0, false));
         let task = tokio::spawn(accept_loop(
             listener,
             upstream,
             Arc::clone(&generation),
             frozen.subscribe(),
+            cuts.subscribe(),
         ));
         Ok(Self {
             port,
             generation,
             frozen,
+            cuts,
             task,
         })
     }
@@ -63,6 +70,19 @@ impl Proxy {
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
     }
+
+    /// Closes every open connection and refuses new ones (a partition that resets sockets).
+    pub fn cut(&self) {
+        self.cuts.send_modify(|(n, cut)| {
+            *n += 1;
+            *cut = true;
+        });
+    }
+
+    /// Forwards new connections again after [`Proxy::cut`].
+    pub fn heal(&self) {
+        self.cuts.send_modify(|(_, cut)| *cut = false);
+    }
 }
 
 impl Drop for Proxy {
@@ -76,28 +96,47 @@ async fn accept_loop(
     upstream: u16,
     generation: Arc<AtomicU64>,
     frozen: watch::Receiver<bool>,
+    cuts: watch::Receiver<(u64, bool)>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
     while let Ok((client, _)) = listener.accept().await {
+        let (born_cut, refused) = *cuts.borrow();
+        if refused {
+            drop(client); // the dialer sees its connection closed
+            continue;
+        }
         let generation = Arc::clone(&generation);
         let mut frozen = frozen.clone();
+        let mut cuts = cuts.clone();
         conns.spawn(async move {
-            // Held while frozen; silenced if a freeze comes after it was let through.
-            if frozen.wait_for(|f| !*f).await.is_err() {
-                return;
+            tokio::select! {
+                () = forward(client, upstream, generation, &mut frozen) => {}
+                _ = cuts.wait_for(|(n, _)| *n != born_cut) => {} // cut: both sockets close
             }
-            let born = generation.load(Ordering::SeqCst);
-            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                return;
-            };
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::join!(
-                pipe(cr, sw, Arc::clone(&generation), born),
-                pipe(sr, cw, generation, born)
-            );
         });
     }
+}
+
+async fn forward(
+    client: TcpStream,
+    upstream: u16,
+    generation: Arc<AtomicU64>,
+    frozen: &mut watch::Receiver<bool>,
+) {
+    // Held while frozen; silenced if a freeze comes after it was let through.
+    if frozen.wait_for(|f| !*f).await.is_err() {
+        return;
+    }
+    let born = generation.load(Ordering::SeqCst);
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::join!(
+        pipe(cr, sw, Arc::clone(&generation), born),
+        pipe(sr, cw, generation, born)
+    );
 }
 
 async fn pipe(

@@ -103,3 +103,26 @@ impl Region {
         }
     }
 }
+
+/// A minimal HTTP GET on 127.0.0.1 with a bearer token (keeps the tests free of an HTTP client
+/// dependency); returns the body.
+pub async fn http_get(port: u16, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the server accepts");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("request sent");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("response read");
+    out.split_once("\r\n\r\n")
+        .map_or(out.clone(), |(_, body)| body.to_owned())
+}
+
+/// `GET /admin/replication` as JSON.
+pub async fn replication(port: u16, token: &str) -> serde_json::Value {
+    let body = http_get(port, "/admin/replication", token).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}

@@ -10,60 +10,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge::ROOT;
 use automerge::transaction::Transactable;
 use concord::core::Durability;
 use concord::{AutomergeUrl, DocHandle, Repo, RepoConfig};
+use concord_tests::proxy::Proxy;
 use concord_tests::region::Region;
-use tokio::net::{TcpListener, TcpStream};
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// A TCP proxy that can cut (close every connection and refuse new ones) and heal.
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(target: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (c, cs) = (cut.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    continue; // dropped: the dialer sees the connection fail
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                cs.lock().unwrap().push(task);
-            }
-        });
-        Self { port, cut, conns }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for t in self.conns.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-
-    fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
 
 async fn client(dir: &Path, name: &str, urls: Vec<String>) -> Repo {
     let mut config = RepoConfig {
@@ -129,10 +85,10 @@ async fn three_regions_converge_through_a_partition_a_kill_9_and_failover() {
     let dir = tempfile::tempdir().unwrap();
     let mut r0 = Region::new(dir.path(), "r0", vec![]);
     let token = r0.start();
-    let proxy = Proxy::start(r0.port).await; // r2 reaches r0 only through the proxy
+    let proxy = Proxy::start(r0.port).await.unwrap(); // r2 reaches r0 only through the proxy
     let mut r1 = Region::new(dir.path(), "r1", vec![r0.sync_url()]);
     r1.start();
-    let via_proxy = format!("ws://127.0.0.1:{}/sync", proxy.port);
+    let via_proxy = format!("ws://127.0.0.1:{}/sync", proxy.port());
     let mut r2 = Region::new(dir.path(), "r2", vec![via_proxy, r1.sync_url()]);
     r2.start();
 
@@ -206,25 +162,12 @@ async fn three_regions_converge_through_a_partition_a_kill_9_and_failover() {
         v.shutdown().await;
     }
     // Every region link reports no lag once converged.
-    let status = reqwest_free_get(r0.port, "/admin/replication", &token).await;
-    assert!(status.contains("\"region\":\"r0\""), "{status}");
+    let status = concord_tests::region::replication(r0.port, &token).await;
+    assert_eq!(status["region"], "r0", "{status}");
     for c in [c0, c1, c2] {
         c.shutdown().await;
     }
     r2.kill9();
     r1.kill9();
     r0.kill9();
-}
-
-/// A minimal HTTP GET over a TCP stream (keeps the test free of an HTTP client dependency).
-async fn reqwest_free_get(port: u16, path: &str, token: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }

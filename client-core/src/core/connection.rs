@@ -39,6 +39,8 @@ pub(super) struct Conn {
     pub(super) ephemeral_budget: Option<super::TokenBucket>,
     /// When it was last told its ephemeral messages are being dropped.
     pub(super) ephemeral_warned: Option<u64>,
+    /// What it was last told of the regions we reach (servers), or what it told us (clients).
+    pub(super) regions: Option<super::RegionReach>,
 }
 
 impl Conn {
@@ -60,6 +62,7 @@ impl Conn {
             ephemeral_seen: std::collections::HashMap::new(),
             ephemeral_budget: None,
             ephemeral_warned: None,
+            regions: None,
         }
     }
 }
@@ -108,6 +111,10 @@ impl Core {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(link) = &c.region {
+            self.region_link_closed(now, conn, &link.name, link.frames_in, link.bytes_in);
+            self.announce_regions();
+        }
         self.out.per_conn.remove(&conn);
         if let Some(info) = &c.peer {
             self.release_peer(now, info, c.subscribed.len());
@@ -489,6 +496,7 @@ impl Core {
             } => self.on_ephemeral(now, conn, sender_id, document_id, session_id, count, data),
             Message::RemoteSubscriptionChange { add, remove, .. } => {
                 self.on_remote_subscription(conn, &add, &remove);
+                self.announce_regions();
             }
             Message::RemoteHeadsChanged {
                 document_id,
@@ -507,6 +515,9 @@ impl Core {
             Message::DigestEntries {
                 buckets, entries, ..
             } => self.on_digest_entries(now, conn, &buckets, &entries),
+            Message::Regions {
+                reachable, down, ..
+            } => self.on_regions(conn, reachable, down),
             _ => {}
         }
     }

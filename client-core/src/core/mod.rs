@@ -94,7 +94,9 @@ mod lazy;
 mod lazy_sync;
 mod load;
 mod quota;
+mod reach;
 mod region;
+mod region_status;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -122,7 +124,9 @@ pub use guard::panic_message;
 pub use identity::{MAX_PEER_ID_BYTES, MAX_STORAGE_ID_BYTES, RESERVATION_MS, principal_tag};
 pub use lazy::DeferApply;
 pub use quota::{Budgets, Charge, Quotas, TokenBucket};
-pub use region::{BUCKETS, RegionConfig, RegionLinkStatus};
+pub use reach::RegionReach;
+pub use region::{BUCKETS, RegionConfig};
+pub use region_status::{RegionLinkStatus, RegionTraffic};
 pub use validate::{MAX_BLOOM_BITS_PER_ENTRY, MAX_BLOOM_PROBES, MAX_HAVES};
 
 use crate::id::{ConnId, DocumentId};
@@ -251,6 +255,8 @@ pub struct Core {
     out: Outbox,
     /// Region servers: committed heads of every stored document, for anti-entropy digests.
     index: region::HeadsIndex,
+    /// Traffic of ended region links, per peer region.
+    region_traffic: HashMap<String, region_status::RegionTraffic>,
     /// Heads other storages committed, as gossiped by peers (`remote-heads-changed`).
     remote_heads: HashMap<DocumentId, BTreeMap<crate::id::StorageId, Vec<automerge::ChangeHash>>>,
     /// Panic containment (see `guard.rs`).
@@ -283,6 +289,7 @@ impl Core {
             docs: HashMap::new(),
             out: Outbox::default(),
             index: region::HeadsIndex::default(),
+            region_traffic: HashMap::new(),
             remote_heads: HashMap::new(),
             guard: guard::GuardContext::default(),
             reservations: identity::Reservations::default(),

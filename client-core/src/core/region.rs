@@ -16,20 +16,24 @@
 //!   own that the other lacks or holds at other heads. Documents in sync cost nothing beyond
 //!   the digest.
 //! - **Lag.** [`Core::region_status`] reports per link: documents behind, the age of the oldest
-//!   change the region has not acknowledged, frames and bytes exchanged.
+//!   commit the region has not acknowledged, frames and bytes exchanged (see
+//!   [`RegionLinkStatus`] for the definitions); [`Core::region_traffic`] keeps the traffic of
+//!   links that ended, per peer region, so that counters survive reconnects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use automerge::ChangeHash;
 use sha2::{Digest as _, Sha256};
 
 use super::{Core, PendingOp, ProtocolError, StorageOp};
-use crate::id::{ConnId, DocumentId, PeerId, StorageId};
+use crate::id::{ConnId, DocumentId, PeerId};
 use crate::wire::Message;
 
 /// Number of digest buckets (document ids are bucketed by their first byte).
 pub const BUCKETS: usize = 256;
 const ENTRY_BYTES: usize = 24;
+/// Unacknowledged commits remembered per (link, document).
+pub(super) const MAX_PENDING: usize = 64;
 
 /// Makes a core a region server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,10 @@ pub struct RegionConfig {
     pub name: String,
     /// Milliseconds between anti-entropy digests on an established region link.
     pub anti_entropy_ms: u64,
+    /// Tell Concord clients which regions this server reaches (`concord-regions`, see
+    /// [`super::RegionReach`]). Off for the nodes of a cluster region: a node whose region links
+    /// another node holds does not know what the cluster reaches.
+    pub announce_reach: bool,
 }
 
 impl RegionConfig {
@@ -46,6 +54,7 @@ impl RegionConfig {
         Self {
             name: name.into(),
             anti_entropy_ms: 30_000,
+            announce_reach: true,
         }
     }
 }
@@ -54,44 +63,23 @@ impl RegionConfig {
 #[derive(Debug, Clone, Default)]
 pub(super) struct RegionLink {
     /// The peer's region name.
-    name: String,
+    pub(super) name: String,
     last_digest: u64,
     pub(super) frames_in: u64,
     pub(super) bytes_in: u64,
     /// Documents whose digest entries differed at the last exchange.
-    digest_diffs: u64,
-    /// Per document: since when the link has lacked our committed heads.
-    pub(super) unacked_since: HashMap<DocumentId, u64>,
+    pub(super) digest_diffs: u64,
+    /// When `digest_diffs` was measured (core clock).
+    pub(super) digest_at: Option<u64>,
+    /// When the link came up (core clock).
+    pub(super) up_since: u64,
+    /// Per document: our commits the link has not acknowledged yet, oldest first, as (commit
+    /// time, heads after that commit); at most [`MAX_PENDING`] each (the newest entry then
+    /// absorbs later commits, keeping the oldest times exact).
+    pub(super) unacked: HashMap<DocumentId, VecDeque<(u64, Vec<ChangeHash>)>>,
     /// Buckets whose sums matched ours at the peer's last digest, with that sum: while our
     /// bucket still has that sum, the peer holds our committed heads of every document in it.
     matched: HashMap<usize, u64>,
-}
-
-/// What a region link looks like from here (see [`Core::region_status`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegionLinkStatus {
-    /// The connection.
-    pub conn: ConnId,
-    /// The remote server's peer id.
-    pub peer_id: PeerId,
-    /// Its region name.
-    pub region: String,
-    /// Its storage id (durability is counted per storage id).
-    pub storage_id: Option<StorageId>,
-    /// Documents it is known not to hold at our committed heads.
-    pub docs_behind: u64,
-    /// Milliseconds since the oldest change it has not acknowledged was committed here.
-    pub oldest_unacked_ms: Option<u64>,
-    /// Documents that differed at the last anti-entropy exchange.
-    pub digest_differences: u64,
-    /// Frames received on the link.
-    pub frames_in: u64,
-    /// Frames sent on the link.
-    pub frames_out: u64,
-    /// Bytes received on the link.
-    pub bytes_in: u64,
-    /// Bytes sent on the link.
-    pub bytes_out: u64,
 }
 
 /// The committed heads of every stored document, hashed and bucketed for digests.
@@ -216,6 +204,17 @@ impl Core {
         }
     }
 
+    /// Refreshes the heads index from what storage recorded, for the documents not resident
+    /// here (whose entries this core keeps current itself). A cluster node that takes over a
+    /// region link calls it: other nodes committed meanwhile.
+    pub fn refresh_heads_index(
+        &mut self,
+        entries: impl IntoIterator<Item = (DocumentId, Vec<u8>)>,
+    ) {
+        let resident: Vec<DocumentId> = self.docs.keys().copied().collect();
+        self.seed_heads_index(entries.into_iter().filter(|(d, _)| !resident.contains(d)));
+    }
+
     /// Documents in the heads index.
     pub fn indexed_documents(&self) -> usize {
         self.index.len()
@@ -237,7 +236,14 @@ impl Core {
         for conn in links {
             self.subscribe(conn, doc);
             if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
-                link.unacked_since.entry(doc).or_insert(now);
+                let pending = link.unacked.entry(doc).or_default();
+                if pending.len() >= MAX_PENDING {
+                    if let Some(last) = pending.back_mut() {
+                        last.1 = heads.to_vec();
+                    }
+                } else {
+                    pending.push_back((now, heads.to_vec()));
+                }
             }
         }
     }
@@ -267,10 +273,12 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.region = Some(RegionLink {
                 name: region,
+                up_since: now,
                 ..RegionLink::default()
             });
         }
         self.send_digest(now, conn);
+        self.announce_regions();
     }
 
     fn target(&self, conn: ConnId) -> Option<PeerId> {
@@ -384,6 +392,7 @@ impl Core {
         if differing.is_empty() {
             if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
                 link.digest_diffs = 0;
+                link.digest_at = Some(now);
             }
             return;
         }
@@ -449,6 +458,7 @@ impl Core {
             .count();
         if let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.region.as_mut()) {
             link.digest_diffs = (differ.len() + missing_here) as u64;
+            link.digest_at = Some(now);
         }
         for doc in differ {
             self.push_to_link(now, conn, doc);
@@ -477,70 +487,6 @@ impl Core {
             .and_then(|c| c.region.as_ref())
             .and_then(|l| l.matched.get(&b))
             .is_some_and(|sum| *sum == self.index.buckets[b])
-    }
-
-    /// Clears acknowledged documents and reports every region link.
-    pub fn region_status(&mut self, now: u64) -> Vec<RegionLinkStatus> {
-        let committed: HashMap<DocumentId, Vec<ChangeHash>> = self
-            .docs
-            .iter()
-            .map(|(d, e)| (*d, e.saved_heads.clone()))
-            .collect();
-        let mut out = Vec::new();
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for conn in ids {
-            let acked: Vec<DocumentId> = {
-                let Some(link) = self.conns.get(&conn).and_then(|c| c.region.as_ref()) else {
-                    continue;
-                };
-                link.unacked_since
-                    .keys()
-                    .filter(|d| self.link_holds(conn, d, committed.get(d)))
-                    .copied()
-                    .collect()
-            };
-            let (frames_out, bytes_out) = self.out.per_conn.get(&conn).copied().unwrap_or_default();
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            let (Some(link), Some(peer)) = (c.region.as_mut(), c.peer.as_ref()) else {
-                continue;
-            };
-            for d in acked {
-                link.unacked_since.remove(&d);
-            }
-            out.push(RegionLinkStatus {
-                conn,
-                peer_id: peer.peer_id.clone(),
-                region: link.name.clone(),
-                storage_id: peer.metadata.storage_id.clone(),
-                docs_behind: link.unacked_since.len() as u64,
-                oldest_unacked_ms: link
-                    .unacked_since
-                    .values()
-                    .min()
-                    .map(|t| now.saturating_sub(*t)),
-                digest_differences: link.digest_diffs,
-                frames_in: link.frames_in,
-                frames_out,
-                bytes_in: link.bytes_in,
-                bytes_out,
-            });
-        }
-        out
-    }
-
-    /// True when the link's last known heads of `doc` are our committed heads (or the document
-    /// is no longer resident, in which case the digest takes over).
-    fn link_holds(&self, conn: ConnId, doc: &DocumentId, ours: Option<&Vec<ChangeHash>>) -> bool {
-        let Some(ours) = ours else {
-            return true;
-        };
-        self.docs
-            .get(doc)
-            .and_then(|e| e.peers.get(&conn))
-            .and_then(|pd| pd.sync.their_heads.as_ref())
-            .is_some_and(|theirs| super::durability::same(theirs, ours))
     }
 }
 

@@ -31,6 +31,8 @@ pub(super) struct ConnSlot {
     pub(super) close: watch::Sender<Option<CloseReason>>,
     /// The handshake completed and every shard knows the connection.
     pub(super) established: bool,
+    /// When its last frame arrived.
+    pub(super) activity: super::links::Activity,
 }
 
 /// A storage operation tagged with the shard that issued it.
@@ -40,7 +42,7 @@ pub(super) type Tagged = ((u16, OpId), StorageOp);
 pub(crate) struct Shared {
     pub(super) shards: Vec<Shard>,
     pub(super) storage: Arc<dyn Storage>,
-    start: Instant,
+    pub(super) start: Instant,
     waiters: Mutex<HashMap<(u16, Ticket), Waiter>>,
     doc_events: Mutex<HashMap<DocumentId, broadcast::Sender<DocEvent>>>,
     pub(super) conns: Mutex<HashMap<ConnId, ConnSlot>>,
@@ -54,6 +56,8 @@ pub(crate) struct Shared {
     pub(super) storage_idle: watch::Sender<bool>,
     /// Publishing to the other nodes of a cluster.
     cluster: Option<super::cluster::ClusterLink>,
+    /// The dial state of every region link URL.
+    pub(super) dialers: Mutex<Vec<Arc<super::links::Dialer>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -89,8 +93,15 @@ impl Shared {
             max_message_bytes,
             storage_idle: watch::channel(true).0,
             cluster,
+            dialers: Mutex::default(),
         });
         (shared, storage_rx)
+    }
+
+    /// When the last frame arrived on `conn` (attached connections).
+    pub(super) fn activity(&self, conn: ConnId) -> Option<super::links::Activity> {
+        let conns = self.conns.lock().ok()?;
+        conns.get(&conn).map(|s| s.activity.clone())
     }
 
     /// Milliseconds since the repo started (the cores' clock).

@@ -44,6 +44,21 @@ pub enum RepoError {
         /// Where the change is known to be committed.
         reached: crate::core::DurabilityReport,
     },
+    /// A `regions:N` wait cannot succeed through the connected server: the regions holding the
+    /// change plus those the server reaches (it told us, `concord-regions`) are fewer than N, and
+    /// have been for a grace period. The write is committed locally and wherever `reached` says;
+    /// it replicates when the links heal (or through another region, after a failover).
+    #[error(
+        "durability {wanted} cannot be reached now: {server}; the change is {reached} and will replicate when the region links heal"
+    )]
+    RegionsUnreachable {
+        /// The level asked for.
+        wanted: crate::core::Durability,
+        /// What the server reaches.
+        server: crate::core::RegionReach,
+        /// Where the change is known to be committed.
+        reached: crate::core::DurabilityReport,
+    },
     /// A read closure panicked (the panic was caught; nothing changed).
     #[error("the read panicked: {0}")]
     Panicked(String),

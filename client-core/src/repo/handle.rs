@@ -13,6 +13,10 @@ use super::{DocEvent, RepoError};
 use crate::core::PeerSyncStatus;
 use crate::id::{AutomergeUrl, DocumentId};
 
+/// How long the connected servers must keep saying they cannot reach enough regions before a
+/// `regions:N` wait fails (a link that is reconnecting comes back within about a second).
+const ISOLATION_GRACE: Duration = Duration::from_secs(2);
+
 /// Wall-clock milliseconds since the Unix epoch: the physical input of the HLC.
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
@@ -217,7 +221,10 @@ impl DocHandle {
     /// Waits until the document's current heads (everything written so far through this
     /// replica) are committed at `level`: `Local` returns at once after a resolved write,
     /// `Server` once a server committed them, `Regions(k)` once `k` distinct region servers
-    /// did. Times out with [`RepoError::NotDurable`], which says where the change is.
+    /// did. Times out with [`RepoError::NotDurable`], which says where the change is. A
+    /// `Regions(k)` wait fails early with [`RepoError::RegionsUnreachable`] when the connected
+    /// region server says it cannot reach enough regions (its region links are down) for two
+    /// seconds in a row.
     pub async fn wait_durable(
         &self,
         level: crate::core::Durability,
@@ -233,14 +240,31 @@ impl DocHandle {
                 .durability(&self.doc, &heads))
         };
         let deadline = tokio::time::Instant::now() + timeout;
+        // Since when the connected servers have said they cannot reach enough regions.
+        let mut isolated_since: Option<tokio::time::Instant> = None;
         loop {
             let report = check()?;
             if report.satisfies(level) {
                 return Ok(report);
             }
-            match tokio::time::timeout_at(deadline, progress.changed()).await {
+            let mut wake = deadline;
+            if let Some(server) = self.unreachable(level, &report) {
+                let since = *isolated_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= ISOLATION_GRACE {
+                    return Err(RepoError::RegionsUnreachable {
+                        wanted: level,
+                        server,
+                        reached: report,
+                    });
+                }
+                wake = wake.min(since + ISOLATION_GRACE);
+            } else {
+                isolated_since = None;
+            }
+            match tokio::time::timeout_at(wake, progress.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(RepoError::Closed),
+                Err(_) if wake < deadline => {}
                 Err(_) => {
                     return Err(RepoError::NotDurable {
                         wanted: level,
@@ -250,6 +274,21 @@ impl DocHandle {
                 }
             }
         }
+    }
+
+    /// For a `regions:N` wait: what the connected servers reach, when that and the regions
+    /// already holding the change cannot make N.
+    fn unreachable(
+        &self,
+        level: crate::core::Durability,
+        report: &crate::core::DurabilityReport,
+    ) -> Option<crate::core::RegionReach> {
+        let crate::core::Durability::Regions(k) = level else {
+            return None;
+        };
+        let reach = self.shared.lock_primary().region_reach()?;
+        let possible = report.storages.union(&reach.reachable).count();
+        (possible < k).then_some(reach)
     }
 
     /// Waits until some connected peer is known to hold exactly our heads.

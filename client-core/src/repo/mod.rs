@@ -21,6 +21,7 @@ mod driver;
 mod error;
 mod handle;
 mod history;
+mod links;
 mod listing;
 mod remote;
 mod routing;
@@ -39,6 +40,7 @@ pub use bus::{BusError, BusEvent, BusNotice, ClusterBus};
 pub use cluster::ClusterConfig;
 pub use error::RepoError;
 pub use handle::DocHandle;
+pub use links::{Activity, LinkState, PeerRegionStatus, RegionLinkSettings};
 pub use remote::RemoteError;
 pub use transport::Backoff;
 
@@ -152,6 +154,8 @@ pub struct RepoConfig {
     pub outgoing_queue: usize,
     /// Reconnect backoff.
     pub backoff: Backoff,
+    /// How region links are dialled and watched ([`Repo::connect_region`]).
+    pub region_links: RegionLinkSettings,
     /// How long `find` waits for a first server connection before answering "unavailable".
     pub connect_wait: Duration,
     /// Core tick period (timeouts, eviction, anti-entropy).
@@ -190,6 +194,7 @@ impl Default for RepoConfig {
             housekeeping: Housekeeping::default(),
             outgoing_queue: 4096,
             backoff: Backoff::default(),
+            region_links: RegionLinkSettings::default(),
             connect_wait: Duration::from_secs(5),
             tick: Duration::from_millis(500),
             region: None,
@@ -391,11 +396,12 @@ impl Repo {
     /// Keeps one connection to the first reachable URL of `urls`, moving to the next on failure,
     /// reconnecting with exponential backoff and jitter.
     pub fn connect(&self, urls: Vec<String>) {
-        let task = tokio::spawn(transport::run_client(
+        let task = tokio::spawn(transport::run_client_with(
             self.shared.clone(),
             urls,
-            self.config.backoff.clone(),
+            transport::DialOptions::new(self.config.backoff.clone()),
             self.config.limits.max_message_bytes,
+            None,
         ));
         self.spawn(task);
     }
@@ -407,34 +413,11 @@ impl Repo {
         let task = tokio::spawn(transport::run_client_with(
             self.shared.clone(),
             urls,
-            self.config.backoff.clone(),
+            transport::DialOptions::new(self.config.backoff.clone()),
             self.config.limits.max_message_bytes,
             Some(credentials),
         ));
         self.spawn(task);
-    }
-
-    /// Replication status of every region link (region servers), summed over the shards.
-    pub fn region_status(&self) -> Vec<crate::core::RegionLinkStatus> {
-        let now = self.shared.now();
-        let mut merged: Vec<crate::core::RegionLinkStatus> = Vec::new();
-        for part in self.shared.each_shard(|c| c.region_status(now)) {
-            for s in part {
-                match merged.iter_mut().find(|m| m.conn == s.conn) {
-                    Some(m) => {
-                        m.docs_behind += s.docs_behind;
-                        m.oldest_unacked_ms = m.oldest_unacked_ms.max(s.oldest_unacked_ms);
-                        m.digest_differences += s.digest_differences;
-                        m.frames_in += s.frames_in;
-                        m.frames_out += s.frames_out;
-                        m.bytes_in += s.bytes_in;
-                        m.bytes_out += s.bytes_out;
-                    }
-                    None => merged.push(s),
-                }
-            }
-        }
-        merged
     }
 
     /// Documents in the anti-entropy heads index (region servers).
@@ -802,4 +785,7 @@ pub struct Attachment {
     pub outgoing: mpsc::Receiver<Vec<u8>>,
     /// Becomes `Some` when the engine wants the connection closed.
     pub close: watch::Receiver<Option<CloseReason>>,
+    /// The transport calls [`links::Activity::touch`] for every frame it receives (pings and
+    /// pongs included): region links with no frame for a while are reported stalled.
+    pub activity: links::Activity,
 }

@@ -53,6 +53,7 @@ impl Repo {
         let conn = self.shared.new_conn();
         let (frames, outgoing) = mpsc::channel(self.shared.outgoing_queue.max(1));
         let (close_tx, close) = watch::channel(None);
+        let activity = super::links::Activity::new(self.shared.start);
         if let Ok(mut conns) = self.shared.conns.lock() {
             conns.insert(
                 conn,
@@ -60,6 +61,7 @@ impl Repo {
                     frames,
                     close: close_tx,
                     established: false,
+                    activity: activity.clone(),
                 },
             );
         }
@@ -77,6 +79,7 @@ impl Repo {
             conn,
             outgoing,
             close,
+            activity,
         }
     }
 

@@ -375,6 +375,16 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Message, DecodeError> {
             buckets: r.bytes("buckets")?,
             entries: r.bytes("entries")?,
         },
+        "concord-regions" => Message::Regions {
+            sender_id: r.peer("senderId")?,
+            target_id: r.peer("targetId")?,
+            reachable: r.storage_ids("reachable")?,
+            down: r
+                .storage_ids("down")?
+                .into_iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+        },
         other => return Err(DecodeError::UnknownType(other.chars().take(64).collect())),
     };
     Ok(msg)
@@ -568,6 +578,21 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put("buckets", Value::Bytes(buckets.clone()));
             put("entries", Value::Bytes(entries.clone()));
         }
+        Message::Regions {
+            sender_id,
+            target_id,
+            reachable,
+            down,
+        } => {
+            put("senderId", text(sender_id.as_str()));
+            put("targetId", text(target_id.as_str()));
+            let texts = |v: Vec<&str>| Value::Array(v.into_iter().map(text).collect());
+            put(
+                "reachable",
+                texts(reachable.iter().map(StorageId::as_str).collect()),
+            );
+            put("down", texts(down.iter().map(String::as_str).collect()));
+        }
     }
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail.
@@ -647,10 +672,16 @@ mod tests {
                 covers: Some(vec![1, 5]),
             },
             Message::DigestEntries {
-                sender_id: a,
-                target_id: b,
+                sender_id: a.clone(),
+                target_id: b.clone(),
                 buckets: vec![3, 7],
                 entries: vec![1; 24],
+            },
+            Message::Regions {
+                sender_id: a,
+                target_id: b,
+                reachable: vec![StorageId::new("s1"), StorageId::new("s2")],
+                down: vec!["eu".into()],
             },
         ]
     }

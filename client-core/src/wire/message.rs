@@ -185,6 +185,20 @@ pub enum Message {
         /// 24 bytes per entry: 16-byte document id, 8-byte heads hash.
         entries: Vec<u8>,
     },
+    /// Concord extension (`concord-regions`): a region server tells a Concord client that
+    /// subscribed to heads gossip which regions it can reach now, so that a `regions:N` wait
+    /// that cannot succeed through this server fails fast instead of timing out.
+    Regions {
+        /// Sender.
+        sender_id: PeerId,
+        /// Target.
+        target_id: PeerId,
+        /// Storage ids of the regions reachable now: the server's own and those of its region
+        /// links that are up.
+        reachable: Vec<StorageId>,
+        /// Names of the peer regions it has seen whose link is down.
+        down: Vec<String>,
+    },
 }
 
 impl Message {
@@ -205,6 +219,7 @@ impl Message {
             Self::Deleted { .. } => "concord-deleted",
             Self::Digest { .. } => "concord-digest",
             Self::DigestEntries { .. } => "concord-digest-entries",
+            Self::Regions { .. } => "concord-regions",
         }
     }
 
@@ -223,7 +238,8 @@ impl Message {
             | Self::Delete { sender_id, .. }
             | Self::Deleted { sender_id, .. }
             | Self::Digest { sender_id, .. }
-            | Self::DigestEntries { sender_id, .. } => Some(sender_id),
+            | Self::DigestEntries { sender_id, .. }
+            | Self::Regions { sender_id, .. } => Some(sender_id),
             Self::Error { sender_id, .. } => sender_id.as_ref(),
         }
     }

@@ -16,13 +16,14 @@
 //!   overwrite each other), and because whoever can read the database can read every document
 //!   anyway. The first node to start creates the signing key;
 //! - the registry of live nodes ([`registry`]), for `/admin/cluster`;
-//! - advisory locks ([`lock`]) for work that one node of the cluster does on behalf of all
-//!   (e.g. dialling another region).
+//! - advisory locks ([`lock`]) for work that one node of the cluster does on behalf of all:
+//!   dialling another region ([`links`]: one link per peer URL for the whole cluster).
 //!
 //! LISTEN and session advisory locks need session-level connections: a pooler in between must
 //! run in session mode (PgBouncer's transaction mode breaks both).
 
 pub mod auth;
+pub mod links;
 pub mod lock;
 pub mod registry;
 

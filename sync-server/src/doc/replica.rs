@@ -293,6 +293,16 @@ impl Replica {
 
     async fn wait_for_server(&self, handle: &DocHandle) -> anyhow::Result<()> {
         if let Some(level) = self.durability {
+            if self.remaining().is_zero() {
+                anyhow::bail!(
+                    "the change is committed to the local replica, but no time was left to wait \
+                     for durability {level}: reaching a server ({}) used the whole --timeout of \
+                     {:?}; it syncs on a later connection (`concord doc sync`), or retry with a \
+                     longer --timeout",
+                    self.servers(),
+                    self.wait
+                );
+            }
             let report = handle
                 .wait_durable(level, self.remaining())
                 .await

@@ -131,6 +131,11 @@ pub struct ServeArgs {
     /// Seconds between anti-entropy digests on a region link [default: 30].
     #[arg(long, env = "CONCORD_ANTI_ENTROPY_SECS")]
     pub anti_entropy_secs: Option<u64>,
+    /// A region link with no frame received for this long is reported `stalled` in
+    /// /admin/replication and does not count as reachable; a link this server dialled is
+    /// closed and dialled again after three times as long [default: 5].
+    #[arg(long, env = "CONCORD_REGION_STALL_SECS")]
+    pub region_stall_secs: Option<u64>,
     /// PostgreSQL URL (`postgres://user:password@host:port/db?sslmode=...`): store documents,
     /// token keys and revocations there, and form a cluster with every node using the same
     /// database. Without it, documents live in SQLite under --data. Prefer the environment
@@ -249,6 +254,7 @@ struct FileConfig {
     peers: Option<Vec<String>>,
     peer_secret: Option<String>,
     anti_entropy_secs: Option<u64>,
+    region_stall_secs: Option<u64>,
     database: Option<DatabaseUrl>,
     node_id: Option<String>,
     database_pool: Option<u32>,
@@ -320,6 +326,8 @@ pub struct ServeConfig {
     pub peer_secret: Option<String>,
     /// Anti-entropy period, seconds.
     pub anti_entropy_secs: u64,
+    /// A region link silent this long is stalled (dialled links are redialled after 3x), seconds.
+    pub region_stall_secs: u64,
     /// Per-principal quotas.
     pub quotas: concord::core::Quotas,
     /// Sync state unused this long is deleted, seconds.
@@ -380,6 +388,7 @@ impl Default for ServeConfig {
             peers: Vec::new(),
             peer_secret: None,
             anti_entropy_secs: 30,
+            region_stall_secs: 5,
             quotas: concord::core::Quotas::default(),
             sync_state_ttl_secs: 30 * 24 * 3600,
             deleted_retention_secs: 7 * 24 * 3600,
@@ -466,6 +475,7 @@ impl ServeConfig {
             },
             peer_secret: args.peer_secret.clone().or(file.peer_secret.clone()),
             anti_entropy_secs: pick!(anti_entropy_secs),
+            region_stall_secs: pick!(region_stall_secs),
             quotas: args
                 .quotas
                 .resolve(&file.quotas, pick!(max_decompressed_bytes))?,
@@ -519,9 +529,9 @@ impl ServeConfig {
                 format!("must be between 1 and 256 (got {})", c.shards),
             ));
         }
-        if c.anti_entropy_secs == 0 {
+        if c.anti_entropy_secs == 0 || c.region_stall_secs == 0 {
             return Err(ConfigError::Invalid(
-                "anti_entropy_secs",
+                "anti_entropy_secs/region_stall_secs",
                 "must be greater than zero".into(),
             ));
         }

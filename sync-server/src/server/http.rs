@@ -146,7 +146,9 @@ pub async fn list_docs(
     Json(json!({"total": total, "offset": page.offset, "documents": items})).into_response()
 }
 
-/// `GET /admin/replication`: this region, its heads index and every region link's lag.
+/// `GET /admin/replication`: this region, its heads index and every configured or seen peer
+/// region with the state of its link (`up`, `connecting`, `down`, `stalled`), the live link's
+/// figures and cumulative traffic (field definitions: README, Regions).
 pub async fn replication(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -155,29 +157,64 @@ pub async fn replication(
     if let Err(r) = super::admission::admit_admin(&app, &headers, &query) {
         return r.into_response();
     }
-    let links: Vec<_> = app
-        .repo
-        .region_status()
-        .into_iter()
-        .map(|l| {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let peers = app.repo.region_peers();
+    let link_json = |l: &concord::core::RegionLinkStatus| {
+        json!({
+            "conn": l.conn.0,
+            "region": l.region,
+            "peer_id": l.peer_id.to_string(),
+            "storage_id": l.storage_id.as_ref().map(ToString::to_string),
+            "up_ms": l.up_ms,
+            "docs_behind": l.docs_behind,
+            "oldest_unacked_ms": l.oldest_unacked_ms,
+            "digest_differences": l.digest_differences,
+            "digest_age_ms": l.digest_age_ms,
+            "digest_measured_at_unix_ms": l.digest_age_ms.map(|a| now_unix.saturating_sub(a)),
+            "frames_in": l.frames_in,
+            "frames_out": l.frames_out,
+            "bytes_in": l.bytes_in,
+            "bytes_out": l.bytes_out,
+        })
+    };
+    let peer_json: Vec<_> = peers
+        .iter()
+        .map(|p| {
             json!({
-                "region": l.region,
-                "peer_id": l.peer_id.to_string(),
-                "storage_id": l.storage_id.map(|s| s.to_string()),
-                "state": "up",
-                "docs_behind": l.docs_behind,
-                "oldest_unacked_ms": l.oldest_unacked_ms,
-                "digest_differences": l.digest_differences,
-                "frames_in": l.frames_in,
-                "frames_out": l.frames_out,
-                "bytes_in": l.bytes_in,
-                "bytes_out": l.bytes_out,
+                "region": p.region,
+                "url": p.url,
+                "state": p.state.as_str(),
+                "down_ms": p.down_ms,
+                "down_since_unix_ms": p.down_ms.map(|a| now_unix.saturating_sub(a)),
+                "last_error": p.last_error,
+                "next_retry_ms": p.next_retry_ms,
+                "attempts": p.attempts,
+                "idle_ms": p.idle_ms,
+                "connection": p.link.as_ref().map(link_json),
+                "totals": {
+                    "frames_in": p.totals.frames_in,
+                    "frames_out": p.totals.frames_out,
+                    "bytes_in": p.totals.bytes_in,
+                    "bytes_out": p.totals.bytes_out,
+                    "links_ended": p.totals.links_ended,
+                },
             })
         })
         .collect();
-    let up: std::collections::BTreeSet<String> = links
+    let links: Vec<_> = peers
         .iter()
-        .filter_map(|l| l["region"].as_str().map(str::to_owned))
+        .filter_map(|p| {
+            let mut l = link_json(p.link.as_ref()?);
+            l["state"] = json!(p.state.as_str());
+            Some(l)
+        })
+        .collect();
+    let up: std::collections::BTreeSet<&str> = peers
+        .iter()
+        .filter(|p| p.state == concord::repo::LinkState::Up)
+        .filter_map(|p| p.region.as_deref())
         .collect();
     Json(json!({
         "region": app.config.region,
@@ -186,6 +223,7 @@ pub async fn replication(
         "indexed_documents": app.repo.indexed_documents(),
         "configured_peers": app.config.peers.iter().map(|p| crate::server::redact(p)).collect::<Vec<_>>(),
         "regions_up": up,
+        "peers": peer_json,
         "links": links,
     }))
     .into_response()

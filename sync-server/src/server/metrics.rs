@@ -122,59 +122,100 @@ impl Collector for EngineCollector {
     }
 }
 
-/// Per region link: link up, documents behind, age of the oldest unacknowledged change, traffic.
+/// Per peer region: link state, documents behind, age of the oldest unacknowledged commit, and
+/// traffic counters that survive reconnects.
 fn region_metrics(e: &mut DescriptorEncoder<'_>, repo: &Repo) -> Result<(), std::fmt::Error> {
-    let links = repo.region_status();
-    let gauge = |e: &mut DescriptorEncoder<'_>,
-                 name: &str,
-                 help: &str,
-                 value: fn(&concord::core::RegionLinkStatus) -> i64|
+    use concord::repo::{LinkState, PeerRegionStatus};
+    use prometheus_client::metrics::MetricType;
+    let peers: Vec<PeerRegionStatus> = repo
+        .region_peers()
+        .into_iter()
+        .filter(|p| p.region.is_some())
+        .collect();
+    let family = |e: &mut DescriptorEncoder<'_>,
+                  name: &str,
+                  help: &str,
+                  kind: MetricType,
+                  value: &dyn Fn(&PeerRegionStatus) -> Option<u64>|
      -> Result<(), std::fmt::Error> {
-        let mut family = e.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for l in &links {
-            let labels = [("region", l.region.as_str())];
-            let g = ConstGauge::new(value(l));
-            g.encode(family.encode_family(&labels)?)?;
+        let mut enc = e.encode_descriptor(name, help, None, kind)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &peers {
+            let Some(region) = p.region.as_deref() else {
+                continue;
+            };
+            let Some(v) = value(p) else { continue };
+            if !seen.insert(region) {
+                continue; // one series per region (its first entry carries the totals)
+            }
+            let labels = [("region", region)];
+            let v = i64::try_from(v).unwrap_or(i64::MAX);
+            if matches!(kind, MetricType::Counter) {
+                ConstCounter::new(u64::try_from(v).unwrap_or(0))
+                    .encode(enc.encode_family(&labels)?)?;
+            } else {
+                ConstGauge::new(v).encode(enc.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     };
-    gauge(
+    let gauge = MetricType::Gauge;
+    let counter = MetricType::Counter;
+    family(
         e,
         "concord_region_link_up",
-        "Region links that are up (one per connected region).",
-        |_| 1,
+        "1 when the link to the region is up, 0 when it is down, connecting or stalled.",
+        gauge,
+        &|p| Some(u64::from(p.state == LinkState::Up)),
     )?;
-    gauge(
+    family(
+        e,
+        "concord_region_link_stalled",
+        "1 when the link to the region is open but no frame arrived for --region-stall-secs.",
+        gauge,
+        &|p| Some(u64::from(p.state == LinkState::Stalled)),
+    )?;
+    family(
         e,
         "concord_region_docs_behind",
-        "Documents a region is known not to hold at our committed heads.",
-        |l| i64::try_from(l.docs_behind).unwrap_or(i64::MAX),
+        "Documents with a commit the region has not acknowledged (live link).",
+        gauge,
+        &|p| p.link.as_ref().map(|l| l.docs_behind),
     )?;
-    gauge(
+    family(
         e,
         "concord_region_oldest_unacked_ms",
-        "Age of the oldest change a region has not acknowledged (0: none).",
-        |l| {
-            l.oldest_unacked_ms
-                .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
-        },
+        "Age of the oldest commit the region has not acknowledged (0: none; live link).",
+        gauge,
+        &|p| p.link.as_ref().map(|l| l.oldest_unacked_ms.unwrap_or(0)),
     )?;
-    gauge(
+    family(
         e,
         "concord_region_bytes_out",
-        "Bytes sent on the region link.",
-        |l| i64::try_from(l.bytes_out).unwrap_or(i64::MAX),
+        "Bytes sent to the region, every link since start.",
+        counter,
+        &|p| Some(p.totals.bytes_out),
     )?;
-    gauge(
+    family(
         e,
         "concord_region_bytes_in",
-        "Bytes received on the region link.",
-        |l| i64::try_from(l.bytes_in).unwrap_or(i64::MAX),
+        "Bytes received from the region, every link since start.",
+        counter,
+        &|p| Some(p.totals.bytes_in),
+    )?;
+    family(
+        e,
+        "concord_region_frames_out",
+        "Frames sent to the region, every link since start.",
+        counter,
+        &|p| Some(p.totals.frames_out),
+    )?;
+    family(
+        e,
+        "concord_region_frames_in",
+        "Frames received from the region, every link since start.",
+        counter,
+        &|p| Some(p.totals.frames_in),
     )?;
     Ok(())
 }

@@ -248,9 +248,20 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
             min_ops: config.defer_apply_min_ops,
             ..DeferApply::default()
         }),
+        region_links: {
+            let stall = std::time::Duration::from_secs(config.region_stall_secs);
+            concord::repo::RegionLinkSettings {
+                stalled_after: stall,
+                drop_after: stall.saturating_mul(3),
+                ..concord::repo::RegionLinkSettings::default()
+            }
+        },
         region: config.peer_secret.as_ref().map(|_| RegionConfig {
             name: config.region.clone(),
             anti_entropy_ms: config.anti_entropy_secs.saturating_mul(1000),
+            // A cluster node may not hold the region links (another node may): it cannot say
+            // what the cluster reaches.
+            announce_reach: config.database.is_none(),
         }),
         // Other nodes' commits (announced by PostgreSQL inside their transactions) and
         // ephemeral messages arrive on the bus; ours leave on it.
@@ -262,6 +273,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
     };
     let repo = Repo::open(storage, repo_config).await?;
     slot.set(repo.clone());
+    let (shutdown_tx, shutdown) = watch::channel(false);
     if let Some(secret) = config.peer_secret.clone() {
         tracing::info!(
             region = %config.region,
@@ -277,10 +289,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServerError> {
                     .map_err(|e| tracing::error!(error = %e, "cannot mint a region token"))
                     .ok()
             });
-            repo.connect_with_credentials(vec![url.clone()], credentials);
+            // In a cluster, only the node holding the link's advisory lock dials it.
+            let active = cluster.as_ref().map(|c| {
+                crate::cluster::links::hold(&c.storage, &config.region, url, shutdown.clone())
+            });
+            repo.connect_region_while(vec![url.clone()], credentials, active);
         }
     }
-    let (shutdown_tx, shutdown) = watch::channel(false);
     let revoked = backend::revocations(
         &config,
         cluster.as_deref(),

@@ -107,6 +107,7 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
                 }
             },
             frame = stream.next() => {
+                att.activity.touch();
                 idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                 let size = match &frame {
                     Some(Ok(Message::Binary(b))) => Some(b.len()),
