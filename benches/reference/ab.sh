@@ -20,7 +20,8 @@ side() {
   local name=$1 bin=$2 filter=$3 dir pid token
   dir=$(mktemp -d)
   CONCORD_LOG=$filter "${PIN_SERVER[@]}" "$bin" serve --bind 127.0.0.1:0 --data "$dir" \
-    --max-connections-per-ip 1000000 --max-connections-per-principal 1000000 >"$dir/log" 2>&1 &
+    --max-connections-per-ip 1000000 --max-connections-per-principal 1000000 \
+    --max-pending-connections-per-ip 1000000 --max-pending-connections 1000000 >"$dir/log" 2>&1 &
   pid=$!
   wait_listening "$dir/log"
   token=$("$bin" token create --data "$dir" --principal ab 2>/dev/null | tail -1)
