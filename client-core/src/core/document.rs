@@ -706,7 +706,15 @@ impl Core {
                     result: Ok(heads),
                 });
             }
-            self.sync_doc(now, doc);
+            if !self.guard.batch.is_empty() && entry.doc.get_heads() == before {
+                // Nothing new was applied: only the senders' sync states moved (their
+                // acknowledgements), so only they may be owed a message. Every other peer was
+                // synced after the document last changed (on its commit).
+                let senders: HashSet<ConnId> = self.guard.batch.iter().copied().collect();
+                self.sync_doc_to(now, doc, Some(&senders));
+            } else {
+                self.sync_doc(now, doc);
+            }
         }
     }
 
@@ -781,6 +789,16 @@ impl Core {
                 // under a sustained stream of incoming changes there is always a next batch, and
                 // waiting for a quiet moment would starve every peer of acknowledgements.
                 self.sync_doc(now, doc);
+                // Nothing queued meanwhile: the batch below would find nothing to apply and
+                // sync every peer a second time.
+                if self.docs.get(&doc).is_some_and(|e| {
+                    e.inbox.is_empty()
+                        && e.pending_tickets.is_empty()
+                        && e.doc.get_heads() == e.saved_heads
+                }) {
+                    self.settle_external(now, doc);
+                    return;
+                }
             }
             Err(e) => {
                 entry.commit_failed = true;
@@ -873,10 +891,15 @@ impl Core {
     /// Generates and sends sync messages for `doc` to every subscribed peer, if everything we
     /// hold of it is committed (panics contained: see `guard.rs`).
     pub(super) fn sync_doc(&mut self, now: u64, doc: DocumentId) {
-        let _ = self.guarded(now, doc, |c| c.sync_doc_inner(now, doc));
+        self.sync_doc_to(now, doc, None);
     }
 
-    fn sync_doc_inner(&mut self, now: u64, doc: DocumentId) {
+    /// [`Self::sync_doc`] for the peers in `only` (all subscribed peers when `None`).
+    fn sync_doc_to(&mut self, now: u64, doc: DocumentId, only: Option<&HashSet<ConnId>>) {
+        let _ = self.guarded(now, doc, |c| c.sync_doc_inner(now, doc, only));
+    }
+
+    fn sync_doc_inner(&mut self, now: u64, doc: DocumentId, only: Option<&HashSet<ConnId>>) {
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };
@@ -888,7 +911,7 @@ impl Core {
         let targets: Vec<(ConnId, PeerId, Option<StorageId>, bool)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.subscribed.contains(&doc))
+            .filter(|(id, c)| c.subscribed.contains(&doc) && only.is_none_or(|o| o.contains(id)))
             .filter_map(|(id, c)| {
                 let client = c.inbound && c.region.is_none(); // availability.rs
                 c.peer
