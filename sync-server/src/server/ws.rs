@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 
 use governor::{Quota, RateLimiter};
@@ -21,6 +22,9 @@ use super::metrics::ConnectionGuard;
 
 /// How long one frame may take to write before the peer is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the closing handshake may wait for the peer's close frame.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// `GET /sync`: upgrades to the protocol v1 WebSocket after admission (Origin, token,
 /// connection caps). Non-WebSocket requests get axum's rejection (400/405/426 with a message).
@@ -96,6 +100,8 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
     let mut shutdown = app.shutdown.clone();
     let mut ping = tokio::time::interval(Duration::from_secs(app.config.ping_secs));
     ping.tick().await;
+    // Whether our close frame went out: the closing handshake then waits for the peer's.
+    let mut closing = false;
     let reason = loop {
         let out = tokio::select! {
             // Frames first, so an `error` message goes out before its close frame.
@@ -106,7 +112,7 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
                     // The engine ended the connection; its frames are drained: say why.
                     let reason = att.close.borrow().clone();
                     let (code, text) = reason.map_or((1011, "internal error".to_owned()), |r| (r.code, r.reason));
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(code, &text))).await;
+                    closing = send_close(&mut sink, close(code, &text)).await;
                     break "closed by engine";
                 }
             },
@@ -122,7 +128,7 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
                     let n = NonZeroU32::new(u32::try_from(size).unwrap_or(u32::MAX)).unwrap_or(one);
                     if msgs.check().is_err() || !matches!(bytes.check_n(n), Ok(Ok(()))) {
                         tracing::warn!(%conn, "rate limit exceeded");
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1008, "rate limit exceeded"))).await;
+                        closing = send_close(&mut sink, close(1008, "rate limit exceeded")).await;
                         break "rate limited";
                     }
                 }
@@ -134,7 +140,7 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
                 Some(Err(e)) => {
                     // Oversized frames end here too: tungstenite refuses them before we see them.
                     tracing::info!(%conn, error = %e, "WebSocket error");
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1009, "message too big or malformed"))).await;
+                    closing = send_close(&mut sink, close(1009, "message too big or malformed")).await;
                     break "socket error";
                 }
                 }
@@ -144,24 +150,24 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
                     .as_deref()
                     .is_some_and(|p| revoked.borrow().is_revoked(token_id.as_deref(), p));
                 if now_revoked {
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1008, "token revoked"))).await;
+                    closing = send_close(&mut sink, close(1008, "token revoked")).await;
                     break "token revoked";
                 }
                 None
             }
             () = &mut expiry => {
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1008, "token expired"))).await;
+                closing = send_close(&mut sink, close(1008, "token expired")).await;
                 break "token expired";
             }
             () = &mut idle => {
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1001, "idle timeout"))).await;
+                closing = send_close(&mut sink, close(1001, "idle timeout")).await;
                 break "idle timeout";
             }
             changed = att.close.changed() => {
                 let reason = att.close.borrow().clone();
                 match reason {
                     Some(r) => {
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(r.code, &r.reason))).await;
+                        closing = send_close(&mut sink, close(r.code, &r.reason)).await;
                         break "closed by engine";
                     }
                     None if changed.is_err() => break "engine gone",
@@ -170,7 +176,7 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
             }
             _ = ping.tick() => Some(Message::Ping(Vec::new().into())),
             _ = shutdown.changed() => {
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(1001, "server shutting down"))).await;
+                closing = send_close(&mut sink, close(1001, "server shutting down")).await;
                 break "server shutdown";
             }
         };
@@ -184,4 +190,29 @@ async fn serve_socket(app: AppState, socket: WebSocket, admitted: Admitted) {
     };
     tracing::debug!(%conn, reason, "WebSocket closed");
     app.repo.detach(conn);
+    if closing {
+        drain_until_closed(&mut stream).await;
+    }
+}
+
+/// Sends a close frame within the write timeout; whether it went out.
+async fn send_close(sink: &mut SplitSink<WebSocket, Message>, frame: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The closing handshake (RFC 6455 section 7.1.1): after our close frame, read and drop what the
+/// peer still sends until its close frame or the end of the stream, for at most
+/// [`CLOSE_DRAIN`]. Dropping a TCP socket with unread bytes in it makes the kernel answer with
+/// a reset, which can destroy our close frame before the peer reads it: a client that was
+/// still sending (a flood being cut off, a burst at a revocation) would see "connection reset"
+/// instead of the code and reason that tell it why. The engine has already forgotten the
+/// connection; nothing read here reaches it.
+async fn drain_until_closed(stream: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
 }
