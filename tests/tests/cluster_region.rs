@@ -1,7 +1,8 @@
 //! A region that is a cluster: two `concord serve --database` nodes (region `c`, one throwaway
 //! PostgreSQL) both configured to dial a SQLite region `s`. Only the node holding the link's
 //! PostgreSQL advisory lock dials it (the other shows `standby`); after `kill -9` of the holder,
-//! the other node takes the link over and writes keep replicating to `s`.
+//! the other node takes the link over and writes keep replicating to `s`. A client of either
+//! node learns `regions:2` (the holder shares what `s` acknowledged over the cluster bus).
 //!
 //! Run: `cargo test -p concord-tests --test cluster_region` (needs PostgreSQL's server binaries,
 //! Debian package `postgresql`).
@@ -107,15 +108,30 @@ async fn one_node_of_a_cluster_region_holds_the_link_and_another_takes_it_over()
         "the SQLite region sees one link from the cluster"
     );
 
-    // A client of the node that holds the link (heads gossip of what the other region
-    // acknowledged is per node: a client of a standby node learns `regions:2` only after it
-    // fails over to the holder; see the README, Regions).
+    // A client of the standby node: the holder tells the other nodes what the SQLite region
+    // acknowledged (cluster bus), so `regions:2` is met wherever the client connected.
+    let c = client(dir.path(), "cs", cluster.nodes[other].url()).await;
+    let hs = c.create().await.unwrap();
+    hs.change(|tx| tx.put(ROOT, "standby", 1)).await.unwrap();
+    let start = Instant::now();
+    let report = hs
+        .wait_durable(Durability::Regions(2), LIMIT)
+        .await
+        .expect("a client of the standby node learns that the other region committed its write");
+    eprintln!(
+        "regions:2 through the standby node in {:?}",
+        start.elapsed()
+    );
+    assert!(report.storages.len() >= 2, "{report}");
+    c.shutdown().await;
+
+    // A client of the node that holds the link.
     let c = client(dir.path(), "c", cluster.nodes[holder].url()).await;
     let h = c.create().await.unwrap();
     h.change(|tx| tx.put(ROOT, "before", 1)).await.unwrap();
     h.wait_durable(Durability::Regions(2), LIMIT)
         .await
-        .expect("a write on the standby node reaches the other region");
+        .expect("a write on the holder reaches the other region");
 
     c.shutdown().await;
     cluster.nodes[holder].kill9(); // a client of the cluster continues on the other node

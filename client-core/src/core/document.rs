@@ -109,6 +109,11 @@ pub(super) struct DocEntry {
     pub(super) pending_authors: Vec<ChangeAuthor>,
     /// The principal that created the document, written with the next commit.
     pub(super) pending_owner: Option<String>,
+    /// Heads other regions acknowledged to other nodes of the cluster (their region links):
+    /// see `cluster_regions.rs`.
+    pub(super) cluster_region_heads: BTreeMap<StorageId, Vec<ChangeHash>>,
+    /// The region heads this node last told the cluster about.
+    pub(super) region_heads_published: Vec<(StorageId, Vec<ChangeHash>)>,
 }
 
 impl DocEntry {
@@ -137,6 +142,8 @@ impl DocEntry {
             external_links: false,
             pending_authors: Vec::new(),
             pending_owner: None,
+            cluster_region_heads: BTreeMap::new(),
+            region_heads_published: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 use automerge::ChangeHash;
 
+use super::lazy::LazyDoc;
 use super::{Core, Event};
 use crate::id::{ConnId, DocumentId, StorageId, decode_head, encode_head};
 use crate::wire::{Message, RemoteHeads};
@@ -111,6 +112,44 @@ impl fmt::Display for DurabilityReport {
     }
 }
 
+/// Merges `heads`, reported committed on storage `sid`, into what `known` holds for it; true
+/// when that changed. Every reported head was committed on that storage, and a storage never
+/// loses a commit: the union is kept (reports may arrive out of order), reduced to its heads
+/// when the document is at hand, and bounded ([`MAX_GOSSIPED_STORAGES`] storages,
+/// [`MAX_GOSSIPED_HEADS`] heads each).
+pub(super) fn merge_into(
+    known: &mut BTreeMap<StorageId, Vec<ChangeHash>>,
+    am: Option<&LazyDoc>,
+    sid: StorageId,
+    heads: Vec<ChangeHash>,
+) -> bool {
+    if !known.contains_key(&sid) && known.len() >= MAX_GOSSIPED_STORAGES {
+        return false;
+    }
+    let old = known.get(&sid).cloned().unwrap_or_default();
+    let mut merged = old.clone();
+    for h in heads {
+        if !merged.contains(&h) {
+            merged.push(h);
+        }
+    }
+    if let Some(am) = am {
+        let all = merged.clone();
+        merged.retain(|h| {
+            let others: Vec<ChangeHash> = all.iter().filter(|o| *o != h).copied().collect();
+            others.is_empty() || !am.covers(&others, &[*h])
+        });
+    }
+    if merged.len() > MAX_GOSSIPED_HEADS {
+        merged.drain(..merged.len() - MAX_GOSSIPED_HEADS);
+    }
+    if same(&old, &merged) {
+        return false;
+    }
+    known.insert(sid, merged);
+    true
+}
+
 /// The same set of heads, whatever the order.
 pub(super) fn same(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());
@@ -141,11 +180,16 @@ impl Core {
                 report.storages.insert(sid.clone());
             }
         }
-        if let Some(known) = self.remote_heads.get(doc) {
-            for (sid, heads) in known {
-                if Some(sid) != self.config.storage_id.as_ref() && am.covers(heads, target) {
-                    report.storages.insert(sid.clone());
-                }
+        let cluster = entry.cluster_region_heads.iter();
+        for (sid, heads) in self
+            .remote_heads
+            .get(doc)
+            .into_iter()
+            .flatten()
+            .chain(cluster)
+        {
+            if Some(sid) != self.config.storage_id.as_ref() && am.covers(heads, target) {
+                report.storages.insert(sid.clone());
             }
         }
         report
@@ -216,30 +260,7 @@ impl Core {
             else {
                 continue;
             };
-            if !known.contains_key(&sid) && known.len() >= MAX_GOSSIPED_STORAGES {
-                continue;
-            }
-            // Every reported head was committed on that storage, and a storage never loses a
-            // commit: keep the union (gossip may arrive out of order), reduced to its heads.
-            let old = known.get(&sid).cloned().unwrap_or_default();
-            let mut merged = old.clone();
-            for h in heads {
-                if !merged.contains(&h) {
-                    merged.push(h);
-                }
-            }
-            if let Some(am) = am {
-                let all = merged.clone();
-                merged.retain(|h| {
-                    let others: Vec<ChangeHash> = all.iter().filter(|o| *o != h).copied().collect();
-                    others.is_empty() || !am.covers(&others, &[*h])
-                });
-            }
-            if merged.len() > MAX_GOSSIPED_HEADS {
-                merged.drain(..merged.len() - MAX_GOSSIPED_HEADS);
-            }
-            if !same(&old, &merged) {
-                known.insert(sid, merged);
+            if merge_into(known, am, sid, heads) {
                 changed = true;
             }
         }
@@ -249,11 +270,14 @@ impl Core {
     }
 
     /// Tells gossip subscribers syncing `doc` which storages hold which committed heads: ours,
-    /// and those our region links acknowledged.
+    /// those our region links acknowledged, and those other nodes of the cluster reported for
+    /// theirs. Tells the cluster first when what our region links acknowledged changed.
     pub(super) fn gossip_heads(&mut self, now: u64, doc: DocumentId) {
         let Some(our_sid) = self.config.storage_id.clone() else {
             return;
         };
+        let regions = self.region_heads(&doc);
+        self.publish_region_heads(doc, &regions);
         let targets: Vec<ConnId> = self
             .conns
             .iter()
@@ -269,26 +293,9 @@ impl Core {
         if entry.saved_heads.is_empty() {
             return;
         }
-        let mut map: BTreeMap<StorageId, Vec<ChangeHash>> = BTreeMap::new();
+        let mut map = entry.cluster_region_heads.clone();
+        map.extend(regions);
         map.insert(our_sid, entry.saved_heads.clone());
-        for (conn, c) in &self.conns {
-            let (Some(_), Some(peer)) = (&c.region, &c.peer) else {
-                continue;
-            };
-            let Some(sid) = peer.persistent_storage() else {
-                continue;
-            };
-            if self.link_confirms(*conn, &doc) {
-                map.insert(sid.clone(), entry.saved_heads.clone());
-            } else if let Some(theirs) = entry
-                .peers
-                .get(conn)
-                .and_then(|pd| pd.sync.their_heads.as_ref())
-                .filter(|t| !t.is_empty())
-            {
-                map.insert(sid.clone(), theirs.clone());
-            }
-        }
         let Some(entry) = self.docs.get_mut(&doc) else {
             return;
         };

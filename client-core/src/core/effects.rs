@@ -464,6 +464,15 @@ pub enum Event {
         /// The document.
         doc: DocumentId,
     },
+    /// The heads of `doc` that this node's region links acknowledged changed: a cluster node
+    /// tells the other nodes (`concord::repo::BusNotice::RegionHeads`), which report them to
+    /// their own clients. Only raised while this core holds region links.
+    RegionHeads {
+        /// The document.
+        doc: DocumentId,
+        /// Per peer region's storage id, the heads it has committed.
+        heads: Vec<(crate::id::StorageId, Vec<ChangeHash>)>,
+    },
 }
 
 impl From<StorageError> for FindOutcome {

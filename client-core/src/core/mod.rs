@@ -77,6 +77,7 @@ mod attribution;
 mod auth;
 mod availability;
 mod cluster;
+mod cluster_regions;
 mod config;
 mod connection;
 mod deletion;

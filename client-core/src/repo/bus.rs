@@ -24,7 +24,9 @@
 //! # }
 //! ```
 
-use crate::id::{DocumentId, PeerId};
+use automerge::ChangeHash;
+
+use crate::id::{DocumentId, PeerId, StorageId};
 use crate::storage::ChunkKey;
 
 /// Something one node tells the others.
@@ -64,6 +66,17 @@ pub enum BusNotice {
         /// The payload (never stored).
         data: Vec<u8>,
     },
+    /// The heads of `doc` that other regions acknowledged to node `node` over the region links
+    /// it holds (one node of a cluster holds each link): every node reports them in its heads
+    /// gossip, so a client of any node learns `regions:N` durability.
+    RegionHeads {
+        /// The node holding the links.
+        node: String,
+        /// The document.
+        doc: DocumentId,
+        /// Per peer region's storage id, the heads it has committed.
+        heads: Vec<(StorageId, Vec<ChangeHash>)>,
+    },
 }
 
 impl BusNotice {
@@ -72,7 +85,8 @@ impl BusNotice {
         match self {
             Self::Committed { node, .. }
             | Self::Ephemeral { node, .. }
-            | Self::Deleted { node, .. } => node,
+            | Self::Deleted { node, .. }
+            | Self::RegionHeads { node, .. } => node,
         }
     }
 }

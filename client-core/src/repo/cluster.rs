@@ -10,6 +10,8 @@
 //!   chunk once its transaction committed.
 //! - Ephemeral messages from this node's peers are published; those of other nodes are relayed
 //!   to this node's peers of the document (never back to their sender).
+//! - The heads peer regions acknowledged over the region links this node holds are published;
+//!   those of other nodes join this node's heads gossip (`regions:N` for a client of any node).
 
 use std::sync::Arc;
 
@@ -92,6 +94,11 @@ pub(super) async fn run_subscriber(shared: Arc<Shared>, mut events: mpsc::Receiv
             }) => {
                 shared.run_on(shared.shard_of(&doc), move |core, _| {
                     core.handle_cluster_ephemeral(doc, sender, session_id, count, data);
+                });
+            }
+            BusEvent::Notice(BusNotice::RegionHeads { doc, heads, .. }) => {
+                shared.run_on(shared.shard_of(&doc), move |core, now| {
+                    core.handle_cluster_region_heads(now, doc, heads);
                 });
             }
             BusEvent::Notice(BusNotice::Deleted { doc, tombstone, .. }) => {

@@ -372,6 +372,15 @@ impl Shared {
                     origin,
                 });
             }
+            Event::RegionHeads { doc, heads } => {
+                if let Some(link) = self.cluster.as_ref() {
+                    link.publish(super::BusNotice::RegionHeads {
+                        node: link.node_id.clone(),
+                        doc,
+                        heads,
+                    });
+                }
+            }
             Event::DocChanged { doc, heads, origin } => {
                 self.doc_event(doc, DocEvent::Changed { heads, origin });
             }

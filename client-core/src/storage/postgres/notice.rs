@@ -5,6 +5,7 @@
 //! {"t":"c","n":"node-a","d":"<bs58 document id>","k":["<64 hex>",...],"w":1733...}  committed
 //! {"t":"e","n":"node-a","d":"...","s":"peer","i":"session","c":7,"b":"<base64>"}  ephemeral
 //! {"t":"x","n":"node-a","d":"...","b":"<base64 tombstone>"}                deletion
+//! {"t":"r","n":"node-a","d":"...","h":{"<storage id>":["<64 hex>",...]}}   region heads
 //! {"t":"p","n":"node-a","q":12}                                             liveness ping
 //! ```
 //!
@@ -15,11 +16,14 @@
 //! delivery on another; across machines it includes their clock offset); older payloads
 //! without it decode too.
 
+use std::collections::BTreeMap;
+
+use automerge::ChangeHash;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use crate::id::{DocumentId, PeerId};
+use crate::id::{DocumentId, PeerId, StorageId};
 use crate::repo::BusNotice;
 use crate::storage::ChunkKey;
 
@@ -49,6 +53,12 @@ enum Wire {
     },
     #[serde(rename = "x")]
     Deleted { n: String, d: String, b: String },
+    #[serde(rename = "r")]
+    RegionHeads {
+        n: String,
+        d: String,
+        h: BTreeMap<String, Vec<String>>,
+    },
     #[serde(rename = "p")]
     Ping { n: String, q: u64 },
 }
@@ -129,6 +139,17 @@ pub(crate) fn encode(notice: &BusNotice) -> Result<String, usize> {
             d: doc.to_string(),
             b: BASE64.encode(tombstone),
         }),
+        BusNotice::RegionHeads { node, doc, heads } => to_json(&Wire::RegionHeads {
+            n: node.clone(),
+            d: doc.to_string(),
+            h: heads
+                .iter()
+                .map(|(sid, hs)| {
+                    let hex = hs.iter().map(|h| hex::encode(h.0)).collect();
+                    (sid.as_str().to_owned(), hex)
+                })
+                .collect(),
+        }),
     };
     if text.len() > MAX_PAYLOAD {
         Err(text.len())
@@ -186,6 +207,23 @@ pub(crate) fn decode_timed(text: &str) -> Option<(Payload, Option<u64>)> {
             doc: doc(&d)?,
             tombstone: BASE64.decode(b).ok()?,
         }),
+        Wire::RegionHeads { n, d, h } => {
+            let heads = h
+                .into_iter()
+                .map(|(sid, hs)| {
+                    let hs = hs
+                        .iter()
+                        .map(|x| Some(ChangeHash(hex::decode(x).ok()?.try_into().ok()?)))
+                        .collect::<Option<Vec<_>>>()?;
+                    Some((StorageId::from(sid.as_str()), hs))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Payload::Notice(BusNotice::RegionHeads {
+                node: n,
+                doc: doc(&d)?,
+                heads,
+            })
+        }
         Wire::Ping { n, q } => Payload::Ping { node: n, seq: q },
     };
     Some((payload, sent))
@@ -222,6 +260,17 @@ mod tests {
                 session_id: "s".into(),
                 count: 3,
                 data: vec![0, 255, 7],
+            },
+            BusNotice::RegionHeads {
+                node: "c".into(),
+                doc,
+                heads: vec![
+                    (
+                        StorageId::from("eu"),
+                        vec![ChangeHash([1; 32]), ChangeHash([2; 32])],
+                    ),
+                    (StorageId::from("us"), vec![ChangeHash([3; 32])]),
+                ],
             },
         ];
         for n in notices {
@@ -289,6 +338,7 @@ mod tests {
             r#"{"t":"x"}"#,
             r#"{"t":"c","n":"a","d":"nope","k":[]}"#,
             r#"{"t":"c","n":"a","d":"2j9Qk4ZsW8gV6YHfPvXbU8Y3GdwE","k":["00"]}"#,
+            r#"{"t":"r","n":"a","d":"2BxFKSGA17PMz9fHW7nyB9zMwFzu","h":{"eu":["00"]}}"#,
         ] {
             assert_eq!(decode(text), None, "{text}");
         }
