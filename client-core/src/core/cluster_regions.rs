@@ -19,6 +19,11 @@ impl Core {
     /// Per peer region (storage id) with a link here, the heads of `doc` it has committed: all
     /// of ours when its last digest matched ours, else the heads it last announced.
     pub(super) fn region_heads(&self, doc: &DocumentId) -> Vec<(StorageId, Vec<ChangeHash>)> {
+        // Only region servers have region links; the others skip the scan of every connection
+        // (this runs on every sync of a document).
+        if !self.is_region_server() {
+            return Vec::new();
+        }
         let Some(entry) = self.docs.get(doc) else {
             return Vec::new();
         };
