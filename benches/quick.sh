@@ -18,4 +18,16 @@ fi
 if [ "${CONCORD_BENCH_SATURATION:-1}" = 1 ] && [ -x "${CONCORD_BIN:-}" ] && command -v node >/dev/null; then
   BENCH_BIN="${CARGO_TARGET_DIR:-target}/debug/concord-bench" bash benches/reference/saturation.sh --quick
 fi
+# The A/B and instruction-count tools of BENCHMARKS 7 (concord against itself, tiny sizes).
+if [ -x "${CONCORD_BIN:-}" ]; then
+  BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
+  CONCORD_A="$CONCORD_BIN" CONCORD_B="$CONCORD_BIN" BENCH_BIN="$BIN_DIR/concord-bench" \
+    bash benches/reference/ab.sh 2 1 2 1 1
+  if command -v valgrind >/dev/null; then
+    CG_OUT=$(mktemp -d)
+    CALLGRIND_SETTLE=1 BENCH_BIN="$BIN_DIR/concord-bench" \
+      bash benches/reference/callgrind.sh 1 1 2 1 "$CG_OUT"
+    rm -rf "$CG_OUT"
+  fi
+fi
 echo "bench quick mode: ok"

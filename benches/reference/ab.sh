@@ -27,7 +27,7 @@ side() {
   token=$("$bin" token create --data "$dir" --principal ab 2>/dev/null | tail -1)
   "${PIN_CLIENT[@]}" "$BENCH_BIN" loadgen --name "$name" --url "$(ws_address "$dir/log")?token=$token" \
     --server-pid "$pid" --docs "$DOCS" --readers "$READERS" --rates "$RATE" --step-secs "$SECS" \
-    | grep -E '^ +0 \|' | sed "s/^/$name /" || true
+    | grep -E '^ +0 \|' | sed "s/^/$name /"
   kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
 }
 

@@ -16,7 +16,7 @@
 # Needs CONCORD_BIN (a built `concord`) and BENCH_BIN (a built `concord-bench`; release builds
 # for real figures), node >= 20 (installs the locked npm packages if needed). Optional:
 # SAMOD_BIN (a built samod-reference-server; without it the script builds it with cargo,
-# except in --quick mode, which then skips samod), LOADGEN_ARGS (extra loadgen options, e.g.
+# except in --quick mode, which then skips samod; SAMOD_BIN=none skips it too), LOADGEN_ARGS (extra loadgen options, e.g.
 # "--start-rate 200 --step-secs 10"), SATURATION_OUT (a directory to keep the JSON lines in).
 # --quick: 4 documents x 2 readers, two half-second steps per server; asserts nothing.
 set -euo pipefail
@@ -24,7 +24,7 @@ abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 : "${CONCORD_BIN:?set CONCORD_BIN to a built concord binary}"
 : "${BENCH_BIN:?set BENCH_BIN to a built concord-bench binary}"
 CONCORD_BIN=$(abs "$CONCORD_BIN"); BENCH_BIN=$(abs "$BENCH_BIN")
-if [ -n "${SAMOD_BIN:-}" ]; then SAMOD_BIN=$(abs "$SAMOD_BIN"); fi
+if [ -n "${SAMOD_BIN:-}" ] && [ "$SAMOD_BIN" != none ]; then SAMOD_BIN=$(abs "$SAMOD_BIN"); fi
 cd "$(dirname "$0")"
 QUICK=0
 if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
@@ -73,7 +73,8 @@ load() {
 
 concord() {
   start "$1" "$CONCORD_BIN" serve --bind 127.0.0.1:0 --data "$TMP/$1" \
-    --max-connections-per-ip 1000000 --max-connections-per-principal 1000000
+    --max-connections-per-ip 1000000 --max-connections-per-principal 1000000 \
+    --max-pending-connections-per-ip 1000000 --max-pending-connections 1000000
   local token
   token=$("$CONCORD_BIN" token create --data "$TMP/$1" --principal loadgen --ttl 2h 2>/dev/null | tail -1)
   load "$1" "$(ws_address "$TMP/$1.log")?token=$token" "${@:2}"
@@ -88,7 +89,7 @@ echo "# saturation: $(uptime)"
 concord concord "${LOAD[@]}" "${EXTRA[@]}"
 start automerge-repo node automerge-repo-server.mjs 0 "$TMP/automerge-repo"
 load automerge-repo "$(ws_address "$TMP/automerge-repo.log")" "${LOAD[@]}" "${EXTRA[@]}"
-if [ -n "${SAMOD_BIN:-}" ]; then
+if [ -n "${SAMOD_BIN:-}" ] && [ "$SAMOD_BIN" != none ]; then
   start samod "$SAMOD_BIN" 0 "$TMP/samod"
   load samod "$(ws_address "$TMP/samod.log")/" "${LOAD[@]}" "${EXTRA[@]}"
 fi

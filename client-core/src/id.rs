@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use automerge::ChangeHash;
 
+mod cache;
+
 /// Why a string is not a valid identifier or URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -70,7 +72,7 @@ impl DocumentId {
 
 impl fmt::Display for DocumentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&bs58::encode(self.0).with_check().into_string())
+        cache::with_encoded(&self.0, |s| f.write_str(s))
     }
 }
 
@@ -91,8 +93,10 @@ impl FromStr for DocumentId {
         if s.is_empty() {
             return Err(IdError::Empty);
         }
-        if let Ok(bytes) = bs58::decode(s).with_check(None).into_vec() {
-            return Self::try_from_slice(&bytes);
+        match cache::decoded(s) {
+            Some(Ok(bytes)) => return Ok(Self(bytes)),
+            Some(Err(len)) => return Err(IdError::WrongLength { len }),
+            None => {}
         }
         if let Ok(uuid) = uuid::Uuid::parse_str(s) {
             return Ok(Self(*uuid.as_bytes()));

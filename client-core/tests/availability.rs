@@ -311,3 +311,77 @@ fn a_stalled_region_link_is_given_up_after_the_timeout() {
     sim.run_until_quiescent(10_000).unwrap();
     assert_eq!(sim.heads(bob, doc), sim.heads(us, doc));
 }
+
+/// A client the server asked for a document and that never answered (here: Erin's frames to the
+/// server stay held) did not ask for it: when the document arrives from its creator, Erin is
+/// sent neither the document nor any later change of it; Bob, who asked, gets it all.
+#[test]
+fn a_client_asked_that_never_answered_is_not_sent_the_document() {
+    let Held {
+        mut sim,
+        alice,
+        to_server,
+        doc,
+        others,
+    } = held_creation(11, &["bob"], "n", 1);
+    let bob = others[0];
+    let erin = sim.add_peer("erin");
+    let server = 0; // the first peer held_creation added
+    let erin_link = sim.connect_with_grant(erin, server, Some(Grant::full("erin")));
+    sim.run_until_quiescent(1_000).unwrap();
+    sim.hold(erin_link, server);
+    sim.find(bob, doc);
+    sim.run_until_quiescent(1_000).unwrap();
+    let asked = frames_to(&sim, "erin", doc).len();
+    assert!(asked > 0, "erin was asked");
+
+    sim.release(to_server);
+    sim.run_until_quiescent(1_000).unwrap();
+    for i in 2..6 {
+        sim.change(alice, doc, |tx| tx.put(ROOT, "n", i)).unwrap();
+        sim.run_until_quiescent(1_000).unwrap();
+    }
+    assert_eq!(sim.json(bob, doc), json!({"n": 5}));
+    assert_eq!(
+        frames_to(&sim, "erin", doc).len(),
+        asked,
+        "nothing more reached erin: {:#?}",
+        frames_to(&sim, "erin", doc)
+    );
+    sim.release(erin_link);
+    sim.run_until_quiescent(1_000).unwrap();
+    assert!(sim.heads(erin, doc).is_empty(), "erin never got it");
+}
+
+/// A request for a document nobody here holds costs at most `Limits::max_clients_asked` frames,
+/// however many clients could hold it: 24 clients with full access are connected, and only the
+/// first 16 (Alice among them) are asked. Bob is still answered, and still gets the document once it arrives.
+#[test]
+fn a_request_asks_a_bounded_number_of_clients() {
+    let names: Vec<String> = (0..24).map(|i| format!("c{i:02}")).collect();
+    let mut all: Vec<&str> = vec!["bob"];
+    all.extend(names.iter().map(String::as_str));
+    let Held {
+        mut sim,
+        to_server,
+        doc,
+        others,
+        ..
+    } = held_creation(12, &all, "n", 1);
+    let bob = others[0];
+    sim.find(bob, doc);
+    sim.run_until_quiescent(10_000).unwrap();
+    let asked = names
+        .iter()
+        .filter(|n| !frames_to(&sim, n, doc).is_empty())
+        .count();
+    let limit = Limits::default().max_clients_asked;
+    assert_eq!(
+        asked + 1,
+        limit,
+        "alice and {asked} others asked (limit {limit})"
+    );
+    sim.release(to_server);
+    sim.run_until_quiescent(10_000).unwrap();
+    assert_eq!(sim.json(bob, doc), json!({"n": 1}));
+}

@@ -19,8 +19,18 @@
 //! or, when peers requested it, once [`Limits::ask_timeout_ms`](super::Limits::ask_timeout_ms)
 //! has passed since the first of them (checked on [`Core::handle_tick`]). A document that arrives
 //! later is still delivered to every peer that asked for it.
+//!
+//! A client we asked is subscribed to the document only for the question. When the document
+//! arrives, the clients that showed no interest of their own (no `request`, no heads: silent,
+//! or answering with empty heads) are unsubscribed, and the per-peer state of every peer that
+//! does not sync the document is dropped. Otherwise every client connected while a document was
+//! looked for would be sent that document and each of its later changes, and a server that
+//! asked its thousands of clients would keep (and visit on every tick) an entry per client and
+//! document.
 
-use super::document::DocState;
+use std::collections::BTreeSet;
+
+use super::document::{DocState, peer_doc};
 use super::{Core, Event, FindOutcome};
 use crate::id::{ConnId, DocumentId};
 use crate::wire::Message;
@@ -33,10 +43,10 @@ impl Core {
             pd.they_unavailable = true;
             forget = client && !pd.awaiting;
         }
-        if forget && let Some(c) = self.conns.get_mut(&conn) {
+        if forget {
             // A client we asked that does not hold it is not sent the document if it arrives
             // later: it did not ask for it.
-            c.subscribed.remove(&doc);
+            self.unsubscribe(conn, doc);
         }
         self.check_availability(doc);
     }
@@ -68,10 +78,25 @@ impl Core {
     }
 
     /// Established peers that could hold `doc`, have not said they do not, and are not waiting
-    /// for it from us.
+    /// for it from us; at most [`Limits::max_clients_asked`](super::Limits::max_clients_asked)
+    /// clients (the longest connected first) over the whole search, so that requests for
+    /// unknown ids cannot make the server write to every client it has.
     fn askable(&self, doc: DocumentId) -> Vec<ConnId> {
         let policy = &self.config.policy;
         let entry = self.docs.get(&doc);
+        let asked_before = entry.map_or(0, |e| {
+            e.peers
+                .iter()
+                .filter(|(conn, pd)| {
+                    (pd.asked || pd.they_unavailable) && self.is_client_conn(**conn)
+                })
+                .count()
+        });
+        let mut clients = self
+            .config
+            .limits
+            .max_clients_asked
+            .saturating_sub(asked_before);
         self.conns
             .iter()
             .filter(|(id, c)| {
@@ -86,8 +111,44 @@ impl Core {
                     .is_some_and(|pd| pd.awaiting || pd.they_unavailable);
                 may_hold && !answered
             })
+            .filter(|(_, c)| {
+                if !c.inbound || c.region.is_some() {
+                    return true;
+                }
+                let room = clients > 0;
+                clients = clients.saturating_sub(1);
+                room
+            })
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Drops the per-peer state of `doc` kept for peers that do not sync it (asked while we
+    /// looked for it, answered that they do not hold it, or were forgotten above), but for peers
+    /// with a message queued: a server that asked every client for a document would otherwise
+    /// keep an entry per client per document, visited by every housekeeping tick.
+    fn forget_askers(&mut self, doc: DocumentId, queued: &[ConnId]) {
+        let subscribed: BTreeSet<ConnId> = self.subscribers.of(&doc).collect();
+        if let Some(entry) = self.docs.get_mut(&doc)
+            && entry.peers.len() > subscribed.len()
+        {
+            entry
+                .peers
+                .retain(|conn, _| subscribed.contains(conn) || queued.contains(conn));
+        }
+    }
+
+    /// Records that client `conn` was subscribed to `doc` only because we asked it.
+    fn mark_asked(&mut self, conn: ConnId, doc: DocumentId) {
+        let storage = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer.as_ref())
+            .and_then(super::PeerInfo::sync_state_key);
+        if let Some(entry) = self.docs.get_mut(&doc) {
+            let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
+            pd.asked = true;
+        }
     }
 
     /// Peers that may still deliver `doc`: asked and not yet refused, or offered it (announced
@@ -132,13 +193,31 @@ impl Core {
                     outcome: FindOutcome::Found,
                 });
             }
+            // Clients we asked that never wanted it are not sent it (nor its every change); one
+            // with a message still queued may be asking for it now (pump_inner decides).
+            let queued: Vec<ConnId> = entry.inbox.iter().map(|m| m.conn).collect();
+            let uninterested: Vec<ConnId> = entry
+                .peers
+                .iter_mut()
+                .filter(|(conn, pd)| pd.asked && !queued.contains(conn))
+                .map(|(conn, pd)| {
+                    pd.asked = false;
+                    *conn
+                })
+                .collect();
+            for conn in uninterested {
+                self.unsubscribe(conn, doc);
+            }
+            self.forget_askers(doc, &queued);
             return;
         }
         if !entry.is_wanted() {
             return;
         }
         for conn in self.askable(doc) {
-            self.subscribe(conn, doc);
+            if self.subscribe(conn, doc) && self.is_client_conn(conn) {
+                self.mark_asked(conn, doc);
+            }
         }
         self.sync_doc(0, doc);
         if !self.pending_answers(doc).is_empty() {
@@ -215,9 +294,7 @@ impl Core {
         if unused {
             self.docs.remove(&doc);
             for conn in askers {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.subscribed.remove(&doc);
-                }
+                self.unsubscribe(conn, doc);
             }
         }
     }

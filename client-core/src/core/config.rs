@@ -95,6 +95,10 @@ pub struct Limits {
     /// we asked for it before it is answered `doc-unavailable` (checked on each tick; the
     /// document is still delivered if it arrives later). Peers that answer end the wait sooner.
     pub ask_timeout_ms: u64,
+    /// Clients asked at most for one document we do not hold (region links and servers we
+    /// dialled are always asked): a `request` for an unknown id must not cost a frame to every
+    /// connected client.
+    pub max_clients_asked: usize,
 }
 
 impl Default for Limits {
@@ -107,6 +111,7 @@ impl Default for Limits {
             max_decompressed_bytes: 64 << 20,
             max_ops_per_message: 200_000,
             ask_timeout_ms: 5_000,
+            max_clients_asked: 16,
         }
     }
 }

@@ -116,6 +116,7 @@ impl Core {
             self.announce_regions();
         }
         self.out.per_conn.remove(&conn);
+        self.forget_subscriptions(conn, &c.subscribed);
         if let Some(info) = &c.peer {
             self.release_peer(now, info, c.subscribed.len());
         }
@@ -443,12 +444,6 @@ impl Core {
                 self.subscribe(conn, doc);
                 self.sync_doc(now, doc);
             }
-        }
-    }
-
-    pub(super) fn subscribe(&mut self, conn: ConnId, doc: DocumentId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.subscribed.insert(doc);
         }
     }
 

@@ -22,6 +22,8 @@
 //!   is kept longer: a peer offline for longer than the tombstone's retention could resurrect
 //!   the document (a documented trade-off).
 
+use std::collections::BTreeSet;
+
 use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
@@ -232,12 +234,18 @@ impl Core {
         let Some(t) = self.tombstones.get(&doc).cloned() else {
             return;
         };
-        let targets: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(id, c)| Some(**id) != origin && c.peer.is_some())
-            .filter(|(_, c)| c.subscribed.contains(&doc) || c.region.is_some() || !c.inbound)
-            .map(|(id, _)| *id)
+        // Subscribers, and the links that replicate everything (region links, servers we dialled).
+        let mut targets: BTreeSet<ConnId> = self.subscribers.of(&doc).collect();
+        targets.extend(
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.region.is_some() || !c.inbound)
+                .map(|(id, _)| *id),
+        );
+        let targets: Vec<ConnId> = targets
+            .into_iter()
+            .filter(|id| Some(*id) != origin)
+            .filter(|id| self.conns.get(id).is_some_and(|c| c.peer.is_some()))
             .collect();
         for conn in targets {
             self.tell_deleted(conn, doc, &t);
@@ -247,13 +255,16 @@ impl Core {
     /// Tells one peer about the deletion: a server we dialled is asked to delete (until one
     /// confirms); a Concord peer is told `concord-deleted`; another peer `doc-unavailable`.
     fn tell_deleted(&mut self, conn: ConnId, doc: DocumentId, t: &Tombstone) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        if self.conns.get(&conn).is_none_or(|c| c.peer.is_none()) {
+            return;
+        }
+        let was_subscribed = self.unsubscribe(conn, doc);
+        let Some(c) = self.conns.get(&conn) else {
             return;
         };
         let Some(peer) = c.peer.clone() else {
             return;
         };
-        let was_subscribed = c.subscribed.remove(&doc);
         if was_subscribed
             && let (Some(budgets), Some(g)) = (&self.config.budgets, &c.grant)
             && c.inbound
@@ -368,11 +379,8 @@ impl Core {
         let Some(t) = self.tombstones.get(&doc).cloned() else {
             return false;
         };
-        let subscribed = self.conns.get_mut(&conn).is_some_and(|c| {
-            c.subscribed.insert(doc);
-            true
-        });
-        if subscribed {
+        if self.conns.contains_key(&conn) {
+            self.subscribe(conn, doc);
             self.tell_deleted(conn, doc, &t);
         }
         true

@@ -17,7 +17,7 @@ use super::{
     Core, CoreError, Event, FindOutcome, Origin, PendingOp, ProtocolError, StorageOp, StorageReply,
     Ticket,
 };
-use crate::id::{ConnId, DocumentId, PeerId, StorageId};
+use crate::id::{ConnId, DocumentId, StorageId};
 use crate::storage::{ChangeAuthor, ChunkKey, ChunkKind, StorageError};
 use crate::wire::Message;
 
@@ -47,6 +47,9 @@ pub(super) struct PeerDoc {
     pub(super) owe_ack: bool,
     /// The heads gossip last sent to this peer for this document.
     pub(super) gossiped: Option<Vec<(StorageId, Vec<ChangeHash>)>>,
+    /// A client we asked for the document (availability.rs) that has shown no interest of its
+    /// own: no `request`, no heads. It is not sent the document when it arrives.
+    pub(super) asked: bool,
 }
 
 impl PeerDoc {
@@ -63,13 +66,14 @@ impl PeerDoc {
             saved: stored.cloned(),
             owe_ack: false,
             gossiped: None,
+            asked: false,
         }
     }
 }
 
 #[derive(Debug)]
 pub(super) struct Inbound {
-    conn: ConnId,
+    pub(super) conn: ConnId,
     msg: sync::Message,
     request: bool,
 }
@@ -191,7 +195,7 @@ impl DocEntry {
     }
 }
 
-fn peer_doc<'a>(
+pub(super) fn peer_doc<'a>(
     peers: &'a mut BTreeMap<ConnId, PeerDoc>,
     stored_sync: &HashMap<StorageId, Vec<u8>>,
     conn: ConnId,
@@ -553,6 +557,9 @@ impl Core {
                 continue;
             }
             let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
+            if request || !msg.heads.is_empty() {
+                pd.asked = false; // it wants the document, or holds some of it
+            }
             if request && empty && msg.heads.is_empty() {
                 pd.awaiting = true;
                 entry.asking_since.get_or_insert(now);
@@ -893,89 +900,5 @@ impl Core {
                 }
             }
         }
-    }
-
-    /// Generates and sends sync messages for `doc` to every subscribed peer, if everything we
-    /// hold of it is committed (panics contained: see `guard.rs`).
-    pub(super) fn sync_doc(&mut self, now: u64, doc: DocumentId) {
-        self.sync_doc_to(now, doc, None);
-    }
-
-    /// [`Self::sync_doc`] for the peers in `only` (all subscribed peers when `None`).
-    fn sync_doc_to(&mut self, now: u64, doc: DocumentId, only: Option<&HashSet<ConnId>>) {
-        let _ = self.guarded(now, doc, |c| c.sync_doc_inner(now, doc, only));
-    }
-
-    fn sync_doc_inner(&mut self, now: u64, doc: DocumentId, only: Option<&HashSet<ConnId>>) {
-        let Some(entry) = self.docs.get_mut(&doc) else {
-            return;
-        };
-        if entry.state != DocState::Ready || !entry.all_committed() || entry.commit_failed {
-            return;
-        }
-        let has_content = entry.has_content();
-        let wanted = entry.is_wanted();
-        let targets: Vec<(ConnId, PeerId, Option<StorageId>, bool)> = self
-            .conns
-            .iter()
-            .filter(|(id, c)| c.subscribed.contains(&doc) && only.is_none_or(|o| o.contains(id)))
-            .filter_map(|(id, c)| {
-                let client = c.inbound && c.region.is_none(); // availability.rs
-                c.peer
-                    .as_ref()
-                    .map(|p| (*id, p.peer_id.clone(), p.sync_state_key(), client))
-            })
-            .collect();
-        for (conn, target_id, storage, client) in targets {
-            let pd = peer_doc(&mut entry.peers, &entry.stored_sync, conn, storage.as_ref());
-            if pd.awaiting {
-                if !has_content {
-                    continue;
-                }
-                pd.awaiting = false;
-                pd.told_unavailable = false;
-                pd.sync = sync::State::new();
-            }
-            // A peer that offered us the document gets answers even while we hold nothing.
-            let they_have = pd.sync.their_heads.as_ref().is_some_and(|h| !h.is_empty());
-            if !has_content && !they_have {
-                if pd.they_unavailable || !wanted {
-                    continue;
-                }
-                pd.we_requested = true;
-            }
-            if std::mem::take(&mut pd.owe_ack) {
-                // Forces a message carrying our (committed) heads.
-                pd.sync.last_sent_heads.clear();
-            }
-            let generated = match entry.doc.generate_sync_message(&mut pd.sync) {
-                Ok(m) => m,
-                Err(e) => {
-                    entry.state = DocState::Failed(format!("pending changes do not apply: {e}"));
-                    break;
-                }
-            };
-            if let Some(m) = generated {
-                let data = m.encode();
-                // Clients are asked with a `sync` (see availability.rs).
-                let msg = if !has_content && !they_have && !client {
-                    Message::Request {
-                        sender_id: self.config.peer_id.clone(),
-                        target_id,
-                        document_id: doc,
-                        data,
-                    }
-                } else {
-                    Message::Sync {
-                        sender_id: self.config.peer_id.clone(),
-                        target_id,
-                        document_id: doc,
-                        data,
-                    }
-                };
-                self.out.send(conn, &msg);
-            }
-        }
-        self.gossip_heads(now, doc);
     }
 }

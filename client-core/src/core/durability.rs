@@ -279,10 +279,9 @@ impl Core {
         let regions = self.region_heads(&doc);
         self.publish_region_heads(doc, &regions);
         let targets: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.heads_gossip && c.subscribed.contains(&doc))
-            .map(|(id, _)| *id)
+            .subscribers
+            .of(&doc)
+            .filter(|id| self.conns.get(id).is_some_and(|c| c.heads_gossip))
             .collect();
         if targets.is_empty() {
             return;

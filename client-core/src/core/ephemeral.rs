@@ -185,10 +185,13 @@ impl Core {
         data: &[u8],
     ) {
         let targets: Vec<(ConnId, PeerId)> = self
-            .conns
-            .iter()
-            .filter(|(id, other)| Some(**id) != origin && other.subscribed.contains(&doc))
-            .filter_map(|(id, other)| other.peer.as_ref().map(|p| (*id, p.peer_id.clone())))
+            .subscribers
+            .of(&doc)
+            .filter(|id| Some(*id) != origin)
+            .filter_map(|id| {
+                let other = self.conns.get(&id)?;
+                other.peer.as_ref().map(|p| (id, p.peer_id.clone()))
+            })
             .filter(|(_, peer)| peer != from)
             .collect();
         for (to, target_id) in targets {

@@ -98,6 +98,8 @@ mod quota;
 mod reach;
 mod region;
 mod region_status;
+mod subscribers;
+mod sync_pass;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -252,6 +254,8 @@ pub struct Core {
     ephemeral_seen: HashMap<(crate::id::PeerId, String), u64>,
     next_ticket: u64,
     conns: BTreeMap<ConnId, Conn>,
+    /// Subscribers per document (see `subscribers.rs`).
+    subscribers: subscribers::Subscribers,
     docs: HashMap<DocumentId, DocEntry>,
     out: Outbox,
     /// Region servers: committed heads of every stored document, for anti-entropy digests.
@@ -287,6 +291,7 @@ impl Core {
             ephemeral_seen: HashMap::new(),
             next_ticket: 0,
             conns: BTreeMap::new(),
+            subscribers: subscribers::Subscribers::default(),
             docs: HashMap::new(),
             out: Outbox::default(),
             index: region::HeadsIndex::default(),
@@ -411,6 +416,10 @@ impl Core {
         {
             budgets.prune(now);
         }
+        debug_assert!(
+            self.subscribers_consistent(),
+            "subscriber index out of step"
+        );
         self.expire_handshakes(now);
         self.retry_panicked(now);
         let stale: Vec<DocumentId> = self
