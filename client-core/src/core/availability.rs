@@ -129,9 +129,7 @@ impl Core {
     /// keep an entry per client per document, visited by every housekeeping tick.
     fn forget_askers(&mut self, doc: DocumentId, queued: &[ConnId]) {
         let subscribed: BTreeSet<ConnId> = self.subscribers.of(&doc).collect();
-        if let Some(entry) = self.docs.get_mut(&doc)
-            && entry.peers.len() > subscribed.len()
-        {
+        if let Some(entry) = self.docs.get_mut(&doc) {
             entry
                 .peers
                 .retain(|conn, _| subscribed.contains(conn) || queued.contains(conn));
@@ -192,6 +190,11 @@ impl Core {
                     doc,
                     outcome: FindOutcome::Found,
                 });
+            }
+            // Runs on every commit: nothing to do unless a search left ask state behind.
+            let subscribers = self.subscribers.of(&doc).count();
+            if entry.peers.len() <= subscribers && !entry.peers.values().any(|pd| pd.asked) {
+                return;
             }
             // Clients we asked that never wanted it are not sent it (nor its every change); one
             // with a message still queued may be asking for it now (pump_inner decides).

@@ -96,6 +96,7 @@ mod lazy_sync;
 mod load;
 mod quota;
 mod reach;
+mod receive;
 mod region;
 mod region_status;
 mod subscribers;
